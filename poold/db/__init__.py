@@ -1,0 +1,1 @@
+"""The SQL store: ORM models, engine and sessions, and schema migrations."""

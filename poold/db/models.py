@@ -1,0 +1,166 @@
+"""The pool as stored in SQL: nodes, devices, jobs, allocations, queues and the event log.
+
+ORM classes end in ``Model`` so they never get mixed up with API schemas or the
+scheduler's in-memory view. Times are timezone-aware UTC. Memory is MiB.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class QueueModel(Base):
+    """A queue jobs are submitted to; higher ``priority`` queues are scheduled first."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class NodeModel(Base):
+    """A machine with an agent. ``state`` is ``ready`` or ``down`` (no heartbeat within the timeout)."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20), default="ready")
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    drain_reason: Mapped[str | None] = mapped_column(Text)
+    cpu_cores: Mapped[int] = mapped_column(Integer, default=0)
+    memory_total_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    host: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="the last HostRecord, usage included")
+    agent_version: Mapped[str] = mapped_column(String(50), default="")
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()
+
+    devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
+
+
+class DeviceModel(Base):
+    """A GPU, MIG slice, NPU or FPGA. A slice points at its whole device through ``parent_id``.
+
+    ``present`` turns false when an agent stops reporting the device; the row stays so that
+    history (allocations, events) keeps its meaning.
+    """
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    uuid: Mapped[str] = mapped_column(String(200), unique=True)
+    vendor: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))
+    model: Mapped[str] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    index: Mapped[int | None] = mapped_column(Integer)
+    bus_id: Mapped[str | None] = mapped_column(String(40))
+    memory_total_mib: Mapped[int | None] = mapped_column(BigInteger)
+    memory_free_mib: Mapped[int | None] = mapped_column(BigInteger)
+    compute_capability: Mapped[str | None] = mapped_column(String(10))
+    architecture: Mapped[str | None] = mapped_column(String(40))
+    numa_node: Mapped[int | None] = mapped_column(Integer)
+    health: Mapped[str] = mapped_column(String(20), default="ok")
+    health_reason: Mapped[str | None] = mapped_column(Text)
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="power_w, temperature_c, utilization_pct...")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    node: Mapped[NodeModel] = relationship(back_populates="devices")
+    parent: Mapped["DeviceModel | None"] = relationship(remote_side="DeviceModel.id")
+
+
+class JobModel(Base):
+    """A submitted job. ``spec`` is the validated job file; ``reason`` says why it waits or where it went."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_priority", "state", "priority"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    queue_name: Mapped[str] = mapped_column(ForeignKey("queues.name"), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    price_per_hour: Mapped[float | None] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    placed_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    node: Mapped[NodeModel | None] = relationship()
+    allocations: Mapped[list["AllocationModel"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+
+class AllocationModel(Base):
+    """A job holding (a share of) a device. Active while ``released_at`` is null."""
+
+    __tablename__ = "allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    share: Mapped[float] = mapped_column(Float, default=1.0, doc="fraction of the device, 0 < share <= 1")
+    memory_mib: Mapped[int | None] = mapped_column(BigInteger, doc="device memory held")
+    price_per_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    job: Mapped[JobModel] = relationship(back_populates="allocations")
+    device: Mapped[DeviceModel] = relationship()
+
+
+class EventModel(Base):
+    """The event log: what happened to jobs, nodes and devices, in order."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,173 @@
+"""The daemon's settings: one typed object built at start-up from TOML and ``POOLD_*`` variables.
+
+Precedence, lowest first: the defaults below, the TOML file, then environment variables.
+A variable names a key path with ``__`` between levels: ``POOLD_DATABASE_URL``,
+``POOLD_SCHEDULER__INTERVAL_S=0.5``, ``POOLD_PRICES__H100=3.9``. Values from the
+environment are parsed as TOML values when they can be (numbers, booleans, arrays) and taken
+as strings otherwise. Every error names the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "POOLD_"
+# Variables under POOLD_ that belong to someone else: the CLI, the agent, the fake-device
+# harness, and the environment a job runs in. Everything else under POOLD_ must be a key.
+NOT_DAEMON_SETTINGS = ("POOLD_CONFIG", "POOLD_URL", "POOLD_AGENT_", "POOLD_FAKE_", "POOLD_JOB_", "POOLD_FPGA_", "POOLD_NODE")
+DEFAULT_CONFIG = Path("/etc/poold/poold.toml")
+
+
+class SettingsError(ValueError):
+    """A config that cannot be used; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    bind: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(default=8470, ge=0, le=65535)
+
+
+class SchedulerSettings(_Section):
+    interval_s: float = Field(default=1.0, gt=0, le=3600, description="seconds between scheduling passes")
+    max_jobs_per_pass: int = Field(default=1000, ge=1, description="pending jobs considered per pass")
+
+
+class NodeSettings(_Section):
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    timeout_s: float = Field(default=30.0, gt=0, description="a node silent this long is marked down")
+
+
+class QueueSettings(_Section):
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher queues are scheduled first")
+    description: str = ""
+
+
+class Settings(_Section):
+    state_dir: Path = Field(default=Path("/var/lib/poold"), description="SQLite file and job logs live here")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in state_dir")
+    migrate_on_start: bool = Field(default=True, description="bring the schema up to date when serve starts")
+    log_level: str = "INFO"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    nodes: NodeSettings = Field(default_factory=NodeSettings)
+    prices: dict[str, float] = Field(
+        default_factory=dict, description="price per hour of one whole device, by chip model"
+    )
+    default_price_per_hour: float = Field(default=1.0, ge=0, description="for models without a price")
+    queues: dict[str, QueueSettings] = Field(default_factory=lambda: {"default": QueueSettings()})
+
+    @field_validator("prices")
+    @classmethod
+    def _non_negative(cls, prices: dict[str, float]) -> dict[str, float]:
+        for model, price in prices.items():
+            if price < 0:
+                raise ValueError(f"price of {model} is negative")
+        return prices
+
+    @field_validator("queues")
+    @classmethod
+    def _has_default(cls, queues: dict[str, QueueSettings]) -> dict[str, QueueSettings]:
+        if "default" not in queues:
+            queues = {"default": QueueSettings(), **queues}
+        return queues
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'poold.db'}"
+
+    def price_of(self, model: str) -> float:
+        """Price per hour of one whole device of ``model`` (case-insensitive)."""
+        for name, price in self.prices.items():
+            if name.lower() == model.lower():
+                return price
+        return self.default_price_per_hour
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def load_model(
+    model: type[SettingsT],
+    path: str | Path | None,
+    env: dict[str, str] | None = None,
+    prefix: str = ENV_PREFIX,
+) -> SettingsT:
+    """Build ``model`` from a TOML file (optional) and ``prefix``-ed environment variables."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    overrides = env_overrides(os.environ if env is None else env, prefix)
+    for keys, value in overrides:
+        _set_path(data, keys, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            origin = _origin(key, overrides, prefix) or source
+            problems.append(f"{origin}: {key}: {message}")
+        raise SettingsError("invalid config:\n  " + "\n  ".join(problems)) from exc
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """The daemon's settings. ``path`` None means ``$POOLD_CONFIG``, then /etc/poold/poold.toml if present."""
+    environ = os.environ if env is None else env
+    if path is None:
+        path = environ.get("POOLD_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    own = {key: value for key, value in environ.items() if not key.startswith(NOT_DAEMON_SETTINGS)}
+    return load_model(Settings, path, own)
+
+
+def env_overrides(environ: Any, prefix: str) -> list[tuple[list[str], Any]]:
+    overrides = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(prefix) or name == prefix:
+            continue
+        keys = [part.lower() for part in name[len(prefix) :].split("__")]
+        # Model names in [prices] keep their case as users write them (H100, 910B).
+        if len(keys) == 2 and keys[0] == "prices":
+            keys[1] = name[len(prefix) :].split("__")[1]
+        overrides.append((keys, _env_value(raw)))
+    return overrides
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        child = data.get(key)
+        if not isinstance(child, dict):
+            child = data[key] = {}
+        data = child
+    data[keys[-1]] = value
+
+
+def _origin(key: str, overrides: list[tuple[list[str], Any]], prefix: str) -> str | None:
+    for keys, _ in overrides:
+        if ".".join(keys).lower() == key.lower() or key.lower().startswith(".".join(keys).lower() + "."):
+            return "$" + prefix + "__".join(part.upper() for part in keys)
+    return None
