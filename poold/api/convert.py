@@ -1,0 +1,98 @@
+"""ORM rows to API schemas."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut
+from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
+from poold.scheduler.loop import device_price
+from poold.settings import Settings
+
+
+def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False) -> JobOut:
+    allocations = [
+        AllocationOut(
+            device_uuid=alloc.device.uuid,
+            device_model=alloc.device.model,
+            kind=alloc.device.kind,
+            node=node_names.get(alloc.device.node_id, "?"),
+            share=alloc.share,
+            memory_mib=alloc.memory_mib,
+            price_per_hour=alloc.price_per_hour,
+        )
+        for alloc in job.allocations
+    ]
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        queue=job.queue_name,
+        priority=job.priority,
+        state=job.state,  # type: ignore[arg-type]
+        node=node_names.get(job.node_id) if job.node_id is not None else None,
+        submitted_at=job.submitted_at,
+        placed_at=job.placed_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        exit_code=job.exit_code,
+        price_per_hour=job.price_per_hour,
+        reason=job.reason,
+        allocations=allocations,
+        spec=job.spec if with_spec else None,
+    )
+
+
+def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel]) -> JobDetail:
+    base = job_out(job, node_names, with_spec=True)
+    return JobDetail(
+        **base.model_dump(),
+        events=[
+            EventOut(at=e.at, kind=e.kind, message=e.message, job_id=e.job_id, node=node_names.get(e.node_id) if e.node_id else None)
+            for e in events
+        ],
+    )
+
+
+def node_names(session: Session) -> dict[int, str]:
+    from sqlalchemy import select
+
+    return dict(session.execute(select(NodeModel.id, NodeModel.name)).all())
+
+
+def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
+    return NodeOut(
+        name=node.name,
+        hostname=node.hostname,
+        state=node.state,
+        drained=node.drained,
+        drain_reason=node.drain_reason,
+        cpu_cores=node.cpu_cores,
+        memory_total_mib=node.memory_total_mib,
+        devices=devices,
+        devices_free=free,
+        last_heartbeat_at=node.last_heartbeat_at,
+        agent_version=node.agent_version,
+    )
+
+
+def device_out(device: DeviceModel, names: dict[int, str], held: dict[int, float], settings: Settings, parents: dict[int, str]) -> DeviceOut:
+    return DeviceOut(
+        uuid=device.uuid,
+        node=names.get(device.node_id, "?"),
+        vendor=device.vendor,
+        kind=device.kind,
+        model=device.model,
+        name=device.name,
+        index=device.index,
+        parent_uuid=parents.get(device.parent_id) if device.parent_id else None,
+        memory_total_mib=device.memory_total_mib,
+        memory_free_mib=device.memory_free_mib,
+        health=device.health,
+        health_reason=device.health_reason,
+        allocated_share=round(held.get(device.id, 0.0), 6),
+        price_per_hour=device_price(settings, device.model, device.attributes),
+        attributes=device.attributes,
+        utilization_pct=device.usage.get("utilization_pct"),
+        temperature_c=device.usage.get("temperature_c"),
+        power_w=device.usage.get("power_w"),
+    )

@@ -1,0 +1,57 @@
+"""Routes the node agents call: register, heartbeat, assignments, job events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from poold import __version__
+from poold.api.context import AppContext
+from poold.api.routes import ctx_of
+from poold.api.schemas import (
+    AssignmentsResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobEventsRequest,
+    JobEventsResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
+from poold.db.session import transaction
+from poold.services import jobs, nodes
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+
+@router.post("/register", response_model=RegisterResponse)
+def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
+    with transaction(ctx.factory) as session:
+        node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__)
+        name = node.name
+    ctx.wake_scheduler()
+    return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
+
+
+@router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+    with transaction(ctx.factory) as session:
+        row = nodes.heartbeat(session, node, body.host, body.devices)
+        drained = row.drained
+    return HeartbeatResponse(drained=drained)
+
+
+@router.get("/{node}/assignments", response_model=AssignmentsResponse)
+def assignments(node: str, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
+    with transaction(ctx.factory) as session:
+        return jobs.assignments(session, node)
+
+
+@router.post("/{node}/events", response_model=JobEventsResponse)
+def job_events(node: str, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+    results = []
+    for event in body.events:
+        # One transaction per event: a refused report never undoes an accepted one.
+        with transaction(ctx.factory) as session:
+            results.append(jobs.apply_event(session, node, event))
+    if any(r.accepted and r.kind == "ended" for r in results):
+        ctx.wake_scheduler()
+    return JobEventsResponse(results=results)

@@ -1,0 +1,63 @@
+"""Routes for users' jobs: submit, list, show, cancel, and logs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from poold.api import convert
+from poold.api.context import AppContext
+from poold.api.routes import ctx_of
+from poold.api.schemas import JobDetail, JobOut, JobState, SubmitRequest
+from poold.db.session import transaction
+from poold.services import events, jobs, logs
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", response_model=JobOut, status_code=201)
+def submit(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+    with transaction(ctx.factory) as session:
+        job = jobs.submit(session, body.spec)
+        out = convert.job_out(job, {})
+    ctx.wake_scheduler()
+    return out
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    state: list[JobState] | None = Query(default=None), limit: int = Query(default=200, ge=1, le=10000), ctx: AppContext = Depends(ctx_of)
+) -> list[JobOut]:
+    with transaction(ctx.factory) as session:
+        names = convert.node_names(session)
+        return [convert.job_out(job, names) for job in jobs.list_jobs(session, list(state or []), limit)]
+
+
+@router.get("/{job_id}", response_model=JobDetail)
+def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
+    with transaction(ctx.factory) as session:
+        job = jobs.get_job(session, job_id)
+        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+    with transaction(ctx.factory) as session:
+        job = jobs.cancel(session, job_id)
+        out = convert.job_out(job, convert.node_names(session))
+    ctx.wake_scheduler()
+    return out
+
+
+@router.get("/{job_id}/log")
+def read_log(job_id: int, offset: int = Query(default=0, ge=0), ctx: AppContext = Depends(ctx_of)) -> Response:
+    with transaction(ctx.factory) as session:
+        jobs.get_job(session, job_id)
+    return Response(content=logs.read(ctx.settings.state_dir, job_id, offset), media_type="application/octet-stream")
+
+
+@router.put("/{job_id}/log")
+async def append_log(job_id: int, request: Request, offset: int = Query(ge=0), ctx: AppContext = Depends(ctx_of)) -> dict[str, int]:
+    data = await request.body()
+    with transaction(ctx.factory) as session:
+        jobs.get_job(session, job_id)
+    return {"size": logs.append(ctx.settings.state_dir, job_id, offset, data)}

@@ -1,0 +1,1 @@
+"""Filters, one per module, cheapest first in ``poold.scheduler.stack``."""

@@ -1,0 +1,1 @@
+"""Scorers, one per module; each returns 0..100, higher is better."""
