@@ -6,6 +6,7 @@ See ``docs/jobs.md`` for the format. Sizes accept integers (MiB) or strings with
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import tomllib
@@ -16,6 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 _SIZE_UNITS_MIB = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024**2, "tb": 1024**2, "tib": 1024**2}
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+# 1 PiB in MiB: far above any device or host, and keeps sizes inside a 64-bit database column.
+_MAX_SIZE_MIB = 1024**3
 
 
 def _parse_size_mib(value: Any) -> Any:
@@ -25,7 +28,10 @@ def _parse_size_mib(value: Any) -> Any:
         unit = match.group(2).lower() if match else None
         if not match or unit not in _SIZE_UNITS_MIB:
             raise ValueError(f"not a size: {value!r} (use MiB as a number, or e.g. '40GiB', '512MiB')")
-        return int(float(match.group(1)) * _SIZE_UNITS_MIB[unit])
+        mib = float(match.group(1)) * _SIZE_UNITS_MIB[unit]
+        if not math.isfinite(mib) or mib > _MAX_SIZE_MIB:
+            raise ValueError(f"size too large: {value!r} (at most 1 PiB)")
+        return int(mib)
     return value
 
 
@@ -40,12 +46,21 @@ def _parse_duration_s(value: Any) -> Any:
     return value
 
 
-SizeMiB = Annotated[int, BeforeValidator(_parse_size_mib), Field(ge=0)]
+SizeMiB = Annotated[int, BeforeValidator(_parse_size_mib), Field(ge=0, le=_MAX_SIZE_MIB)]
 DurationS = Annotated[float, BeforeValidator(_parse_duration_s), Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # No inf/nan: a job's numbers end up in JSON (the API, the store), which has neither.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _KeyProblem(ValueError):
+    """A check across keys, raised with the key path (relative to the model) it should be reported at."""
+
+    def __init__(self, key: tuple[str, ...], message: str):
+        super().__init__(message)
+        self.key = key
 
 
 class AcceptedModel(_Strict):
@@ -74,18 +89,24 @@ class Resources(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Resources":
         if self.share is not None and self.share < 1 and self.count != 1:
-            raise ValueError("share below 1 needs count = 1 (a fraction of one device)")
+            raise _KeyProblem(("share",), "share below 1 needs count = 1 (a fraction of one device)")
         if self.mig_profile is not None and (self.count != 1 or self.kind not in ("gpu", "any")):
-            raise ValueError("mig_profile needs kind = 'gpu' and count = 1 (CUDA sees one MIG slice per process)")
+            raise _KeyProblem(
+                ("mig_profile",), "mig_profile needs kind = 'gpu' and count = 1 (CUDA sees one MIG slice per process)"
+            )
         if self.mig_profile is not None and self.share is not None and self.share < 1:
-            raise ValueError("mig_profile and share cannot be combined: a MIG slice is taken whole")
+            raise _KeyProblem(("mig_profile",), "mig_profile and share cannot be combined: a MIG slice is taken whole")
         if self.fpga_shell is not None and self.kind not in ("fpga", "any"):
-            raise ValueError("fpga_shell needs kind = 'fpga'")
+            raise _KeyProblem(("fpga_shell",), "fpga_shell needs kind = 'fpga'")
         if not self.same_node and self.count > 1:
-            raise ValueError("same_node = false (jobs spread over several nodes) is not supported yet")
-        models = [entry.model.lower() for entry in self.accept]
-        if len(models) != len(set(models)):
-            raise ValueError("accept lists a model twice")
+            raise _KeyProblem(
+                ("same_node",), "same_node = false (jobs spread over several nodes) is not supported yet"
+            )
+        seen: set[str] = set()
+        for index, entry in enumerate(self.accept):
+            if entry.model.lower() in seen:
+                raise _KeyProblem(("accept", str(index), "model"), f"accept lists model {entry.model!r} twice")
+            seen.add(entry.model.lower())
         return self
 
     def speed_on(self, model: str) -> float | None:
@@ -116,14 +137,14 @@ class JobSpec(_Strict):
             try:
                 data = {**data, "command": shlex.split(data["command"])}
             except ValueError as exc:
-                raise ValueError(f"command: {exc}") from exc
+                raise _KeyProblem(("command",), f"cannot split the command like a shell: {exc}") from exc
         return data
 
     @model_validator(mode="after")
     def _env_names(self) -> "JobSpec":
         for key in self.env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"env: {key!r} is not a valid variable name")
+                raise _KeyProblem(("env", key), f"{key!r} is not a valid variable name (letters, digits, _)")
         return self
 
 
@@ -146,18 +167,25 @@ def parse_job_file(path: str | Path) -> JobSpec:
 
 
 def parse_job_text(text: str, source: str = "job.toml") -> JobSpec:
-    """Parse and validate a job file; raise :class:`JobFileError` naming each bad key and its line."""
+    """Parse and validate a job file; raise :class:`JobFileError` naming each bad key and its line.
+
+    Each problem reads ``line N: key.path: message``; a missing key has no line, and a TOML
+    syntax error names the line and column tomllib reports.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise JobFileError(source, [f"not valid TOML: {exc}"]) from exc
+        raise JobFileError(source, [_toml_problem(exc, text)]) from exc
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         lines = key_lines(text)
-        problems = []
+        located: list[tuple[int | None, str]] = []
         for error in exc.errors():
             path = _error_path(error["loc"])
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, _KeyProblem):
+                path += cause.key
             line = _line_for(lines, path)
             where = f"line {line}: " if line else ""
             message = error["msg"].removeprefix("Value error, ")
@@ -165,8 +193,22 @@ def parse_job_text(text: str, source: str = "job.toml") -> JobSpec:
                 message = "unknown key"
             elif error["type"] == "missing":
                 message = "required key is missing"
-            problems.append(f"{where}{'.'.join(path) or '(file)'}: {message}")
-        raise JobFileError(source, problems) from exc
+            located.append((line, f"{where}{'.'.join(path) or '(file)'}: {message}"))
+        # In the order of the file, then the missing keys, which have no line.
+        located.sort(key=lambda item: (item[0] is None, item[0] or 0))
+        raise JobFileError(source, [problem for _, problem in located]) from exc
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    # tomllib (3.11) only has the position inside its message: "Invalid value (at line 3, column 9)".
+    match = re.fullmatch(r"(.*) \(at line ([0-9]+), column ([0-9]+)\)", str(exc), re.DOTALL)
+    if match:
+        return f"line {match.group(2)}: not valid TOML: {match.group(1)} (column {match.group(3)})"
+    match = re.fullmatch(r"(.*) \(at end of document\)", str(exc), re.DOTALL)
+    if match:
+        last_line = text.rstrip("\n").count("\n") + 1  # TOML lines end at "\n" only
+        return f"line {last_line}: not valid TOML: {match.group(1)} (at the end of the file)"
+    return f"not valid TOML: {exc}"
 
 
 def _error_path(loc: tuple[Any, ...]) -> list[str]:
@@ -174,45 +216,154 @@ def _error_path(loc: tuple[Any, ...]) -> list[str]:
     return [str(part) for part in loc if not (isinstance(part, str) and ("[" in part or part.startswith("function-")))]
 
 
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a TOML text to the line (1-based) where it is written.
-
-    Handles tables, arrays of tables (``[[resources.accept]]`` entries get their index)
-    and dotted keys; inline tables map to the line of their key. Good enough to point a
-    person at the mistake, which is all it is for.
-    """
-    result: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    array_counts: dict[tuple[str, ...], int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[["):
-            name = tuple(_split_key(line[2 : line.find("]]")]))
-            index = array_counts.get(name, -1) + 1
-            array_counts[name] = index
-            table = (*name, str(index))
-            result.setdefault(name, number)
-            result[table] = number
-            continue
-        if line.startswith("["):
-            table = tuple(_split_key(line[1 : line.find("]")]))
-            result.setdefault(table, number)
-            continue
-        if "=" in line:
-            key = tuple(_split_key(line.split("=", 1)[0]))
-            for depth in range(1, len(key) + 1):
-                result.setdefault((*table, *key[:depth]), number)
-    return result
-
-
-def _split_key(key: str) -> list[str]:
-    return [part.strip().strip('"').strip("'") for part in key.split(".") if part.strip()]
-
-
 def _line_for(lines: dict[tuple[str, ...], int], path: list[str]) -> int | None:
     for depth in range(len(path), 0, -1):
         if tuple(path[:depth]) in lines:
             return lines[tuple(path[:depth])]
     return None
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in a TOML text to the line (1-based) where it is written.
+
+    Tables, arrays of tables and array items get their index (``("resources", "accept", "1")``),
+    so do items of inline arrays, also when they span lines; dotted keys, quoted keys, inline
+    tables and multi-line strings are followed. Meant for text that tomllib has accepted: it
+    points a person at a mistake and never raises.
+    """
+    scanner = _LineScanner(text)
+    scanner.document()
+    return scanner.lines
+
+
+class _LineScanner:
+    """A small TOML walker that notes where things are; tomllib has already checked the syntax."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.pos = 0
+        self.line = 1
+        self.lines: dict[tuple[str, ...], int] = {}
+
+    def document(self) -> None:
+        table: tuple[str, ...] = ()
+        array_counts: dict[tuple[str, ...], int] = {}
+        while self._skip_blank(newlines=True):
+            start = self.pos
+            if self.text.startswith("[[", self.pos):
+                self._advance(2)
+                name = self._key()
+                index = array_counts.get(name, -1) + 1
+                array_counts[name] = index
+                self.lines.setdefault(name, self.line)
+                table = (*name, str(index))
+                self.lines[table] = self.line
+            elif self.text.startswith("[", self.pos):
+                self._advance(1)
+                table = self._key()
+                self.lines.setdefault(table, self.line)
+            else:
+                self._key_value(table)
+            self._skip_line()  # "]]", "]" or a comment after a header or a value
+            if self.pos == start:
+                self._advance(1)
+
+    def _key_value(self, prefix: tuple[str, ...]) -> None:
+        line = self.line
+        key = self._key()
+        for depth in range(1, len(key) + 1):
+            self.lines.setdefault((*prefix, *key[:depth]), line)
+        self._skip_blank(newlines=False)
+        if self.text.startswith("=", self.pos):
+            self._advance(1)
+            self._skip_blank(newlines=False)
+            self._value((*prefix, *key))
+
+    def _key(self) -> tuple[str, ...]:
+        parts: list[str] = []
+        while True:
+            self._skip_blank(newlines=False)
+            char = self.text[self.pos : self.pos + 1]
+            if char in ('"', "'"):
+                start = self.pos
+                self._string()
+                try:
+                    parts.append(tomllib.loads("k = " + self.text[start : self.pos])["k"])
+                except tomllib.TOMLDecodeError:
+                    parts.append(self.text[start + 1 : self.pos - 1])
+            else:
+                match = re.compile(r"[A-Za-z0-9_-]+").match(self.text, self.pos)
+                if not match:
+                    break
+                parts.append(match.group())
+                self._advance(match.end() - self.pos)
+            self._skip_blank(newlines=False)
+            if not self.text.startswith(".", self.pos):
+                break
+            self._advance(1)
+        return tuple(parts)
+
+    def _value(self, path: tuple[str, ...]) -> None:
+        char = self.text[self.pos : self.pos + 1]
+        if char in ("[", "{"):
+            self._advance(1)
+            closing, index = ("]", 0) if char == "[" else ("}", None)
+            while self._skip_blank(newlines=True) and not self.text.startswith(closing, self.pos):
+                start = self.pos
+                if index is None:
+                    self._key_value(path)
+                else:
+                    self.lines.setdefault((*path, str(index)), self.line)
+                    self._value((*path, str(index)))
+                    index += 1
+                self._skip_blank(newlines=True)
+                if self.text.startswith(",", self.pos):
+                    self._advance(1)
+                if self.pos == start:
+                    self._advance(1)
+            self._advance(1)
+        elif char in ('"', "'"):
+            self._string()
+        else:
+            match = re.compile(r"[^,\]}\n#]*").match(self.text, self.pos)
+            self._advance(match.end() - self.pos if match else 1)
+
+    def _string(self) -> None:
+        quote = self.text[self.pos]
+        delimiter = quote * 3 if self.text.startswith(quote * 3, self.pos) else quote
+        self._advance(len(delimiter))
+        while self.pos < len(self.text):
+            if quote == '"' and self.text[self.pos] == "\\":
+                self._advance(2)
+            elif self.text.startswith(delimiter, self.pos):
+                self._advance(len(delimiter))
+                # A multi-line string may end with one or two quotes of its own: """a""""
+                while len(delimiter) == 3 and self.text.startswith(quote, self.pos):
+                    self._advance(1)
+                return
+            elif len(delimiter) == 1 and self.text[self.pos] == "\n":
+                return
+            else:
+                self._advance(1)
+
+    def _skip_blank(self, newlines: bool) -> bool:
+        """Skip spaces, comments and (if asked) line ends; ``False`` at the end of the text."""
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == "#":
+                end = self.text.find("\n", self.pos)
+                self._advance((len(self.text) if end == -1 else end) - self.pos)
+            elif char in " \t\r" or (newlines and char == "\n"):
+                self._advance(1)
+            else:
+                return True
+        return False
+
+    def _skip_line(self) -> None:
+        end = self.text.find("\n", self.pos)
+        self._advance((len(self.text) if end == -1 else end) - self.pos)
+
+    def _advance(self, count: int) -> None:
+        chunk = self.text[self.pos : self.pos + count]
+        self.line += chunk.count("\n")
+        self.pos += len(chunk)

@@ -1,0 +1,85 @@
+"""``poold demo``: run the demo pool end to end and show where each job went and why."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from poold.cli.output import console, emit_json, emit_table
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Leave the pool running at the end and print how to reach and stop it.")
+@click.option("--timeout", default=45.0, show_default=True, help="Seconds to wait for the example jobs to end.")
+@click.pass_context
+def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
+    """Start a demo pool (SQLite, fake devices), run the example jobs, show where each went and why.
+
+    The site: an 8x H100 HGX node with NVLink and GPU 0 in MIG mode, 4x A100, 2x L4,
+    8x Ascend 910B and 2x Alveo U250. The daemon and agents are real processes; the jobs
+    really run and see only their devices. Ends by itself and leaves nothing running.
+    """
+    from poold import demo as pool_demo
+
+    started = time.monotonic()
+    workdir = pool_demo.make_workdir()
+    json_out = ctx.obj["output"] == "json"
+    say = (lambda text: click.echo(text, err=True)) if json_out else (lambda text: console.print(text))
+    pool = None
+    try:
+        pool = pool_demo.start_pool(workdir, say)
+        from poold.client import PooldClient
+
+        with PooldClient(pool.url) as client:
+            nodes = client.nodes()
+        if not json_out:
+            emit_table(
+                ["NODE", "DEVICES", "FREE"],
+                [[n["name"], n["devices"], n["devices_free"]] for n in nodes],
+                title="the demo site",
+            )
+        files = pool_demo.example_files()
+        say(f"submitting {len(files)} example jobs from config/examples and one that fits nowhere ...")
+        jobs, stuck = pool_demo.run_jobs(pool, files, timeout)
+        if json_out:
+            emit_json({"jobs": jobs, "unplaceable": stuck, "url": pool.url if keep else None})
+        else:
+            _show(jobs, stuck)
+        failed = [job for job in jobs if job["state"] != "succeeded"]
+        say(f"done in {time.monotonic() - started:.1f} s: {len(jobs) - len(failed)} of {len(jobs)} example jobs succeeded")
+        if keep:
+            pids = " ".join(str(p.pid) for p in pool.processes.values())
+            say(f"the pool stays up: poold --url {pool.url} nodes | jobs | devices\nstop it with: kill {pids}; rm -rf {workdir}")
+            pool = None
+        if failed:
+            sys.exit(1)
+    finally:
+        if pool is not None:
+            pool.stop()
+            pool_demo.remove_workdir(workdir)
+
+
+def _show(jobs: list[dict], stuck: dict) -> None:
+    rows = []
+    for job in jobs:
+        allocs = job.get("allocations") or []
+        if allocs:
+            first = allocs[0]
+            mig = first["device_uuid"].startswith("MIG-")
+            share = f"{first['share']:g}x " if first["share"] < 1 else f"{len(allocs)}x "
+            devices = share + first["device_model"] + (" MIG slice" if mig else "")
+        else:
+            devices = "-"
+        price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else "-"
+        rows.append([job["id"], job["name"], job["state"], job.get("node") or "-", devices, price, job.get("reason") or ""])
+    emit_table(["ID", "JOB", "STATE", "NODE", "DEVICES", "PRICE/H", "WHY THERE"], rows, title="where each job went")
+    console.print("[bold]what each job saw[/bold] (first line of its output):")
+    for job in jobs:
+        first_line = (job.get("log") or "").strip().splitlines()[:1]
+        console.print(f"  {job['id']} {job['name']}: {first_line[0] if first_line else '(no output)'}")
+    console.print(f"[bold]job {stuck['id']} ({stuck['name']}) waits[/bold]: {stuck.get('reason')}")
+
+
+COMMANDS = [demo]

@@ -1,0 +1,159 @@
+"""Commands on jobs: submit, jobs, job, cancel, logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from poold.cli.output import console, emit_json, emit_table, gib, when
+from poold.client import PooldClient
+from poold.jobspec import parse_job_file
+
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+# Exit codes of `poold submit --wait` for outcomes without an exit code of their own.
+OUTCOME_EXIT = {"succeeded": 0, "cancelled": 130, "timed_out": 124, "lost": 1}
+
+
+def _client(ctx: click.Context) -> PooldClient:
+    return PooldClient(ctx.obj["url"])
+
+
+def outcome_exit_code(job: dict) -> int:
+    """0 for success; the job's own exit code for a failure (1 if it had none); 130 cancelled, 124 timed out."""
+    if job["state"] == "failed":
+        code = job.get("exit_code")
+        return code if isinstance(code, int) and 0 < code < 256 else 1
+    return OUTCOME_EXIT.get(job["state"], 1)
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit with its outcome.")
+@click.option("--poll", default=0.5, show_default=True, help="Seconds between status checks with --wait.")
+@click.pass_context
+def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
+    """Submit JOB_FILE (job.toml) and print the job id.
+
+    With --wait, exit 0 when the job succeeds, its exit code when it fails, 124 when it ran
+    past max_runtime, 130 when it was cancelled.
+    """
+    spec = parse_job_file(job_file)
+    with _client(ctx) as client:
+        job = client.submit(spec.model_dump(mode="json"))
+        if ctx.obj["output"] == "json" and not wait:
+            emit_json(job)
+            return
+        click.echo(job["id"])
+        if not wait:
+            return
+        last = None
+        while job["state"] not in TERMINAL:
+            time.sleep(poll)
+            job = client.job(job["id"])
+            line = (job["state"], job.get("node"), job.get("reason"))
+            if line != last:
+                where = f" on {job['node']}" if job.get("node") else ""
+                click.echo(f"job {job['id']} {job['state']}{where}: {job.get('reason') or ''}".rstrip(": "), err=True)
+                last = line
+        if ctx.obj["output"] == "json":
+            emit_json(job)
+    sys.exit(outcome_exit_code(job))
+
+
+@click.command(name="jobs")
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
+@click.option("--limit", default=200, show_default=True)
+@click.pass_context
+def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
+    """List jobs, newest first."""
+    with _client(ctx) as client:
+        jobs = client.jobs(list(states), limit)
+    if ctx.obj["output"] == "json":
+        emit_json(jobs)
+        return
+    rows = []
+    for job in jobs:
+        devices = _devices_text(job)
+        price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else None
+        rows.append([job["id"], job["name"], job["queue"], job["state"], job.get("node"), devices, price, when(job["submitted_at"])])
+    emit_table(["ID", "NAME", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED"], rows)
+
+
+def _devices_text(job: dict) -> str | None:
+    allocs = job.get("allocations") or []
+    if not allocs:
+        return None
+    model = allocs[0]["device_model"]
+    share = allocs[0]["share"]
+    mig = allocs[0]["device_uuid"].startswith("MIG-")
+    what = f"{model} MIG" if mig else model
+    return f"{share:g}x {what}" if share < 1 else f"{len(allocs)}x {what}"
+
+
+@click.command(name="job")
+@click.argument("job_id", type=int)
+@click.pass_context
+def show_job(ctx: click.Context, job_id: int) -> None:
+    """Show one job: where it runs and why, or why it still waits, and its events."""
+    with _client(ctx) as client:
+        job = client.job(job_id)
+    if ctx.obj["output"] == "json":
+        emit_json(job)
+        return
+    console.print(f"[bold]job {job['id']}[/bold] {job['name']}  state: [bold]{job['state']}[/bold]  queue: {job['queue']}  priority: {job['priority']}")
+    if job.get("node"):
+        console.print(f"node: {job['node']}  price: {job.get('price_per_hour') or 0:.2f}/h")
+    label = "why it waits" if job["state"] == "pending" else "placement"
+    if job.get("reason"):
+        console.print(f"{label}: {job['reason']}")
+    if job.get("exit_code") is not None:
+        console.print(f"exit code: {job['exit_code']}")
+    if job.get("allocations"):
+        emit_table(
+            ["DEVICE", "MODEL", "KIND", "SHARE", "MEMORY", "PRICE/H"],
+            [[a["device_uuid"], a["device_model"], a["kind"], f"{a['share']:g}", gib(a["memory_mib"]), f"{a['price_per_hour']:.2f}"] for a in job["allocations"]],
+        )
+    emit_table(["AT", "EVENT", "MESSAGE"], [[when(e["at"]), e["kind"], e["message"]] for e in job.get("events", [])], title="events")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.pass_context
+def cancel(ctx: click.Context, job_id: int) -> None:
+    """Cancel a job: a pending one ends at once, a running one is killed by its agent."""
+    with _client(ctx) as client:
+        job = client.cancel(job_id)
+    if ctx.obj["output"] == "json":
+        emit_json(job)
+    elif job["state"] == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(f"job {job_id}: cancel requested, the agent on {job.get('node')} will stop it")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.pass_context
+def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
+    """Print a job's output (stdout and stderr, as its agent shipped them)."""
+    with _client(ctx) as client:
+        offset = 0
+        while True:
+            chunk = client.log(job_id, offset)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                offset += len(chunk)
+                continue
+            if not follow or client.job(job_id)["state"] in TERMINAL:
+                if follow:  # the last bytes can arrive with the end report
+                    rest = client.log(job_id, offset)
+                    sys.stdout.buffer.write(rest)
+                return
+            time.sleep(0.5)
+
+
+COMMANDS = [submit, list_jobs, show_job, cancel, logs]

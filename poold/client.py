@@ -1,0 +1,68 @@
+"""A small HTTP client for the daemon's API, used by the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+class ClientError(Exception):
+    """The daemon refused a request or could not be reached; the message says which."""
+
+
+class PooldClient:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "PooldClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach poold at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text or response.reason_phrase
+            raise ClientError(str(detail))
+        return response
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/jobs", json={"spec": spec}).json()
+
+    def jobs(self, states: list[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        return self._call("GET", "/jobs", params={"state": states or [], "limit": limit}).json()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/cancel").json()
+
+    def log(self, job_id: int, offset: int = 0) -> bytes:
+        return self._call("GET", f"/jobs/{job_id}/log", params={"offset": offset}).content
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/nodes").json()
+
+    def devices(self, node: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/devices", params={"node": node} if node else {}).json()
+
+    def drain(self, node: str, reason: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/nodes/{node}/drain", json={"reason": reason}).json()
+
+    def undrain(self, node: str) -> dict[str, Any]:
+        return self._call("POST", f"/nodes/{node}/undrain").json()

@@ -1,0 +1,186 @@
+"""``poold demo``: a small heterogeneous site on SQLite with fake devices, end to end.
+
+The daemon and one agent per node run as real processes (the same code as production, the
+agents over the mocked-device harness). The example jobs are submitted over HTTP, placed,
+and really run as processes that see only their devices. Everything is torn down at the end
+unless ``keep`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from poold.client import PooldClient
+from poold.jobspec import parse_job_file, parse_job_text
+
+# (node name, fixture): an HGX H100 with NVLink and GPU 0 in MIG mode, A100s, L4s,
+# Ascend 910B NPUs and Alveo U250 FPGAs.
+SITE = [
+    ("hgx-h100", "hgx-h100-mig"),
+    ("a100", "a100-4"),
+    ("l4", "l4-2"),
+    ("ascend", "ascend-910b-8"),
+    ("alveo", "alveo-u250-2"),
+]
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "config" / "examples"
+DEFAULT_CONFIG = ROOT / "config" / "poold.toml"
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+
+# A job that fits nowhere: more A100s than the site has. It waits, and says why.
+UNPLACEABLE_JOB = """
+name = "too-big"
+command = ["true"]
+[resources]
+count = 8
+kind = "gpu"
+[[resources.accept]]
+model = "A100"
+"""
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class DemoPool:
+    """A running demo pool: the daemon, its agents, their state directory."""
+
+    workdir: Path
+    url: str
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Agents first (SIGTERM: they leave no job behind in the demo, all have ended), then the daemon."""
+        ordered = [name for name in self.processes if name != "daemon"] + ["daemon"]
+        for name in ordered:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name in ordered:
+            process = self.processes.get(name)
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.0) -> DemoPool:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "POOLD_CONFIG": str(DEFAULT_CONFIG),
+        "POOLD_STATE_DIR": str(workdir / "daemon"),
+        "POOLD_DATABASE_URL": f"sqlite:///{workdir / 'daemon' / 'poold.db'}",
+        "POOLD_SERVER__PORT": str(port),
+        "POOLD_SCHEDULER__INTERVAL_S": "0.5",
+        "POOLD_NODES__HEARTBEAT_INTERVAL_S": "2",
+        "POOLD_LOG_LEVEL": "WARNING",
+    }
+    env.pop("POOLD_URL", None)
+    pool = DemoPool(workdir=workdir, url=url)
+    log_dir = workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pool.processes["daemon"] = _spawn([sys.executable, "-m", "poold", "serve"], env, log_dir / "daemon.log")
+    _wait_healthy(pool, timeout_s)
+    say(f"daemon up at {url} (SQLite in {workdir / 'daemon'})")
+    agent_env = {key: value for key, value in env.items() if not key.startswith("POOLD_")}
+    for node, fixture in SITE:
+        command = [
+            sys.executable, "-c", "from agents.cli import main; main()", "run",
+            "--server", url, "--node", node, "--fake", fixture, "--state-dir", str(workdir / "agents" / node),
+        ]
+        pool.processes[f"agent-{node}"] = _spawn(command, agent_env, log_dir / f"agent-{node}.log")
+    _wait_nodes(pool, [node for node, _ in SITE], timeout_s)
+    return pool
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_healthy(pool: DemoPool, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pool.processes["daemon"].poll() is not None:
+            raise DemoError(f"the daemon exited; see {pool.workdir / 'logs' / 'daemon.log'}")
+        try:
+            if httpx.get(pool.url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise DemoError(f"the daemon did not answer within {timeout_s:.0f} s")
+
+
+def _wait_nodes(pool: DemoPool, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with PooldClient(pool.url) as client:
+        while time.monotonic() < deadline:
+            for name, process in pool.processes.items():
+                if process.poll() is not None:
+                    raise DemoError(f"{name} exited; see {pool.workdir / 'logs' / (name + '.log')}")
+            ready = {node["name"] for node in client.nodes() if node["state"] == "ready"}
+            if set(names) <= ready:
+                return
+            time.sleep(0.3)
+    raise DemoError(f"agents did not register within {timeout_s:.0f} s: {sorted(set(names) - ready)}")
+
+
+def example_files() -> list[Path]:
+    files = sorted(EXAMPLES_DIR.glob("*.toml"))
+    if not files:
+        raise DemoError(f"no example jobs in {EXAMPLES_DIR}")
+    return files
+
+
+def run_jobs(pool: DemoPool, files: list[Path], timeout_s: float) -> tuple[list[dict], dict]:
+    """Submit the examples and the unplaceable job; wait for the examples to end."""
+    with PooldClient(pool.url) as client:
+        ids = [client.submit(parse_job_file(path).model_dump(mode="json"))["id"] for path in files]
+        waiting = client.submit(parse_job_text(UNPLACEABLE_JOB, "too-big.toml").model_dump(mode="json"))["id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            jobs = [client.job(job_id) for job_id in ids]
+            if all(job["state"] in TERMINAL for job in jobs):
+                break
+            time.sleep(0.5)
+        jobs = [client.job(job_id) for job_id in ids]
+        for job in jobs:
+            job["log"] = client.log(job["id"]).decode(errors="replace")
+        stuck = client.job(waiting)
+        client.cancel(waiting)
+    return jobs, stuck
+
+
+def make_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="poold-demo-"))
+
+
+def remove_workdir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
