@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "POOLD_"
 # Variables under POOLD_ that belong to someone else: the CLI, the agent, the fake-device
 # harness, and the environment a job runs in. Everything else under POOLD_ must be a key.
-NOT_DAEMON_SETTINGS = ("POOLD_CONFIG", "POOLD_URL", "POOLD_AGENT_", "POOLD_FAKE_", "POOLD_JOB_", "POOLD_FPGA_", "POOLD_NODE")
+NOT_DAEMON_NAMES = frozenset({"POOLD_CONFIG", "POOLD_URL", "POOLD_NODE"})
+NOT_DAEMON_PREFIXES = ("POOLD_AGENT_", "POOLD_FAKE_", "POOLD_JOB_", "POOLD_FPGA_", "POOLD_TEST_")
 DEFAULT_CONFIG = Path("/etc/poold/poold.toml")
 
 
@@ -133,7 +134,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     environ = os.environ if env is None else env
     if path is None:
         path = environ.get("POOLD_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    own = {key: value for key, value in environ.items() if not key.startswith(NOT_DAEMON_SETTINGS)}
+    own = {
+        key: value
+        for key, value in environ.items()
+        if key not in NOT_DAEMON_NAMES and not key.startswith(NOT_DAEMON_PREFIXES)
+    }
     return load_model(Settings, path, own)
 
 

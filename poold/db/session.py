@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+WRITE_OPTION = "poold_write"
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``. SQLite files get WAL mode, foreign keys and a busy timeout."""
@@ -21,11 +23,21 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001 - DBAPI types
+            # pysqlite would BEGIN only before the first write, so a read-check-write
+            # transaction would not be atomic; we emit BEGIN ourselves (below).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):  # noqa: ANN001
+            # Write transactions take SQLite's write lock up front, the way row locks
+            # (SELECT ... FOR UPDATE) serialise them on PostgreSQL.
+            immediate = connection.get_execution_options().get(WRITE_OPTION)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -40,6 +52,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: committed when the block ends, rolled back whole on any error."""
+    """One unit of work: committed when the block ends, rolled back whole on any error.
+
+    On SQLite it holds the database's write lock from the start (one writer at a time).
+    """
     with factory() as session, session.begin():
+        session.connection(execution_options={WRITE_OPTION: True})
         yield session

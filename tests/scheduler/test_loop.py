@@ -1,0 +1,132 @@
+"""Scheduling passes over the store (SQLite and PostgreSQL): placements are committed whole,
+reasons are stored, and concurrent passes never double-book a device."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import func, select
+
+from poold.db.models import AllocationModel, EventModel, JobModel
+from poold.db.session import transaction
+from poold.scheduler.loop import run_pass
+from poold.services import jobs, nodes
+from tests.builders import job, make_node
+
+
+def _submit(pool, **resources) -> int:
+    with transaction(pool.factory) as session:
+        return jobs.submit(session, job(**resources)).id
+
+
+def _register(pool, *builders):
+    with transaction(pool.factory) as session:
+        for builder in builders:
+            builder.register(session)
+
+
+def test_pass_places_and_records_why(pool, settings):
+    _register(pool, make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4"))
+    job_id = _submit(pool, count=2, accept=[{"model": "A100", "speed": 2.0}, {"model": "L4", "speed": 1.0}])
+    result = run_pass(pool.factory, settings)
+    assert result.placed == [job_id]
+    with pool.factory() as session:
+        placed = jobs.get_job(session, job_id)
+        assert placed.state == "assigned"
+        assert placed.node.name == "l4"  # L4 2 x 0.80 / 1.0 = 1.60 per unit; A100 2 x 2.20 / 2.0 = 2.20
+        assert placed.price_per_hour == 1.6
+        assert "cheapest per unit of work" in placed.reason
+        assert len(placed.allocations) == 2
+        kinds = [e.kind for e in session.scalars(select(EventModel).where(EventModel.job_id == job_id))]
+        assert kinds == ["job.submitted", "job.placed"]
+
+
+def test_pass_keeps_unplaceable_pending_with_reason_and_one_event(pool, settings):
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    job_id = _submit(pool, count=4)
+    run_pass(pool.factory, settings)
+    run_pass(pool.factory, settings)
+    with pool.factory() as session:
+        waiting = jobs.get_job(session, job_id)
+        assert waiting.state == "pending"
+        assert "too_few_devices" in waiting.reason and "2 suitable L4 free on l4, 4 asked" in waiting.reason
+        events = session.scalars(select(EventModel.kind).where(EventModel.job_id == job_id)).all()
+        assert events.count("job.waiting") == 1  # same reason twice: one event
+
+
+def test_later_jobs_in_a_pass_see_earlier_placements(pool, settings):
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    ids = [_submit(pool) for _ in range(3)]
+    result = run_pass(pool.factory, settings)
+    assert result.placed == ids[:2] and result.waiting == ids[2:]
+    with pool.factory() as session:
+        held = session.scalars(select(AllocationModel.device_id).where(AllocationModel.released_at.is_(None))).all()
+        assert len(held) == len(set(held)) == 2
+
+
+def test_priority_order_queue_then_job_priority(pool, settings):
+    _register(pool, make_node("l4").gpus(1, "L4"))
+    with transaction(pool.factory) as session:
+        low = jobs.submit(session, job()).id
+        high = jobs.submit(session, job().model_copy(update={"priority": 5})).id
+        interactive = jobs.submit(session, job().model_copy(update={"queue": "interactive"})).id
+    result = run_pass(pool.factory, settings)
+    assert result.placed == [interactive]
+    assert result.waiting == [high, low]
+
+
+def test_ended_job_frees_its_devices(pool, settings):
+    from datetime import datetime, timezone
+
+    from poold.api.schemas import JobEvent
+
+    _register(pool, make_node("l4").gpus(1, "L4"))
+    first, second = _submit(pool), _submit(pool)
+    run_pass(pool.factory, settings)
+    with transaction(pool.factory) as session:
+        now = datetime.now(timezone.utc)
+        assert jobs.apply_event(session, "l4", JobEvent(job_id=first, kind="started", at=now)).accepted
+        assert jobs.apply_event(session, "l4", JobEvent(job_id=first, kind="ended", at=now, exit_code=0)).accepted
+    assert run_pass(pool.factory, settings).placed == [second]
+
+
+def test_drained_node_takes_no_jobs(pool, settings):
+    _register(pool, make_node("l4").gpus(1, "L4"))
+    with transaction(pool.factory) as session:
+        nodes.set_drained(session, "l4", True, "maintenance")
+    job_id = _submit(pool)
+    assert run_pass(pool.factory, settings).waiting == [job_id]
+    with pool.factory() as session:
+        assert "node_drained" in jobs.get_job(session, job_id).reason
+
+
+def test_concurrent_passes_never_double_book(pool, settings):
+    """Two daemons' passes racing over 4 GPUs and 12 jobs: each GPU is held by one job at most."""
+    _register(pool, make_node("a").gpus(4, "A100"))
+    for _ in range(12):
+        _submit(pool)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def daemon():
+        try:
+            barrier.wait()
+            for _ in range(3):
+                run_pass(pool.factory, settings)
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=daemon) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with pool.factory() as session:
+        rows = session.execute(
+            select(AllocationModel.device_id, func.sum(AllocationModel.share))
+            .where(AllocationModel.released_at.is_(None))
+            .group_by(AllocationModel.device_id)
+        ).all()
+        assert len(rows) == 4 and all(share == 1.0 for _, share in rows)
+        assert session.scalar(select(func.count()).select_from(JobModel).where(JobModel.state == "assigned")) == 4

@@ -1,0 +1,58 @@
+"""Settings: TOML then POOLD_* variables, one typed object, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poold.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_loads():
+    settings = load_settings(ROOT / "config" / "poold.toml", env={})
+    assert settings.prices["H100"] == 4.0 and settings.server.port == 8470
+    assert set(settings.queues) == {"default", "interactive"}
+
+
+def test_environment_overrides_file(tmp_path):
+    path = tmp_path / "poold.toml"
+    path.write_text('[scheduler]\ninterval_s = 2.0\n[prices]\nH100 = 4.0\n')
+    env = {"POOLD_SCHEDULER__INTERVAL_S": "0.5", "POOLD_PRICES__H100": "3.5", "POOLD_DATABASE_URL": "postgresql://x/y", "POOLD_URL": "ignored"}
+    settings = load_settings(path, env=env)
+    assert settings.scheduler.interval_s == 0.5
+    assert settings.prices == {"H100": 3.5}
+    assert settings.effective_database_url == "postgresql://x/y"
+
+
+def test_default_database_is_sqlite_in_state_dir(tmp_path):
+    settings = load_settings(None, env={"POOLD_STATE_DIR": str(tmp_path)})
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'poold.db'}"
+    assert settings.queues["default"].priority == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[scheduler]\ninterval_s = 'fast'\n", {}, "scheduler.interval_s"),
+        ("bogus = 1\n", {}, "bogus: unknown key"),
+        ("[server]\nport = 99999\n", {}, "server.port"),
+        ("[prices]\nH100 = -1.0\n", {}, "price of H100 is negative"),
+        ("", {"POOLD_NODES__TIMEOUT_S": "soon"}, "$POOLD_NODES__TIMEOUT_S: nodes.timeout_s"),
+        ("", {"POOLD_SCHEDULR__INTERVAL_S": "1"}, "schedulr: unknown key"),
+        ("[server\n", {}, "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, text, env, message):
+    path = tmp_path / "poold.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=None) as info:
+        load_settings(path, env=env)
+    assert message in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", env={})
