@@ -9,7 +9,7 @@ import click
 from poold import __version__
 from poold.cli import demo, jobs, nodes, server
 from poold.client import DEFAULT_URL, ClientError
-from poold.db.migrate import SchemaError
+from poold.db import SchemaError
 from poold.jobspec import JobFileError
 from poold.settings import SettingsError
 

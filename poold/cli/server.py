@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from poold.db import migrate
-from poold.db.session import make_engine
 from poold.settings import load_settings
 
 config_option = click.option(
@@ -34,6 +32,9 @@ def db() -> None:
 @config_option
 def upgrade(config_path: str | None) -> None:
     """Bring the schema up to date."""
+    from poold.db import migrate
+    from poold.db.session import make_engine
+
     engine = make_engine(load_settings(config_path).effective_database_url)
     migrate.upgrade(engine)
     click.echo(f"schema at revision {migrate.current_revision(engine)}")
@@ -43,6 +44,9 @@ def upgrade(config_path: str | None) -> None:
 @config_option
 def current(config_path: str | None) -> None:
     """Print the schema revision, and whether it is the one this poold needs."""
+    from poold.db import migrate
+    from poold.db.session import make_engine
+
     engine = make_engine(load_settings(config_path).effective_database_url)
     now, head = migrate.current_revision(engine), migrate.head_revision(engine)
     click.echo(f"{now or 'empty'} ({'current' if now == head else f'needs {head}'})")

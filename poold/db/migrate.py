@@ -10,12 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from poold.db import SchemaError
+
 # The migrations live beside the package in the source tree (``migrations/``).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-
-
-class SchemaError(RuntimeError):
-    """The database schema is not the one this code needs."""
 
 
 def alembic_config(engine: Engine) -> Config:

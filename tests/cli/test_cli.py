@@ -1,0 +1,109 @@
+"""The poold command against a live daemon: tables, JSON, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.builders import make_node
+from tests.live import LiveDaemon, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    live = LiveDaemon(tmp_path_factory.mktemp("daemon"))
+    for builder in (make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4")):
+        body = {"node": builder.name, "host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices]}
+        httpx.post(live.url + "/api/v1/agents/register", json=body).raise_for_status()
+    yield live
+    live.stop()
+
+
+def poold(daemon, *args, check=None):
+    result = subprocess.run([sys.executable, "-m", "poold", "--url", daemon.url, *args], capture_output=True, text=True, timeout=60)
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+def write(tmp_path, text, name="job.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_submit_prints_id_and_job_shows_placement(daemon, tmp_path):
+    path = write(tmp_path, 'name = "infer"\ncommand = "true"\n[resources]\nmemory_per_device = "16GiB"\n'
+                 '[[resources.accept]]\nmodel = "L4"\n[[resources.accept]]\nmodel = "A100"\nspeed = 2.0\n')
+    job_id = int(poold(daemon, "submit", path, check=0).stdout.strip())
+    job = wait_for(lambda: (j := json.loads(poold(daemon, "-o", "json", "job", str(job_id), check=0).stdout))["state"] == "assigned" and j)
+    assert job["node"] == "l4"  # L4 0.80/1 = 0.80 per unit vs A100 2.20/2 = 1.10
+    table = poold(daemon, "job", str(job_id), check=0).stdout
+    assert "cheapest per unit of work" in table and "l4" in table
+    assert str(job_id) in poold(daemon, "jobs", check=0).stdout
+    poold(daemon, "cancel", str(job_id), check=0)
+
+
+def test_job_that_fits_nowhere_says_why(daemon, tmp_path):
+    path = write(tmp_path, 'name = "big"\ncommand = "true"\n[resources]\ncount = 8\n')
+    job_id = poold(daemon, "submit", path, check=0).stdout.strip()
+    out = wait_for(lambda: "too_few_devices" in (text := poold(daemon, "job", job_id, check=0).stdout) and text)
+    assert "why it waits" in out and "pending" in out
+    assert "cancelled" in poold(daemon, "cancel", job_id, check=0).stdout
+
+
+def test_bad_job_file_is_one_line_per_problem_with_line_numbers(daemon, tmp_path):
+    path = write(tmp_path, 'name = "x"\ncommand = "true"\n[resources]\ncount = "two"\ncolour = "red"\n')
+    result = poold(daemon, "submit", path, check=1)
+    assert "line 4: resources.count" in result.stderr
+    assert "line 5: resources.colour: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_errors_are_one_line_never_a_traceback(daemon, tmp_path):
+    missing = poold(daemon, "job", "4242", check=1)
+    assert missing.stderr.strip() == "error: no job 4242"
+    nofile = poold(daemon, "submit", str(tmp_path / "nope.toml"), check=1)
+    assert "cannot read" in nofile.stderr and "Traceback" not in nofile.stderr
+    unreachable = subprocess.run([sys.executable, "-m", "poold", "--url", "http://127.0.0.1:9", "nodes"], capture_output=True, text=True)
+    assert unreachable.returncode == 1 and unreachable.stderr.startswith("error: cannot reach poold")
+    usage = poold(daemon, "job", "abc", check=2)
+    assert "not a valid integer" in usage.stderr
+
+
+def test_nodes_devices_drain_json_and_tables(daemon):
+    nodes = json.loads(poold(daemon, "-o", "json", "nodes", check=0).stdout)
+    assert {n["name"] for n in nodes} == {"a100", "l4"}
+    devices = json.loads(poold(daemon, "-o", "json", "devices", "--node", "l4", check=0).stdout)
+    assert [d["model"] for d in devices] == ["L4", "L4"] and devices[0]["price_per_hour"] == 0.8
+    assert "drained" in poold(daemon, "drain", "a100", "--reason", "firmware", check=0).stdout
+    assert "firmware" in poold(daemon, "nodes", check=0).stdout
+    poold(daemon, "undrain", "a100", check=0)
+    assert poold(daemon, "drain", "nope", check=1).stderr.strip() == "error: no node named 'nope'"
+
+
+def test_submit_wait_exits_with_outcome(daemon, tmp_path):
+    """No agent runs here: the test plays the agent over HTTP and reports exit code 3."""
+    path = write(tmp_path, 'name = "w"\ncommand = "false"\n[resources]\nkind = "gpu"\n[[resources.accept]]\nmodel = "A100"\n')
+    process = subprocess.Popen([sys.executable, "-m", "poold", "--url", daemon.url, "submit", "--wait", "--poll", "0.1", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id = int(process.stdout.readline())
+    wait_for(lambda: any(a["job_id"] == job_id for a in httpx.get(daemon.url + "/api/v1/agents/a100/assignments").json()["start"]))
+    at = "2026-11-21T12:00:00Z"
+    events = [{"job_id": job_id, "kind": "started", "at": at}, {"job_id": job_id, "kind": "ended", "at": at, "exit_code": 3, "outcome": "failed"}]
+    httpx.post(daemon.url + "/api/v1/agents/a100/events", json={"events": events}).raise_for_status()
+    assert process.wait(timeout=30) == 3
+    assert "failed" in process.stderr.read()
+
+
+def test_help_texts(daemon):
+    text = poold(daemon, "--help", check=0).stdout
+    for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "db", "serve", "demo"):
+        assert command in text
+    assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
