@@ -1,0 +1,280 @@
+"""The node agent's loop: register, heartbeat, take assignments, run jobs, report them.
+
+One thread does everything, one ``step`` per ``poll_interval_s``:
+
+1. apply XID events from the health watcher (the device turns unhealthy, heartbeat at once);
+2. ``Runner.poll``: reap ended jobs, enforce max runtimes and kills (even with the daemon away);
+3. unless backing off: register if needed, heartbeat when due (a fresh inventory each time),
+   poll assignments when due, ship new log bytes, send queued events in order.
+
+When the daemon is unreachable the agent keeps its jobs running, keeps queuing events on
+disk, and retries with exponential backoff and jitter (capped at ``retry_max_s``). A 404 for
+the node means the daemon forgot it: the agent registers again. SIGTERM ends the loop and
+leaves the jobs running: the next agent adopts them from ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psutil
+
+from agents import __version__
+from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
+from agents.config import AgentSettings
+from agents.record import HostRecord, Inventory
+from agents.runner import Runner
+from agents.sdnotify import notify as sd_notify
+from poold.api.schemas import HeartbeatRequest, RegisterRequest
+
+log = logging.getLogger(__name__)
+
+EVENTS_PER_REQUEST = 100
+PRUNE_INTERVAL_S = 60.0
+LOG_CHUNKS_PER_STEP = 8  # per job, so that one chatty job cannot hold up the loop
+
+
+class HealthWatcher(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+XidCallback = Callable[[str, int, str], None]
+WatcherFactory = Callable[[XidCallback], HealthWatcher | None]
+
+
+class Agent:
+    """One node's agent. ``inventory_source`` and ``watcher_factory`` come from
+    ``agents.inventory`` in production (see ``build_agent``); tests pass their own."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        inventory_source: Callable[[], Inventory],
+        watcher_factory: WatcherFactory | None = None,
+        client: DaemonClient | None = None,
+        notify: Callable[[str], Any] = sd_notify,
+        backoff: Backoff | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = settings.node_name
+        self.inventory_source = inventory_source
+        self.watcher_factory = watcher_factory
+        self.client = client or DaemonClient(settings.server_url, settings.request_timeout_s)
+        self.notify = notify
+        self.close = close  # releases the collectors (NVML) when the loop ends
+        self.backoff = backoff or Backoff(base_s=min(1.0, settings.poll_interval_s), cap_s=settings.retry_max_s)
+        self.runner = Runner(settings.state_dir, self.node, kill_grace_s=settings.kill_grace_s,
+                             kill_untagged=settings.fake is None)
+        self.heartbeat_interval_s = settings.heartbeat_interval_s
+        self.registered = False
+        self.inventory: Inventory | None = None
+        self.unhealthy: dict[str, str] = {}  # device uuid -> reason, from XID events
+        self._xids: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._retry_at = 0.0  # monotonic; the daemon is not called before it
+        self._next_heartbeat = 0.0
+        self._next_poll = 0.0
+        self._next_prune = 0.0
+        self._heartbeat_now = False
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``. READY=1 goes out after the first registration attempt, whether
+        or not the daemon answered: the agent is up and minding its jobs either way."""
+        watcher = self.watcher_factory(self.on_xid) if self.watcher_factory else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            self.step()
+            status = f"registered as {self.node}" if self.registered else "daemon unreachable, retrying"
+            self.notify(f"READY=1\nSTATUS={status}")
+            log.info("agent %s %s; running %d job(s)", self.node, status, len(self.runner.running_ids()))
+            while not self._stop.is_set():
+                self._wake.wait(self._sleep_s())
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                self.step()
+                self.notify("WATCHDOG=1")
+        finally:
+            self.notify("STOPPING=1")
+            if watcher is not None:
+                watcher.stop()
+            if self.close is not None:
+                self.close()
+            self.client.close()
+            log.info("agent %s stopped; %d job(s) left running", self.node, len(self.runner.running_ids()))
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread). Jobs keep running."""
+        self._stop.set()
+        self._wake.set()
+
+    def on_xid(self, uuid: str, xid: int, reason: str) -> None:
+        """The health watcher's callback (any thread): a critical XID on device ``uuid``."""
+        self._xids.put((uuid, xid, reason))
+        self._wake.set()
+
+    def _sleep_s(self) -> float:
+        """Until the next call due (or the retry time), but at most poll_interval_s: jobs need reaping."""
+        now = time.monotonic()
+        due = self._retry_at if self._retry_at > now else min(self._next_poll, self._next_heartbeat)
+        return max(0.0, min(self.settings.poll_interval_s, due - now))
+
+    # ---- one step -----------------------------------------------------------------------
+
+    def step(self) -> None:
+        while not self._xids.empty():
+            uuid, xid, reason = self._xids.get()
+            self.unhealthy[uuid] = reason
+            self._heartbeat_now = True
+            log.warning("device %s unhealthy (XID %d): %s", uuid, xid, reason)
+        self.runner.poll(self.fresh_inventory)
+        now = time.monotonic()
+        if now < self._retry_at:
+            return  # the daemon is away: jobs run on, events wait in the outbox
+        try:
+            if not self.registered:
+                self._register()
+            if self._heartbeat_now or now >= self._next_heartbeat:
+                self._heartbeat(now)
+            if now >= self._next_poll:
+                self._poll_assignments(now)
+            self._ship_logs()
+            self._flush_outbox()
+        except DaemonUnavailable as exc:
+            delay = self.backoff.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.warning("daemon unreachable (%s); retrying in %.1f s", exc, delay)
+            return
+        except UnknownNode:
+            log.warning("the daemon does not know node %s; registering again", self.node)
+            self.registered = False
+            self._wake.set()
+            return
+        self.backoff.reset()
+        self._retry_at = 0.0
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL_S
+            self.runner.prune(self.settings.job_retention_s, keep={e.job_id for _, e in self.runner.outbox.pending()})
+
+    def fresh_inventory(self) -> Inventory:
+        """Collect now; on a collector crash keep the last inventory (or a bare host record)."""
+        try:
+            self.inventory = self.inventory_source()
+        except Exception as exc:  # the agent must outlive a broken driver
+            log.exception("inventory failed")
+            if self.inventory is None:
+                self.inventory = Inventory(host=_bare_host(), collectors={"inventory": f"error: {exc}"})
+        return self.inventory
+
+    def _devices(self) -> list:
+        inventory = self.inventory or self.fresh_inventory()
+        return [device.model_copy(update={"health": "unhealthy", "health_reason": self.unhealthy[device.uuid]})
+                if device.uuid in self.unhealthy else device for device in inventory.devices]
+
+    def _register(self) -> None:
+        inventory = self.fresh_inventory()
+        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__)
+        try:
+            answer = self.client.register(request)
+        except DaemonRejected as exc:
+            raise DaemonUnavailable(f"registration refused: {exc.detail}") from exc  # retry with backoff
+        self.node = self.runner.node = answer.node
+        self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s
+        self.registered = True
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval_s
+        log.info("registered as %s (%d devices)", self.node, len(request.devices))
+
+    def _heartbeat(self, now: float) -> None:
+        inventory = self.fresh_inventory()
+        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids())
+        try:
+            answer = self.client.heartbeat(self.node, request)
+        except UnknownNode:
+            raise
+        except DaemonRejected as exc:
+            log.error("heartbeat refused: %s", exc.detail)
+        else:
+            if answer.drained:
+                log.debug("node %s is drained", self.node)
+        self._heartbeat_now = False
+        self._next_heartbeat = now + self.heartbeat_interval_s
+
+    def _poll_assignments(self, now: float) -> None:
+        answer = self.client.assignments(self.node)
+        self._next_poll = now + self.settings.poll_interval_s
+        for assignment in answer.start:
+            if not self.runner.known(assignment.job_id):  # listed until its started event lands
+                self.runner.start(assignment)
+        for job_id in answer.cancel:
+            if self.runner.cancel(job_id):
+                log.info("job %d: cancel requested by the daemon", job_id)
+
+    def _ship_logs(self) -> None:
+        for state in list(self.runner.jobs.values()):
+            if state.log_done:
+                continue
+            path = self.runner.store.log_path(state.job_id)
+            size = path.stat().st_size if path.exists() else 0
+            offset = state.log_offset
+            for _ in range(LOG_CHUNKS_PER_STEP):
+                if offset >= size:
+                    break
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(self.settings.log_chunk_bytes)
+                try:
+                    offset = self.client.put_log(state.job_id, offset, data)
+                except LogOffsetMismatch as exc:
+                    offset = exc.size  # the daemon's copy is the truth: resend from there
+                except DaemonRejected as exc:
+                    log.warning("job %d: log upload refused (%s); not shipping it", state.job_id, exc.detail)
+                    state.log_done = True
+                    break
+            done = state.log_done or (state.outcome is not None and offset >= size)
+            if offset != state.log_offset or done != state.log_done:
+                state.log_offset, state.log_done = offset, done
+                self.runner.save(state)
+
+    def _flush_outbox(self) -> None:
+        pending = self.runner.outbox.pending()
+        for start in range(0, len(pending), EVENTS_PER_REQUEST):
+            batch = pending[start : start + EVENTS_PER_REQUEST]
+            answer = self.client.send_events(self.node, [event for _, event in batch])
+            for (path, event), result in zip(batch, answer.results):
+                if not result.accepted:
+                    log.warning("job %d: %s event refused: %s", event.job_id, event.kind, result.reason)
+                    if event.kind == "started":
+                        self.runner.cancel(event.job_id, f"the daemon refused its start: {result.reason}")
+                self.runner.outbox.remove(path)
+
+
+def _bare_host() -> HostRecord:
+    return HostRecord(hostname=socket.gethostname() or "localhost", cpu_cores=os.cpu_count() or 0,
+                      memory_total_mib=psutil.virtual_memory().total // 2**20)
+
+
+def build_agent(settings: AgentSettings, **kwargs: Any) -> Agent:
+    """An agent over the collectors of ``agents.inventory`` (the fixture of ``settings.fake``, if set)."""
+    from agents import inventory
+
+    collectors = inventory.load_collectors(fake=settings.fake, enabled=settings.collectors)
+    return Agent(
+        settings,
+        inventory_source=lambda: inventory.collect(collectors),
+        watcher_factory=lambda on_event: inventory.make_health_watcher(collectors, on_event),
+        close=lambda: inventory.close_collectors(collectors),
+        **kwargs,
+    )

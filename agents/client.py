@@ -1,0 +1,141 @@
+"""The agent's side of the daemon's HTTP API, and the backoff it uses while the daemon is away.
+
+Errors are sorted by what the agent does about them: ``DaemonUnavailable`` (connection
+errors, timeouts, 5xx) means wait and retry; ``UnknownNode`` (404 on a node's endpoint)
+means register again; ``DaemonRejected`` (other 4xx) means the daemon refused this request
+for good and says why in ``detail``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from poold.api.schemas import (
+    AssignmentsResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobEvent,
+    JobEventsRequest,
+    JobEventsResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+
+
+class DaemonUnavailable(Exception):
+    """The daemon did not answer, or answered 5xx: retry later."""
+
+
+class DaemonRejected(Exception):
+    """A 4xx answer; ``detail`` is the daemon's reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class UnknownNode(DaemonRejected):
+    """404 for this node: the daemon forgot it (or never knew it); register again."""
+
+
+class LogOffsetMismatch(DaemonRejected):
+    """409 on a log upload; ``size`` is how many bytes the daemon has."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(409, f"the daemon has {size} bytes")
+        self.size = size
+
+
+class DaemonClient:
+    """One node's calls to the daemon. ``transport`` lets tests put a fake daemon behind it."""
+
+    def __init__(
+        self, base_url: str, timeout_s: float = 10.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def register(self, request: RegisterRequest) -> RegisterResponse:
+        return self._call("POST", "/api/v1/agents/register", RegisterResponse, json=request.model_dump(mode="json"))
+
+    def heartbeat(self, node: str, request: HeartbeatRequest) -> HeartbeatResponse:
+        return self._call("POST", f"/api/v1/agents/{node}/heartbeat", HeartbeatResponse,
+                          json=request.model_dump(mode="json"), node=True)
+
+    def assignments(self, node: str) -> AssignmentsResponse:
+        return self._call("GET", f"/api/v1/agents/{node}/assignments", AssignmentsResponse, node=True)
+
+    def send_events(self, node: str, events: list[JobEvent]) -> JobEventsResponse:
+        body = JobEventsRequest(events=events).model_dump(mode="json")
+        return self._call("POST", f"/api/v1/agents/{node}/events", JobEventsResponse, json=body, node=True)
+
+    def put_log(self, job_id: int, offset: int, data: bytes) -> int:
+        """Append ``data`` at ``offset`` of the job's log; the daemon's new total size in bytes."""
+        response = self._send("PUT", f"/api/v1/jobs/{job_id}/log", params={"offset": offset}, content=data,
+                              headers={"content-type": "application/octet-stream"})
+        if response.status_code == 409:
+            raise LogOffsetMismatch(int(_json(response).get("size", 0)))
+        _raise_for_status(response, node=False)
+        return int(_json(response)["size"])
+
+    def _call(self, method: str, url: str, model: type[ResponseT], node: bool = False, **kwargs: Any) -> ResponseT:
+        response = self._send(method, url, **kwargs)
+        _raise_for_status(response, node)
+        try:
+            return model.model_validate(response.json())
+        except ValueError as exc:
+            raise DaemonUnavailable(f"{method} {url}: unreadable answer: {exc}") from exc
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise DaemonUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _raise_for_status(response: httpx.Response, node: bool) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    where = f"{response.request.method} {response.request.url.path}"
+    if status >= 500:
+        raise DaemonUnavailable(f"{where}: {status}")
+    detail = str(_json(response).get("detail") or response.text[:200])
+    if status == 404 and node:
+        raise UnknownNode(status, detail)
+    raise DaemonRejected(status, f"{where}: {detail}")
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay lies in [d/2, d], d = min(cap, base * 2**n)."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0

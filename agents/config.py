@@ -1,0 +1,71 @@
+"""The agent's settings: one typed object built at start-up from TOML and ``POOLD_AGENT_*`` variables.
+
+Precedence, lowest first: the defaults below, the TOML file (``config/agent.toml`` documents
+every key), then environment variables such as ``POOLD_AGENT_SERVER_URL`` or
+``POOLD_AGENT_COLLECTORS='["nvidia", "ascend"]'``, then command-line flags. Every error
+names the key path, exactly as the daemon's settings do (both go through
+``poold.settings.load_model``).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from poold.settings import load_model
+
+ENV_PREFIX = "POOLD_AGENT_"
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def default_node_name() -> str:
+    """The host name up to its first dot: what ``hostname -s`` prints."""
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    server_url: str = Field(default="http://127.0.0.1:8470", description="base URL of the poold daemon")
+    node_name: str = Field(
+        default_factory=default_node_name, min_length=1, max_length=200, pattern=NODE_NAME_PATTERN
+    )
+    state_dir: Path = Field(default=Path("/var/lib/poold-agent"), description="job dirs and queued events")
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="until the daemon names its own interval at registration"
+    )
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="seconds between assignment polls")
+    fake: str | None = Field(default=None, description="fixture name of the mocked-device harness, e.g. a100-4")
+    collectors: list[str] | None = Field(default=None, description="collectors to enable; None means all")
+    kill_grace_s: float = Field(default=10.0, ge=0, le=3600, description="SIGTERM to SIGKILL, seconds")
+    log_chunk_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="bytes per log upload")
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300, description="per HTTP request to the daemon")
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600, description="cap of the reconnect backoff")
+    job_retention_s: float = Field(
+        default=7 * 86400, ge=0, description="keep a finished, fully reported job's dir this long"
+    )
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+    @field_validator("server_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url.rstrip("/")
+
+
+def load_agent_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> AgentSettings:
+    """Defaults, then the TOML file at ``path`` (optional), then ``POOLD_AGENT_*`` from ``env``.
+
+    Raises ``poold.settings.SettingsError`` naming each bad key and where it came from.
+    """
+    return load_model(AgentSettings, path, env, prefix=ENV_PREFIX)
+
+
+def with_overrides(settings: AgentSettings, **overrides: object) -> AgentSettings:
+    """``settings`` with the non-None ``overrides`` applied (command-line flags), validated again."""
+    data = settings.model_dump()
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    return AgentSettings.model_validate(data)

@@ -1,0 +1,158 @@
+"""The job shim: one small process per job, between the agent and the job's command.
+
+``python -m agents.shim JOB_DIR`` (as conmon or containerd-shim do for containers) starts a
+new session, so the job has its own process group (group id = the shim's pid) and no
+terminal; runs ``spec.json``'s command in that group, as its user, with its env and workdir,
+stdout and stderr appended to ``output.log``; waits for it; writes ``exit.json`` atomically;
+and stays until the last of the command's descendants is gone. Because the shim, not the agent, is the command's parent, the job and its exit
+status outlive an agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the agent signals
+the whole group) so that it can record how the command ended; only SIGKILL stops it.
+
+This module uses the standard library and psutil only: it starts once per job, so it must
+start fast, and ``agents.state`` reuses its two file helpers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON, durably: temp file, fsync, rename, fsync dir."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when it is absent or unreadable (writes are atomic)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class LaunchError(Exception):
+    """The command could not be started; the message says why, for the job's log and event."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (a grandchild whose parent died stays under the shim)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans go to init, and the agent's process scan still finds them
+
+
+def launch(spec: dict[str, Any], job_dir: Path, log) -> subprocess.Popen:
+    """Start the command in the shim's process group; raise LaunchError with a clear reason."""
+    env = dict(spec["env"])
+    user, workdir = spec.get("user"), spec.get("workdir")
+    switch: dict[str, Any] = {}
+    if user:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise LaunchError(f"unknown user {user!r} on this node") from None
+        if entry.pw_uid != os.geteuid():
+            if os.geteuid() != 0:
+                raise LaunchError(f"cannot run as user {user!r}: the agent is not running as root")
+            switch = {"user": entry.pw_uid, "group": entry.pw_gid,
+                      "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+        env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+        workdir = workdir or entry.pw_dir
+    workdir = workdir or str(job_dir)
+    if not os.path.isdir(workdir):
+        raise LaunchError(f"workdir {workdir} does not exist on this node")
+    try:
+        return subprocess.Popen(
+            spec["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=workdir, env=env, close_fds=True, **switch,
+        )
+    except FileNotFoundError:
+        raise LaunchError(f"command not found: {spec['command'][0]}") from None
+    except PermissionError as exc:
+        if exc.filename == workdir:
+            raise LaunchError(f"cannot enter workdir {workdir}: {exc.strerror}") from None
+        raise LaunchError(f"cannot execute {spec['command'][0]}: {exc.strerror}") from None
+    except OSError as exc:
+        raise LaunchError(f"cannot start {spec['command'][0]}: {exc}") from None
+
+
+def supervise(child: int, exit_path: Path) -> None:
+    """Reap children: write ``exit_path`` when ``child`` ends, then stay while any descendant
+    lives (orphans come to the shim, a subreaper), so the agent can still find and kill the
+    job's leftovers through the shim before it reports the job ended."""
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        if reaped == child:
+            atomic_write_json(exit_path, exit_record(status))
+
+
+def exit_record(status: int) -> dict[str, Any]:
+    """``exit_code`` as a shell reports it (128 + n for signal n), and the signal if any."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return {"exit_code": 128 + sig, "signal": sig, "error": None, "ended_at": _now()}
+    return {"exit_code": os.waitstatus_to_exitcode(status), "signal": None, "error": None, "ended_at": _now()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m agents.shim JOB_DIR", file=sys.stderr)
+        return 2
+    job_dir = Path(args[0])
+    if os.getsid(0) != os.getpid():
+        os.setsid()
+    _become_subreaper()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # A handler, not SIG_IGN: handlers are reset on exec, so the command still dies by them.
+        signal.signal(signum, lambda *_: None)
+    atomic_write_json(job_dir / "shim.json", {"pid": os.getpid(), "create_time": psutil.Process().create_time()})
+    spec = read_json(job_dir / "spec.json")
+    with open(job_dir / "output.log", "ab", buffering=0) as log:
+        try:
+            if spec is None:
+                raise LaunchError(f"{job_dir / 'spec.json'} is missing or unreadable")
+            child = launch(spec, job_dir, log)
+        except LaunchError as exc:
+            log.write(f"poold: cannot start the job: {exc}\n".encode())
+            atomic_write_json(job_dir / "exit.json", {"exit_code": None, "signal": None, "error": str(exc), "ended_at": _now()})
+            return 0
+    atomic_write_json(job_dir / "child.json", {"pid": child.pid, "started_at": _now()})
+    supervise(child.pid, job_dir / "exit.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``poold-agent``: the inventory it would report, and errors as one line naming the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agents.cli import cli
+from agents.record import Inventory
+
+
+def fixtures_or_skip(name: str) -> None:
+    try:
+        from agents.fake import fixture_names
+    except ImportError as exc:
+        pytest.skip(f"the mocked-device harness (agents.fake) is not available: {exc}")
+    if name not in fixture_names():
+        pytest.skip(f"fixture {name} is not shipped (have {fixture_names()})")
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env or {}, catch_exceptions=True)
+
+
+def test_inventory_json_of_a_mig_node() -> None:
+    fixtures_or_skip("hgx-h100-mig")
+    result = invoke("inventory", "--fake", "hgx-h100-mig", "--json")
+    assert result.exit_code == 0, result.output
+    inventory = Inventory.model_validate(json.loads(result.stdout))
+    gpus = [d for d in inventory.devices if d.uuid.startswith("GPU-")]
+    slices = [d for d in inventory.devices if d.uuid.startswith("MIG-")]
+    assert len(gpus) == 8 and {d.model for d in gpus} == {"H100"}
+    assert slices and all(s.parent_uuid in {g.uuid for g in gpus} for s in slices)
+    assert inventory.collectors["nvidia"] == "ok"
+
+
+def test_inventory_table_for_people() -> None:
+    fixtures_or_skip("l4-2")
+    result = invoke("inventory", "--fake", "l4-2", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("nvidia gpu L4 #") == 2
+    assert "collector nvidia: ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ("heartbeat_interval_s = -1\n", {}, "agent.toml: heartbeat_interval_s: Input should be greater than 0"),
+        ("serverurl = 'http://x'\n", {}, "agent.toml: serverurl: unknown key"),
+        ("", {"POOLD_AGENT_POLL_INTERVAL_S": "fast"}, "$POOLD_AGENT_POLL_INTERVAL_S: poll_interval_s: Input should be a valid number"),
+        ("server_url = 'pool:8470'\n", {}, "agent.toml: server_url: must start with http:// or https://, got 'pool:8470'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, toml: str, env: dict[str, str], expected: str) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(toml)
+    result = invoke("run", "--config", str(config), env=env)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # a clean exit, not a crash
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: invalid config: "), result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_file_and_bad_flags(tmp_path: Path) -> None:
+    result = invoke("run", "--config", str(tmp_path / "nope.toml"))
+    assert (result.exit_code, result.stderr.strip()) == (1, f"Error: config file {tmp_path / 'nope.toml'} does not exist")
+    result = invoke("run", "--node", "bad name!")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("Error: invalid option: node_name: String should match pattern")
+
+
+def test_unusable_state_dir_is_one_line(tmp_path: Path) -> None:
+    fixtures_or_skip("l4-2")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("run", "--fake", "l4-2", "--state-dir", str(blocker / "state"))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: cannot use state dir {blocker / 'state'}: Not a directory"
+
+
+def test_unknown_fixture_is_one_line() -> None:
+    fixtures_or_skip("l4-2")
+    result = invoke("inventory", "--fake", "no-such-fixture")
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "no-such-fixture" in result.stderr
