@@ -270,8 +270,9 @@ class Runner:
         if state.shim_pid is None or job_processes(state.shim_pid):
             return False
         try:
-            if (shim := self._shims.pop(state.job_id, None)) is not None:
+            if (shim := self._shims.get(state.job_id)) is not None:
                 shim.wait(timeout_s)
+                del self._shims[state.job_id]
             elif state.shim_pid is not None:
                 psutil.Process(state.shim_pid).wait(timeout_s)
         except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
