@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from poold.scheduler.framework import Candidate, PlacementRequest, Status
+from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext, Status
 from poold.scheduler.stack import Stack
 from poold.scheduler.view import DeviceView, NodeView, PoolView
 
@@ -20,9 +20,11 @@ class Rejections:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     examples: dict[str, str] = field(default_factory=dict)
 
-    def add(self, status: Status, times: int = 1) -> None:
-        self.counts[status.code] += times
-        self.examples.setdefault(status.code, status.reason)
+    def add(self, status: Status) -> None:
+        code = status.code
+        self.counts[code] += 1
+        if code not in self.examples:
+            self.examples[code] = status.reason
 
     def summary(self, limit: int = 4) -> str:
         ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
@@ -70,47 +72,54 @@ def _describe(candidate: Candidate) -> str:
 def place(request: PlacementRequest, view: PoolView, stack: Stack) -> Placement | Unplaceable:
     rejections = Rejections()
     candidates: list[Candidate] = []
+    node_filters, device_filters, candidate_filters = stack.node_filters, stack.device_filters, stack.candidate_filters
     for node in view.nodes:
-        status = _first_failure(stack.node_filters, lambda f: f.filter_node(request, node))
+        status = _first_node_failure(node_filters, request, node)
         if status is not None:
             rejections.add(status)
             continue
         feasible = []
         for device in node.devices:
-            status = _first_failure(stack.device_filters, lambda f: f.filter_device(request, device))
-            if status is None:
+            # Inlined (not a helper per call): this loop is the placement hot path.
+            for plugin in device_filters:
+                status = plugin.filter_device(request, device)
+                if not status.ok:
+                    rejections.add(status)
+                    break
+            else:
                 feasible.append(device)
-            else:
-                rejections.add(status)
         for candidate in _group(request, node, feasible, rejections):
-            status = _first_failure(stack.candidate_filters, lambda f: f.filter_candidate(request, candidate))
-            if status is None:
-                candidates.append(candidate)
+            for plugin in candidate_filters:
+                status = plugin.filter_candidate(request, candidate)
+                if not status.ok:
+                    rejections.add(status)
+                    break
             else:
-                rejections.add(status)
+                candidates.append(candidate)
     if not candidates:
         return Unplaceable(request, rejections)
     weights = stack.weights(request.objective)
+    context = ScoreContext.of(candidates)
     for candidate in candidates:
         for scorer in stack.scorers:
-            candidate.scores[scorer.name] = scorer.score(request, candidate, candidates)
+            candidate.scores[scorer.name] = scorer.score(request, candidate, context)
         candidate.total = sum(weights.get(name, 0.0) * value for name, value in candidate.scores.items())
     ranked = sorted(candidates, key=lambda c: (-c.total, c.node.name, [d.index or 0 for d in c.devices]))
     runner_up = next((c for c in ranked[1:] if c.devices[0].model != ranked[0].devices[0].model), None)
     return Placement(request, ranked[0], runner_up)
 
 
-def _first_failure(filters, check) -> Status | None:  # noqa: ANN001 - filters of one of the three kinds
+def _first_node_failure(filters: tuple, request: PlacementRequest, node: NodeView) -> Status | None:
     for plugin in filters:
-        status = check(plugin)
+        status = plugin.filter_node(request, node)
         if not status.ok:
             return status
     return None
 
 
 def _group(request: PlacementRequest, node: NodeView, feasible: list[DeviceView], rejections: Rejections) -> list[Candidate]:
-    """Candidate device sets on one node: each device for single-device jobs, else the best
-    same-model set (NVLink-joined and NUMA-local first) per model."""
+    """Candidate device sets on one node, one per model: for a fraction, the fullest device it
+    fits on; for one whole device, the lowest-indexed; for several, the best-linked set."""
     by_model: dict[str, list[DeviceView]] = defaultdict(list)
     for device in feasible:
         by_model[device.model].append(device)
@@ -118,7 +127,9 @@ def _group(request: PlacementRequest, node: NodeView, feasible: list[DeviceView]
     for model, devices in sorted(by_model.items()):
         speed = request.speed_on(model) or 1.0
         if request.count == 1:
-            candidates.extend(_candidate(request, node, [device], speed) for device in devices)
+            # Devices of one model on one node score alike but for fit: keep the tightest.
+            device = min(devices, key=lambda d: (d.free_share, d.index or 0)) if request.fractional else devices[0]
+            candidates.append(_candidate(request, node, [device], speed))
             continue
         if len(devices) < request.count:
             rejections.add(Status("too_few_devices", f"{len(devices)} suitable {model} free on {node.name}, {request.count} asked"))

@@ -14,14 +14,18 @@ from poold.jobspec import JobSpec
 from poold.scheduler.view import DeviceView, NodeView
 
 
-@dataclass(frozen=True)
 class Status:
-    code: str = "ok"
-    reason: str = ""
+    """A filter's verdict: ``ok``, or a reason code and a sentence for people."""
 
-    @property
-    def ok(self) -> bool:
-        return self.code == "ok"
+    __slots__ = ("code", "reason", "ok")
+
+    def __init__(self, code: str = "ok", reason: str = ""):
+        self.code = code
+        self.reason = reason
+        self.ok = code == "ok"
+
+    def __repr__(self) -> str:
+        return f"Status({self.code!r}, {self.reason!r})"
 
 
 OK = Status()
@@ -124,9 +128,24 @@ class CandidateFilter(Protocol):
     def filter_candidate(self, request: PlacementRequest, candidate: Candidate) -> Status: ...
 
 
+@dataclass(frozen=True)
+class ScoreContext:
+    """Facts about all of a job's candidates, computed once per decision, for normalising."""
+
+    cheapest_cost_per_work: float
+    fastest_speed: float
+
+    @classmethod
+    def of(cls, candidates: list[Candidate]) -> "ScoreContext":
+        return cls(
+            cheapest_cost_per_work=min(c.cost_per_work for c in candidates),
+            fastest_speed=max(c.speed for c in candidates),
+        )
+
+
 class Scorer(Protocol):
-    """Scores a candidate in 0..100 (higher is better), seeing all candidates to normalise."""
+    """Scores a candidate in 0..100 (higher is better)."""
 
     name: str
 
-    def score(self, request: PlacementRequest, candidate: Candidate, everyone: list[Candidate]) -> float: ...
+    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float: ...

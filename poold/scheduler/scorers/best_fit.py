@@ -1,6 +1,6 @@
 """Best fit: put the job where it leaves the least stranded capacity."""
 
-from poold.scheduler.framework import Candidate, PlacementRequest
+from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
 
 
 class BestFit:
@@ -16,7 +16,7 @@ class BestFit:
 
     name = "best_fit"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, everyone: list[Candidate]) -> float:
+    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
         if request.fractional:
             device = candidate.devices[0]
             return 100.0 * (1.0 - device.free_share + request.share)

@@ -1,6 +1,6 @@
 """Cost per unit of work: the price of the devices divided by the job's speed on their model."""
 
-from poold.scheduler.framework import Candidate, PlacementRequest
+from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
 
 
 class CostPerWork:
@@ -13,8 +13,7 @@ class CostPerWork:
 
     name = "cost_per_work"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, everyone: list[Candidate]) -> float:
-        cheapest = min(other.cost_per_work for other in everyone)
+    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
         if candidate.cost_per_work <= 0:
             return 100.0
-        return 100.0 * cheapest / candidate.cost_per_work
+        return 100.0 * context.cheapest_cost_per_work / candidate.cost_per_work

@@ -2,7 +2,7 @@
 
 from itertools import combinations
 
-from poold.scheduler.framework import Candidate, PlacementRequest
+from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
 
 
 class Locality:
@@ -14,7 +14,7 @@ class Locality:
 
     name = "locality"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, everyone: list[Candidate]) -> float:
+    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
         devices = candidate.devices
         if len(devices) < 2:
             return 100.0

@@ -1,6 +1,6 @@
 """Speed: how fast the job runs on the candidate's model, from the accept list."""
 
-from poold.scheduler.framework import Candidate, PlacementRequest
+from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
 
 
 class Speed:
@@ -8,6 +8,5 @@ class Speed:
 
     name = "speed"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, everyone: list[Candidate]) -> float:
-        fastest = max(other.speed for other in everyone)
-        return 100.0 * candidate.speed / fastest
+    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
+        return 100.0 * candidate.speed / context.fastest_speed
