@@ -96,7 +96,7 @@ class Agent:
         if watcher is not None:
             watcher.start()
         try:
-            self.step()
+            self._step_logged()
             status = f"registered as {self.node}" if self.registered else "daemon unreachable, retrying"
             self.notify(f"READY=1\nSTATUS={status}")
             log.info("agent %s %s; running %d job(s)", self.node, status, len(self.runner.running_ids()))
@@ -105,7 +105,7 @@ class Agent:
                 self._wake.clear()
                 if self._stop.is_set():
                     break
-                self.step()
+                self._step_logged()
                 self.notify("WATCHDOG=1")
         finally:
             self.notify("STOPPING=1")
@@ -133,6 +133,12 @@ class Agent:
         return max(0.0, min(self.settings.poll_interval_s, due - now))
 
     # ---- one step -----------------------------------------------------------------------
+
+    def _step_logged(self) -> None:
+        try:
+            self.step()
+        except Exception:  # a bug or a full disk must not orphan the jobs' reporting: log, go on
+            log.exception("agent step failed")
 
     def step(self) -> None:
         while not self._xids.empty():
@@ -163,6 +169,11 @@ class Agent:
             self.registered = False
             self._wake.set()
             return
+        except DaemonRejected as exc:  # a request the daemon will not take: say so, retry later
+            delay = self.backoff.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.error("the daemon refused a request: %s; retrying in %.1f s", exc, delay)
+            return
         self.backoff.reset()
         self._retry_at = 0.0
         if now >= self._next_prune:
@@ -187,10 +198,7 @@ class Agent:
     def _register(self) -> None:
         inventory = self.fresh_inventory()
         request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__)
-        try:
-            answer = self.client.register(request)
-        except DaemonRejected as exc:
-            raise DaemonUnavailable(f"registration refused: {exc.detail}") from exc  # retry with backoff
+        answer = self.client.register(request)
         self.node = self.runner.node = answer.node
         self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s
         self.registered = True

@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from agents.record import Inventory
+from agents.shim import carries_job, job_processes, signal_all
 from agents.state import Intent, JobState, JobStore, Outbox, utcnow
 from poold.api.schemas import AssignedDevice, Assignment, JobEvent
 
@@ -74,50 +75,6 @@ def job_env(assignment: Assignment, node: str, base: Mapping[str, str]) -> dict[
     env.update(visibility_env(assignment.devices))
     env.update(POOLD_JOB_ID=str(assignment.job_id), POOLD_JOB_NAME=assignment.name, POOLD_NODE=node)
     return env
-
-
-def carries_job(proc: psutil.Process, job_id: int) -> bool:
-    """Whether the process's environment (``/proc/<pid>/environ``) says it belongs to the job."""
-    try:
-        return proc.environ().get("POOLD_JOB_ID") == str(job_id)
-    except (psutil.Error, OSError):
-        return False
-
-
-def job_processes(shim_pid: int) -> dict[int, psutil.Process]:
-    """The shim's descendants and every member of its session or process group, shim excluded.
-
-    Only meaningful while the shim lives: its pid is then in use, so no unrelated process can
-    hold it as a group or session id. Catches children that called setsid (descendants) and
-    orphans of the group (group members).
-    """
-    found: dict[int, psutil.Process] = {}
-    try:
-        found.update((child.pid, child) for child in psutil.Process(shim_pid).children(recursive=True))
-    except psutil.Error:
-        pass
-    for pid in psutil.pids():
-        if pid == shim_pid or pid in found:
-            continue
-        try:
-            if os.getpgid(pid) == shim_pid or os.getsid(pid) == shim_pid:
-                found[pid] = psutil.Process(pid)
-        except (OSError, psutil.Error):
-            continue
-    return found
-
-
-def _signal(procs: Mapping[int, psutil.Process], signum: int) -> list[str]:
-    """Send ``signum`` to each process still alive (psutil refuses a reused pid); 'pid (name)' of each hit."""
-    hit = []
-    for proc in procs.values():
-        try:
-            name = proc.name()
-            proc.send_signal(signum)
-            hit.append(f"{proc.pid} ({name})")
-        except psutil.Error:
-            continue
-    return hit
 
 
 class Runner:
@@ -327,7 +284,7 @@ class Runner:
                 os.killpg(state.shim_pid, signal.SIGTERM)  # the shim's handler ignores it
             except OSError:
                 pass
-            hit = _signal(victims, signal.SIGTERM)  # including the ones that left the group with setsid
+            hit = signal_all(victims, signal.SIGTERM)  # including the ones that left the group with setsid
             if state.intent is None and hit:  # the command has ended: these are its leftovers
                 state.leftovers = "stopped leftover processes of the job: " + ", ".join(hit)
             state.term_sent_at = now
@@ -335,16 +292,21 @@ class Runner:
         elif state.kill_sent_at is None and (now - state.term_sent_at).total_seconds() >= self.kill_grace_s:
             victims = {**self._victims.pop(state.job_id, {}), **job_processes(state.shim_pid)}
             victims.pop(state.shim_pid, None)  # the shim must live to write exit.json
-            killed = _signal(victims, signal.SIGKILL)
+            killed = signal_all(victims, signal.SIGKILL)
             log.info("job %d: SIGKILL after %gs: %s", state.job_id, self.kill_grace_s, ", ".join(killed) or "none left")
             state.kill_sent_at = now
             self.save(state)
         elif state.kill_sent_at is not None and (now - state.kill_sent_at).total_seconds() >= SHIM_STUCK_S:
             log.warning("job %d: shim %d did not record the exit; killing it", state.job_id, state.shim_pid)
-            _signal({state.shim_pid: psutil.Process(state.shim_pid)}, signal.SIGKILL)
+            try:
+                signal_all({state.shim_pid: psutil.Process(state.shim_pid)}, signal.SIGKILL)
+            except psutil.Error:
+                pass  # it ended after all
 
     def _end(self, state: JobState, exit_info: dict | None, inventory_source: Callable[[], Inventory] | None) -> None:
         """Decide the outcome once, persist it, clean up the job's leftovers, queue ``ended``."""
+        if state.outcome is not None:
+            return  # decided already: an outcome is never rewritten
         if exit_info is None:
             state.outcome = state.intent or "lost"
             detail = "the job's shim ended without recording an exit status"
@@ -384,7 +346,7 @@ class Runner:
             # environment check guards against the group id having been reused since.
             stragglers = {pid: proc for pid, proc in job_processes(state.shim_pid).items()
                           if pid not in self._protected and carries_job(proc, state.job_id)}
-            if killed := _signal(stragglers, signal.SIGKILL):
+            if killed := signal_all(stragglers, signal.SIGKILL):
                 parts.append("killed leftover processes of the job: " + ", ".join(killed))
         if state.assignment.devices and inventory_source is not None:
             parts.extend(self._clean_devices(state, inventory_source))
@@ -421,6 +383,6 @@ class Runner:
                     continue
                 if carries_job(proc, state.job_id) or (self.kill_untagged and not shared):
                     victims[pid] = proc
-            if killed := _signal(victims, signal.SIGKILL):
+            if killed := signal_all(victims, signal.SIGKILL):
                 parts.append(f"killed leftover processes on {device.uuid}: " + ", ".join(killed))
         return parts

@@ -9,7 +9,8 @@ status outlive an agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the age
 the whole group) so that it can record how the command ended; only SIGKILL stops it.
 
 This module uses the standard library and psutil only: it starts once per job, so it must
-start fast, and ``agents.state`` reuses its two file helpers.
+start fast. ``agents.state`` reuses its two file helpers, and the runner its functions that
+find and signal a job's processes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import psutil
@@ -124,6 +126,53 @@ def exit_record(status: int) -> dict[str, Any]:
         sig = os.WTERMSIG(status)
         return {"exit_code": 128 + sig, "signal": sig, "error": None, "ended_at": _now()}
     return {"exit_code": os.waitstatus_to_exitcode(status), "signal": None, "error": None, "ended_at": _now()}
+
+
+# ---- the job's processes, as the agent finds and signals them ---------------------------
+
+
+def carries_job(proc: psutil.Process, job_id: int) -> bool:
+    """Whether the process's environment (``/proc/<pid>/environ``) says it belongs to the job."""
+    try:
+        return proc.environ().get("POOLD_JOB_ID") == str(job_id)
+    except (psutil.Error, OSError):
+        return False
+
+
+def job_processes(shim_pid: int) -> dict[int, psutil.Process]:
+    """The shim's descendants and every member of its session or process group, shim excluded.
+
+    Only meaningful while the shim lives: its pid is then in use, so no unrelated process can
+    hold it as a group or session id. Catches children that called setsid (descendants) and
+    orphans of the group (group members).
+    """
+    found: dict[int, psutil.Process] = {}
+    try:
+        found.update((child.pid, child) for child in psutil.Process(shim_pid).children(recursive=True))
+    except psutil.Error:
+        pass
+    for pid in psutil.pids():
+        if pid == shim_pid or pid in found:
+            continue
+        try:
+            if os.getpgid(pid) == shim_pid or os.getsid(pid) == shim_pid:
+                found[pid] = psutil.Process(pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def signal_all(procs: Mapping[int, psutil.Process], signum: int) -> list[str]:
+    """Send ``signum`` to each process still alive (psutil refuses a reused pid); 'pid (name)' of each hit."""
+    hit = []
+    for proc in procs.values():
+        try:
+            name = proc.name()
+            proc.send_signal(signum)
+            hit.append(f"{proc.pid} ({name})")
+        except psutil.Error:
+            continue
+    return hit
 
 
 def main(argv: list[str] | None = None) -> int:
