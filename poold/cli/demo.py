@@ -65,17 +65,18 @@ def _show(jobs: list[dict], stuck: dict) -> None:
     rows = []
     for job in jobs:
         allocs = job.get("allocations") or []
+        devices = "-"
         if allocs:
             first = allocs[0]
-            mig = first["device_uuid"].startswith("MIG-")
-            share = f"{first['share']:g}x " if first["share"] < 1 else f"{len(allocs)}x "
-            devices = share + first["device_model"] + (" MIG slice" if mig else "")
-        else:
-            devices = "-"
+            count = f"{first['share']:g}x " if first["share"] < 1 else f"{len(allocs)}x "
+            devices = count + first["device_model"] + (" slice " + first["device_uuid"][:12] + "…" if first["device_uuid"].startswith("MIG-") else "")
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else "-"
-        rows.append([job["id"], job["name"], job["state"], job.get("node") or "-", devices, price, job.get("reason") or ""])
-    emit_table(["ID", "JOB", "STATE", "NODE", "DEVICES", "PRICE/H", "WHY THERE"], rows, title="where each job went")
-    console.print("[bold]what each job saw[/bold] (first line of its output):")
+        rows.append([job["id"], job["name"], job["state"], job.get("node") or "-", devices, price])
+    emit_table(["ID", "JOB", "STATE", "NODE", "DEVICES", "PRICE/H"], rows, title="where each job went")
+    console.print("[bold]why there[/bold]")
+    for job in jobs:
+        console.print(f"  {job['id']} {job['name']}: {job.get('reason') or '-'}")
+    console.print("[bold]what each job saw[/bold] (first line of its output)")
     for job in jobs:
         first_line = (job.get("log") or "").strip().splitlines()[:1]
         console.print(f"  {job['id']} {job['name']}: {first_line[0] if first_line else '(no output)'}")
