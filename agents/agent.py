@@ -145,7 +145,7 @@ class Agent:
             uuid, xid, reason = self._xids.get()
             self.unhealthy[uuid] = reason
             self._heartbeat_now = True
-            log.warning("device %s unhealthy (XID %d): %s", uuid, xid, reason)
+            log.warning("device %s unhealthy (XID %d): %s", uuid, xid, reason.removeprefix(f"XID {xid}: "))
         self.runner.poll(self.fresh_inventory)
         now = time.monotonic()
         if now < self._retry_at:

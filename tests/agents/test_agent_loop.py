@@ -128,6 +128,17 @@ def test_daemon_outage_keeps_the_job_and_reports_in_order_once(harness: Harness,
     assert agent.runner.outbox.pending() == []
 
 
+def test_log_resumes_from_the_daemons_size(harness: Harness, daemon: FakeDaemon) -> None:
+    # The daemon already holds 3 bytes (an upload whose answer was lost): 409, resend from 3.
+    daemon.logs[1] = bytearray(b"hel")
+    daemon.assign(job(1, "printf hello"))
+    harness.start()
+    daemon.wait_for(lambda: ended(daemon, 1), what="job 1 ended")
+    daemon.wait_for(lambda: harness.agent.runner.jobs[1].log_done, what="the log shipped")
+    assert bytes(daemon.logs[1]) == b"hello"
+    assert daemon.count("PUT", "/jobs/1/log") == 2
+
+
 def test_daemon_down_at_start_still_signals_ready(harness: Harness, daemon: FakeDaemon) -> None:
     daemon.down = True
     harness.start()
