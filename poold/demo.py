@@ -108,7 +108,11 @@ def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.
     pool.processes["daemon"] = _spawn([sys.executable, "-m", "poold", "serve"], env, log_dir / "daemon.log")
     _wait_healthy(pool, timeout_s)
     say(f"daemon up at {url} (SQLite in {workdir / 'daemon'})")
+    # The agents share one harness state directory: `echo "<uuid> 79" >> fake/xid` injects
+    # an XID into a running demo (with --keep), as on a real GPU.
     agent_env = {key: value for key, value in env.items() if not key.startswith("POOLD_")}
+    agent_env["POOLD_FAKE_STATE"] = str(workdir / "fake")
+    (workdir / "fake").mkdir(exist_ok=True)
     for node, fixture in SITE:
         command = [
             sys.executable, "-c", "from agents.cli import main; main()", "run",
