@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -81,11 +82,13 @@ class DeviceModel(Base):
     """
 
     __tablename__ = "devices"
+    # NPU and FPGA ids are built from bus ids, unique within a node only (GPU uuids are global).
+    __table_args__ = (UniqueConstraint("node_id", "uuid", name="uq_devices_node_id_uuid"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), index=True)
-    uuid: Mapped[str] = mapped_column(String(200), unique=True)
+    uuid: Mapped[str] = mapped_column(String(200), index=True)
     vendor: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))
     model: Mapped[str] = mapped_column(String(80), index=True)

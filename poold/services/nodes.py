@@ -70,13 +70,8 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
     for record in records:
         device = existing.get(record.uuid)
         if device is None:
-            other = session.scalars(select(DeviceModel).where(DeviceModel.uuid == record.uuid)).one_or_none()
-            if other is not None:  # the device moved to another node (re-cabled, renamed node)
-                device = other
-                device.node_id = node.id
-            else:
-                device = DeviceModel(uuid=record.uuid, node_id=node.id)
-                session.add(device)
+            device = DeviceModel(uuid=record.uuid, node_id=node.id)
+            session.add(device)
             existing[record.uuid] = device
         if device.health != record.health and device.id is not None:
             kind = "device.unhealthy" if record.health != "ok" else "device.healthy"

@@ -130,3 +130,16 @@ def test_concurrent_passes_never_double_book(pool, settings):
         ).all()
         assert len(rows) == 4 and all(share == 1.0 for _, share in rows)
         assert session.scalar(select(func.count()).select_from(JobModel).where(JobModel.state == "assigned")) == 4
+
+
+def test_two_nodes_may_report_the_same_bus_id_based_uuid(pool, settings):
+    """NPU and FPGA ids come from bus ids, unique per node only: both nodes keep their devices."""
+    first, second = (make_node(n).npus(1) for n in ("npu-a", "npu-b"))
+    first.devices[0].uuid = second.devices[0].uuid = "NPU-0000:c1:00.0"
+    _register(pool, first, second)
+    _register(pool, first, second)  # heartbeats again: nothing moves between nodes
+    with pool.factory() as session:
+        same = [d for d in nodes.list_devices(session) if d.uuid == "NPU-0000:c1:00.0"]
+        assert sorted(d.node.name for d in same) == ["npu-a", "npu-b"]
+    ids = [_submit(pool, kind="npu") for _ in range(2)]
+    assert run_pass(pool.factory, settings).placed == ids

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 20:42:08.795681
+Create Date: 2026-11-21 20:57:40.778922
 """
 
 from __future__ import annotations
@@ -68,12 +68,13 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], name=op.f('fk_devices_node_id_nodes'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['parent_id'], ['devices.id'], name=op.f('fk_devices_parent_id_devices'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_devices')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_devices_uuid'))
+    sa.UniqueConstraint('node_id', 'uuid', name='uq_devices_node_id_uuid')
     )
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_devices_model'), ['model'], unique=False)
         batch_op.create_index(batch_op.f('ix_devices_node_id'), ['node_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_devices_parent_id'), ['parent_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_devices_uuid'), ['uuid'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -159,6 +160,7 @@ def downgrade() -> None:
 
     op.drop_table('jobs')
     with op.batch_alter_table('devices', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_devices_uuid'))
         batch_op.drop_index(batch_op.f('ix_devices_parent_id'))
         batch_op.drop_index(batch_op.f('ix_devices_node_id'))
         batch_op.drop_index(batch_op.f('ix_devices_model'))
