@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
+from poold.cli.output import console as shared_console
 from rich.table import Table
 
 from agents.config import AgentSettings, load_agent_settings, with_overrides
@@ -64,7 +64,7 @@ def inventory(fake: str | None, as_json: bool, config: Path | None) -> None:
 
 
 def _print_inventory(found: Inventory) -> None:
-    console = Console()
+    console = shared_console
     host = found.host
     console.print(f"[bold]{host.hostname}[/bold]: {host.cpu_cores} CPU cores, {host.memory_total_mib} MiB memory")
     table = Table("device", "model", "bus id", "MiB free/total", "util %", "°C", "W", "health")
