@@ -6,6 +6,7 @@ See ``docs/jobs.md`` for the format. Sizes accept integers (MiB) or strings with
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -17,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 _SIZE_UNITS_MIB = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024**2, "tb": 1024**2, "tib": 1024**2}
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\n#]*")  # a number, boolean or date: up to the next separator
 # 1 PiB in MiB: far above any device or host, and keeps sizes inside a 64-bit database column.
 _MAX_SIZE_MIB = 1024**3
 
@@ -193,7 +196,7 @@ def parse_job_text(text: str, source: str = "job.toml") -> JobSpec:
                 message = "unknown key"
             elif error["type"] == "missing":
                 message = "required key is missing"
-            located.append((line, f"{where}{'.'.join(path) or '(file)'}: {message}"))
+            located.append((line, f"{where}{_key_path(path)}: {message}"))
         # In the order of the file, then the missing keys, which have no line.
         located.sort(key=lambda item: (item[0] is None, item[0] or 0))
         raise JobFileError(source, [problem for _, problem in located]) from exc
@@ -212,8 +215,14 @@ def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
 
 
 def _error_path(loc: tuple[Any, ...]) -> list[str]:
-    # Pydantic puts the validator's name in loc for some wrapped types; keep keys and indexes.
-    return [str(part) for part in loc if not (isinstance(part, str) and ("[" in part or part.startswith("function-")))]
+    # Pydantic can put a wrapped validator's name ("function-before[...]") in loc; keep keys and indexes.
+    return [str(part) for part in loc if not (isinstance(part, str) and part.startswith("function-"))]
+
+
+def _key_path(path: list[str]) -> str:
+    """``resources.accept.1.model``; keys that are not bare TOML keys are quoted: ``env."MY VAR"``."""
+    parts = [part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False) for part in path]
+    return ".".join(parts) or "(file)"
 
 
 def _line_for(lines: dict[tuple[str, ...], int], path: list[str]) -> int | None:
@@ -292,7 +301,7 @@ class _LineScanner:
                 except tomllib.TOMLDecodeError:
                     parts.append(self.text[start + 1 : self.pos - 1])
             else:
-                match = re.compile(r"[A-Za-z0-9_-]+").match(self.text, self.pos)
+                match = _BARE_KEY.match(self.text, self.pos)
                 if not match:
                     break
                 parts.append(match.group())
@@ -325,8 +334,7 @@ class _LineScanner:
         elif char in ('"', "'"):
             self._string()
         else:
-            match = re.compile(r"[^,\]}\n#]*").match(self.text, self.pos)
-            self._advance(match.end() - self.pos if match else 1)
+            self._advance(max(_SCALAR.match(self.text, self.pos).end() - self.pos, 1))
 
     def _string(self) -> None:
         quote = self.text[self.pos]
