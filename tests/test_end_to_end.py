@@ -59,17 +59,18 @@ def site(tmp_path_factory):
     daemon = LiveDaemon(root / "daemon")
     fake_state = root / "fake"
     fake_state.mkdir()
-    agents = {
-        "hgx": Agent(daemon, "hgx", "hgx-h100-mig", root / "agents" / "hgx", fake_state),
-        "l4": Agent(daemon, "l4", "l4-2", root / "agents" / "l4", fake_state),
-    }
+    agents: dict[str, Agent] = {}
     client = PooldClient(daemon.url)
-    wait_for(lambda: {n["name"] for n in client.nodes() if n["state"] == "ready"} >= set(agents), timeout_s=30)
-    yield daemon, agents, client, fake_state
-    client.close()
-    for agent in agents.values():
-        agent.stop()
-    daemon.stop()
+    try:
+        agents["hgx"] = Agent(daemon, "hgx", "hgx-h100-mig", root / "agents" / "hgx", fake_state)
+        agents["l4"] = Agent(daemon, "l4", "l4-2", root / "agents" / "l4", fake_state)
+        wait_for(lambda: {n["name"] for n in client.nodes() if n["state"] == "ready"} >= set(agents), timeout_s=30)
+        yield daemon, agents, client, fake_state
+    finally:
+        client.close()
+        for agent in agents.values():
+            agent.stop()
+        daemon.stop()
 
 
 def submit(client: PooldClient, text: str) -> int:

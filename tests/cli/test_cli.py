@@ -19,11 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     live = LiveDaemon(tmp_path_factory.mktemp("daemon"))
-    for builder in (make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4")):
-        body = {"node": builder.name, "host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices]}
-        httpx.post(live.url + "/api/v1/agents/register", json=body).raise_for_status()
-    yield live
-    live.stop()
+    try:
+        for builder in (make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4")):
+            body = {"node": builder.name, "host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices]}
+            httpx.post(live.url + "/api/v1/agents/register", json=body).raise_for_status()
+        yield live
+    finally:
+        live.stop()
 
 
 def poold(daemon, *args, check=None):
