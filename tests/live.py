@@ -36,7 +36,11 @@ class LiveDaemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(state_dir / "daemon.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "poold", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
