@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from poold.client import PooldClient
 from poold.jobspec import parse_job_file, parse_job_text
@@ -70,7 +71,7 @@ class DemoPool:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Agents first (SIGTERM: they leave no job behind in the demo, all have ended), then the daemon."""
+        """Agents, then any job still running under them, then the daemon: nothing is left."""
         ordered = [name for name in self.processes if name != "daemon"] + ["daemon"]
         for name in ordered:
             process = self.processes.get(name)
@@ -86,6 +87,19 @@ class DemoPool:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self._kill_jobs()
+
+    def _kill_jobs(self) -> None:
+        """Agents leave their jobs running when they stop (by design); the demo must not.
+        Each job runs under a shim that leads the job's process group, with its job dir
+        (inside the demo's workdir) on its command line."""
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if "agents.shim" in cmdline and any(str(self.workdir) in part for part in cmdline):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
 
 def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.0) -> DemoPool:
@@ -105,6 +119,16 @@ def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.
     pool = DemoPool(workdir=workdir, url=url)
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _start(pool, env, log_dir, say, timeout_s)
+    except BaseException:
+        pool.stop()  # nothing may outlive a failed start
+        raise
+    return pool
+
+
+def _start(pool: DemoPool, env: dict[str, str], log_dir: Path, say: Callable[[str], None], timeout_s: float) -> None:
+    workdir, url = pool.workdir, pool.url
     pool.processes["daemon"] = _spawn([sys.executable, "-m", "poold", "serve"], env, log_dir / "daemon.log")
     _wait_healthy(pool, timeout_s)
     say(f"daemon up at {url} (SQLite in {workdir / 'daemon'})")
@@ -120,7 +144,6 @@ def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.
         ]
         pool.processes[f"agent-{node}"] = _spawn(command, agent_env, log_dir / f"agent-{node}.log")
     _wait_nodes(pool, [node for node, _ in SITE], timeout_s)
-    return pool
 
 
 def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:

@@ -10,6 +10,7 @@ from poold import __version__
 from poold.cli import demo, jobs, nodes, server
 from poold.client import DEFAULT_URL, ClientError
 from poold.db import SchemaError
+from poold.demo import DemoError
 from poold.jobspec import JobFileError
 from poold.settings import SettingsError
 
@@ -28,7 +29,7 @@ for module in (jobs, nodes, server, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 
-_EXPECTED = (ClientError, JobFileError, SettingsError, SchemaError, OSError)
+_EXPECTED = (ClientError, JobFileError, SettingsError, SchemaError, DemoError, OSError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
     json_out = ctx.obj["output"] == "json"
     say = (lambda text: click.echo(text, err=True)) if json_out else (lambda text: console.print(text))
     pool = None
+    keep_running = False
     try:
         pool = pool_demo.start_pool(workdir, say)
         from poold.client import PooldClient
@@ -52,12 +53,13 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
         if keep:
             pids = " ".join(str(p.pid) for p in pool.processes.values())
             say(f"the pool stays up: poold --url {pool.url} nodes | jobs | devices\nstop it with: kill {pids}; rm -rf {workdir}")
-            pool = None
+            keep_running = True
         if failed:
             sys.exit(1)
     finally:
-        if pool is not None:
-            pool.stop()
+        if not keep_running:
+            if pool is not None:
+                pool.stop()
             pool_demo.remove_workdir(workdir)
 
 

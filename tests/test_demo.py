@@ -1,0 +1,45 @@
+"""`poold demo` runs the example jobs to their end within a minute and leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def leftovers() -> list[str]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "poold-demo-" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poold", "-o", "json", "demo", *args], capture_output=True, text=True, timeout=90)
+
+
+def test_demo_runs_every_example_and_cleans_up():
+    started = time.monotonic()
+    result = run_demo()
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60
+    report = json.loads(result.stdout)
+    assert len(report["jobs"]) >= 8
+    assert {job["state"] for job in report["jobs"]} == {"succeeded"}
+    assert report["unplaceable"]["state"] == "pending" and "too_few_devices" in report["unplaceable"]["reason"]
+    seen = {job["name"]: job["log"] for job in report["jobs"]}
+    mig = next(job for job in report["jobs"] if job["allocations"][0]["device_uuid"].startswith("MIG-"))
+    assert mig["allocations"][0]["device_uuid"] in seen[mig["name"]]
+    assert leftovers() == []
+
+
+def test_demo_that_times_out_still_leaves_nothing_running():
+    result = run_demo("--timeout", "0.3")
+    assert result.returncode == 1  # the jobs had not ended
+    time.sleep(0.5)
+    assert leftovers() == []
