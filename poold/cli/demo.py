@@ -7,7 +7,7 @@ import time
 
 import click
 
-from poold.cli.output import console, emit_json, emit_table
+from poold.cli.output import console, devices_text, emit_json, emit_table
 
 
 @click.command()
@@ -66,12 +66,7 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
 def _show(jobs: list[dict], stuck: dict) -> None:
     rows = []
     for job in jobs:
-        allocs = job.get("allocations") or []
-        devices = "-"
-        if allocs:
-            first = allocs[0]
-            count = f"{first['share']:g}x " if first["share"] < 1 else f"{len(allocs)}x "
-            devices = count + first["device_model"] + (" slice " + first["device_uuid"][:12] + "…" if first["device_uuid"].startswith("MIG-") else "")
+        devices = devices_text(job) or "-"
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else "-"
         rows.append([job["id"], job["name"], job["state"], job.get("node") or "-", devices, price])
     emit_table(["ID", "JOB", "STATE", "NODE", "DEVICES", "PRICE/H"], rows, title="where each job went")

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from poold.cli.output import console, emit_json, emit_table, gib, when
+from poold.cli.output import console, devices_text, emit_json, emit_table, gib, when
 from poold.client import PooldClient
 from poold.jobspec import parse_job_file
 
@@ -75,21 +75,10 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
         return
     rows = []
     for job in jobs:
-        devices = _devices_text(job)
+        devices = devices_text(job)
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else None
         rows.append([job["id"], job["name"], job["queue"], job["state"], job.get("node"), devices, price, when(job["submitted_at"])])
     emit_table(["ID", "NAME", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED"], rows)
-
-
-def _devices_text(job: dict) -> str | None:
-    allocs = job.get("allocations") or []
-    if not allocs:
-        return None
-    model = allocs[0]["device_model"]
-    share = allocs[0]["share"]
-    mig = allocs[0]["device_uuid"].startswith("MIG-")
-    what = f"{model} MIG" if mig else model
-    return f"{share:g}x {what}" if share < 1 else f"{len(allocs)}x {what}"
 
 
 @click.command(name="job")

@@ -33,3 +33,14 @@ def gib(mib: int | None) -> str:
 
 def when(value: str | None) -> str:
     return "-" if not value else value.replace("T", " ")[:19]
+
+
+def devices_text(job: dict) -> str | None:
+    """What a job holds, in a few words: "4x H100", "0.5x L4", "1x H100 slice MIG-44dfed45…"."""
+    allocs = job.get("allocations") or []
+    if not allocs:
+        return None
+    first = allocs[0]
+    count = f"{first['share']:g}x" if first["share"] < 1 else f"{len(allocs)}x"
+    slice_ = f" slice {first['device_uuid'][:12]}…" if first["device_uuid"].startswith("MIG-") else ""
+    return f"{count} {first['device_model']}{slice_}"
