@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import NodeModel
 from poold.jobspec import JobSpec
-from poold.scheduler.loop import device_price
-from poold.scheduler.view import DeviceView, NodeView, PoolView
+from poold.scheduler.loop import device_view
+from poold.scheduler.view import NodeView, PoolView
 from poold.services import nodes
 from poold.settings import Settings
 
@@ -96,25 +96,9 @@ class NodeBuilder:
         ids = {record.uuid: node_id * 1000 + i for i, record in enumerate(self.devices)}
         parents = {record.parent_uuid for record in self.devices if record.parent_uuid}
         for record in self.devices:
+            parent_id = ids.get(record.parent_uuid) if record.parent_uuid else None
             node.devices.append(
-                DeviceView(
-                    id=ids[record.uuid],
-                    uuid=record.uuid,
-                    node=node,
-                    kind=record.kind,
-                    vendor=record.vendor,
-                    model=record.model,
-                    index=record.index,
-                    memory_total_mib=record.memory_total_mib,
-                    healthy=record.health == "ok",
-                    health_reason=record.health_reason,
-                    compute_capability=record.compute_capability,
-                    numa_node=record.numa_node,
-                    parent_id=ids.get(record.parent_uuid) if record.parent_uuid else None,
-                    has_slices=record.uuid in parents,
-                    price_per_hour=device_price(settings, record.model, record.attributes),
-                    attributes=record.attributes,
-                )
+                device_view(record, id=ids[record.uuid], node=node, parent_id=parent_id, has_slices=record.uuid in parents, settings=settings)
             )
         return node
 

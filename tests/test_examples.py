@@ -39,17 +39,34 @@ def test_every_example_is_expected():
     assert sorted(path.name for path in EXAMPLES_DIR.glob("*.toml")) == sorted(EXPECTED)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_lands_where_cost_per_work_says(pool, site_inventories, tmp_path, name):
+def place_alone(pool, site_inventories, tmp_path, spec):
+    """Place ``spec`` on an otherwise empty demo site; return (node, [(model, device uuid)], reason)."""
     settings = load_settings(ROOT / "config" / "poold.toml", env={"POOLD_STATE_DIR": str(tmp_path)})
     with transaction(pool.factory) as session:
         for node, inventory in site_inventories.items():
             nodes.register(session, node, inventory.host, inventory.devices, "test")
-        job_id = jobs.submit(session, parse_job_file(EXAMPLES_DIR / name)).id
+        job_id = jobs.submit(session, spec).id
     assert run_pass(pool.factory, settings).placed == [job_id]
-    node, model, count, mig = EXPECTED[name]
     with pool.factory() as session:
         job = jobs.get_job(session, job_id)
-        assert job.node.name == node, job.reason
-        assert [a.device.model for a in job.allocations] == [model] * count
-        assert all(a.device.uuid.startswith("MIG-") == mig for a in job.allocations)
+        return job.node.name, [(a.device.model, a.device.uuid) for a in job.allocations], job.reason
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_lands_where_cost_per_work_says(pool, site_inventories, tmp_path, name):
+    path = EXAMPLES_DIR / name
+    placed_on, devices, reason = place_alone(pool, site_inventories, tmp_path, parse_job_file(path))
+    node, model, count, mig = EXPECTED[name]
+    assert placed_on == node, reason
+    assert [m for m, _ in devices] == [model] * count
+    assert all(uuid.startswith("MIG-") == mig for _, uuid in devices)
+    lands = next(line for line in path.read_text().splitlines() if line.startswith("# Where it lands in the demo pool:"))
+    assert node in lands  # the header names the same node
+
+
+def test_the_time_example_under_objective_cost_would_take_the_l4(pool, site_inventories, tmp_path):
+    # eval-fastest with objective "cost": L4 0.80 / 1 = 0.80 < A100 2.20 / 2 = 1.10 < H100 4.00 / 3 = 1.33
+    spec = parse_job_file(EXAMPLES_DIR / "eval-fastest.toml")
+    spec.resources.objective = "cost"
+    _, devices, _ = place_alone(pool, site_inventories, tmp_path, spec)
+    assert [m for m, _ in devices] == ["L4"]

@@ -21,9 +21,7 @@ from poold.jobspec import JobFileError, JobSpec, key_lines, parse_job_file, pars
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "config" / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
 
-# Demo pool: price per device-hour, and what each model is.
-DEMO_PRICES = {"H100": 4.00, "A100": 2.20, "L4": 0.80, "910B": 1.60, "U250": 1.50}
-DEMO_KINDS = {"H100": "gpu", "A100": "gpu", "L4": "gpu", "910B": "npu", "U250": "fpga"}
+# Where each example lands is checked on the real engine in tests/test_examples.py.
 
 
 def job(body: str) -> str:
@@ -50,56 +48,6 @@ def test_example_parses_and_says_where_it_lands(path):
     header = path.read_text().split("\nname", 1)[0]
     assert header.startswith("#") and "Where it lands in the demo pool" in header
     assert spec.max_runtime is not None
-
-
-def _affordable(spec: JobSpec) -> dict[str, tuple[float, float]]:
-    """Demo models the job accepts, within its price limit: model -> (price per hour, speed)."""
-    res = spec.resources
-    found = {}
-    for model, price in DEMO_PRICES.items():
-        speed = res.speed_on(model)
-        per_hour = res.count * (res.share or 1.0) * price
-        if speed is None or res.kind not in ("any", DEMO_KINDS[model]):
-            continue
-        if res.max_price_per_hour is None or per_hour <= res.max_price_per_hour:
-            found[model] = (per_hour, speed)
-    return found
-
-
-def _cheapest(spec: JobSpec) -> str:
-    """Objective "cost": the lowest price per hour / speed."""
-    return min(_affordable(spec).items(), key=lambda item: item[1][0] / item[1][1])[0]
-
-
-@pytest.mark.parametrize(
-    ("file", "model"),
-    [
-        # H100 4.00 / 2.5 = 1.60 < A100 2.20 / 1.0 = 2.20
-        ("llm-finetune.toml", "H100"),
-        # L4 0.80 / 1.0 = 0.80 < A100 2.20 / 2.0 = 1.10
-        ("inference-l4.toml", "L4"),
-        # 910B 1.60 / 1.0 = 1.60 < A100 2.20 / 1.2 = 1.83
-        ("any-family.toml", "910B"),
-        # no accept list: L4 0.5 x 0.80 = 0.40 < A100 1.10 < H100 2.00 (also above 1.50 a hour)
-        ("half-gpu.toml", "L4"),
-        # the only NPUs and the only FPGAs
-        ("ascend-npu.toml", "910B"),
-        ("fpga-u250.toml", "U250"),
-    ],
-)
-def test_example_arithmetic_picks_the_model_its_header_names(file, model):
-    path = EXAMPLES_DIR / file
-    assert _cheapest(parse_job_file(path)) == model
-    lands = next(line for line in path.read_text().splitlines() if line.startswith("# Where it lands in the demo pool:"))
-    assert model in lands
-
-
-def test_time_objective_example_takes_the_fastest_model_within_its_price():
-    spec = parse_job_file(EXAMPLES_DIR / "eval-fastest.toml")
-    # by speed H100 3.0 > A100 2.0 > L4 1.0, and H100 costs 4.00 a hour, within 5.00
-    assert max(_affordable(spec).items(), key=lambda item: item[1][1])[0] == "H100"
-    # the same job with the default objective would take the L4: 0.80 / 1 < 2.20 / 2 < 4.00 / 3
-    assert _cheapest(spec) == "L4"
 
 
 def test_examples_cover_what_the_demo_needs():
@@ -501,7 +449,7 @@ def mostly(valid):
 
 
 accept_entries = st.fixed_dictionaries(
-    {"model": st.sampled_from(list(DEMO_PRICES)) | st.text(max_size=5)},
+    {"model": st.sampled_from(["H100", "A100", "L4", "910B", "U250"]) | st.text(max_size=5)},
     optional={"speed": mostly(st.floats(-1, 5)), "sped": scalars},
 )
 resources = st.fixed_dictionaries(

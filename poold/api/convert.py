@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut
@@ -54,8 +55,6 @@ def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventMode
 
 
 def node_names(session: Session) -> dict[int, str]:
-    from sqlalchemy import select
-
     return dict(session.execute(select(NodeModel.id, NodeModel.name)).all())
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from agents.record import DeviceRecord
 from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.db.session import transaction
 from poold.jobspec import JobSpec
@@ -42,6 +43,30 @@ def device_price(settings: Settings, model: str, attributes: dict) -> float:
     return price
 
 
+def device_view(
+    source: DeviceModel | DeviceRecord, *, id: int, node: NodeView, parent_id: int | None, has_slices: bool, settings: Settings
+) -> DeviceView:
+    """The engine's view of a stored device (or of an agent's record, which has the same fields)."""
+    return DeviceView(
+        id=id,
+        uuid=source.uuid,
+        node=node,
+        kind=source.kind,
+        vendor=source.vendor,
+        model=source.model,
+        index=source.index,
+        memory_total_mib=source.memory_total_mib,
+        healthy=source.health == "ok",
+        health_reason=source.health_reason,
+        compute_capability=source.compute_capability,
+        numa_node=source.numa_node,
+        parent_id=parent_id,
+        has_slices=has_slices,
+        price_per_hour=device_price(settings, source.model, source.attributes),
+        attributes=source.attributes,
+    )
+
+
 def build_view(session: Session, settings: Settings) -> PoolView:
     nodes = {
         node.id: NodeView(
@@ -60,23 +85,8 @@ def build_view(session: Session, settings: Settings) -> PoolView:
     views: dict[int, DeviceView] = {}
     for device in devices:
         node = nodes[device.node_id]
-        view = DeviceView(
-            id=device.id,
-            uuid=device.uuid,
-            node=node,
-            kind=device.kind,
-            vendor=device.vendor,
-            model=device.model,
-            index=device.index,
-            memory_total_mib=device.memory_total_mib,
-            healthy=device.health == "ok",
-            health_reason=device.health_reason,
-            compute_capability=device.compute_capability,
-            numa_node=device.numa_node,
-            parent_id=device.parent_id,
-            has_slices=device.id in parents,
-            price_per_hour=device_price(settings, device.model, device.attributes),
-            attributes=device.attributes,
+        view = device_view(
+            device, id=device.id, node=node, parent_id=device.parent_id, has_slices=device.id in parents, settings=settings
         )
         views[device.id] = view
         node.devices.append(view)
