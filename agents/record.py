@@ -36,6 +36,9 @@ class DeviceRecord(BaseModel):
     parent_uuid: str | None = None
     memory_total_mib: int | None = Field(default=None, ge=0)
     memory_free_mib: int | None = Field(default=None, ge=0)
+    memory_outside_mib: int | None = Field(
+        default=None, ge=0, description="memory in use by processes that are not poold jobs (None: unknown)"
+    )
     compute_capability: str | None = Field(default=None, description="e.g. '9.0' (NVIDIA only)")
     architecture: str | None = None
     power_w: float | None = None

@@ -1,8 +1,9 @@
 """Every periodic job the daemon runs, registered in one place with its interval.
 
 Each job is ``max_instances=1`` and coalesced: a pass that overruns is never run twice at
-once, and missed runs collapse into one. Correctness never depends on the timer: placements
-lock device rows, so several daemons on one PostgreSQL can run these jobs side by side.
+once, and missed runs collapse into one. Correctness never depends on the timer: a pass
+commits under row locks (``poold.scheduler.commit``), so several daemons on one PostgreSQL
+can run these jobs side by side.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agents.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
-from poold.scheduler.loop import run_pass
-from poold.scheduler.stack import build_stack
 from poold.services import nodes
 
 log = logging.getLogger(__name__)
@@ -26,12 +25,11 @@ SCHEDULE_JOB = "schedule"
 
 def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     settings = ctx.settings
-    stack = build_stack()
 
     def schedule() -> None:
-        result = run_pass(ctx.factory, settings, stack)
+        result = ctx.scheduler.run_pass()
         if result.placed or result.lost_races:
-            log.info("scheduling pass: placed %s, waiting %d, lost races %s", result.placed, len(result.waiting), result.lost_races)
+            log.info("scheduling pass: placed %d, waiting %d, lost races %d", len(result.placed), len(result.waiting), len(result.lost_races))
 
     def node_timeout() -> None:
         with transaction(ctx.factory) as session:

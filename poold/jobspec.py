@@ -73,9 +73,13 @@ class AcceptedModel(_Strict):
     speed: float = Field(default=1.0, gt=0, description="relative work per hour on this model (higher is faster)")
 
 
+# Keys that only mean something for jobs that take devices (refused on CPU-only jobs).
+DEVICE_KEYS = ("memory_per_device", "share", "mig_profile", "compute_capability", "fpga_shell", "accept")
+
+
 class Resources(_Strict):
-    count: int = Field(default=1, ge=1, le=64, description="number of devices")
-    kind: Literal["gpu", "npu", "fpga", "any"] = "gpu"
+    count: int = Field(default=1, ge=0, le=64, description="number of devices; 0 asks for CPU cores and host memory only")
+    kind: Literal["gpu", "npu", "fpga", "any", "cpu"] = Field(default="gpu", description='"cpu" is the same as count = 0')
     memory_per_device: SizeMiB | None = Field(default=None, description="minimum device memory, MiB")
     share: float | None = Field(default=None, gt=0, le=1, description="fraction of one device (count must be 1)")
     cpu_cores: float = Field(default=0, ge=0)
@@ -89,8 +93,30 @@ class Resources(_Strict):
     objective: Literal["cost", "time", "pack"] = "cost"
     max_price_per_hour: float | None = Field(default=None, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cpu_kind_means_no_devices(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "cpu":
+            if data.get("count", 0) != 0:
+                raise _KeyProblem(("count",), 'kind = "cpu" takes no devices: leave count out or set it to 0')
+            data = {**data, "count": 0}
+        return data
+
+    @property
+    def cpu_only(self) -> bool:
+        """The job asks for CPU cores and host memory only (``count = 0`` or ``kind = "cpu"``)."""
+        return self.count == 0
+
     @model_validator(mode="after")
     def _consistent(self) -> "Resources":
+        if self.count == 0:
+            for key in DEVICE_KEYS:
+                if getattr(self, key):
+                    raise _KeyProblem((key,), f"{key} needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
+            if self.interconnect != "any":
+                raise _KeyProblem(("interconnect",), "interconnect needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
+            self.kind = "cpu"
+            return self
         if self.share is not None and self.share < 1 and self.count != 1:
             raise _KeyProblem(("share",), "share below 1 needs count = 1 (a fraction of one device)")
         if self.mig_profile is not None and (self.count != 1 or self.kind not in ("gpu", "any")):

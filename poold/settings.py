@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,7 +39,18 @@ class ServerSettings(_Section):
 
 class SchedulerSettings(_Section):
     interval_s: float = Field(default=1.0, gt=0, le=3600, description="seconds between scheduling passes")
-    max_jobs_per_pass: int = Field(default=1000, ge=1, description="pending jobs considered per pass")
+    max_jobs_per_pass: int = Field(default=10000, ge=1, description="pending jobs considered per pass")
+    batch_size: int = Field(default=500, ge=1, le=10000, description="placements committed per transaction")
+    count_outside_memory: bool = Field(
+        default=True, description="device memory used by processes outside poold counts against what jobs may take"
+    )
+    cost_tolerance: float = Field(
+        default=0.05, ge=0, le=1, description="placements within this fraction of the cheapest cost per work count as equally cheap"
+    )
+    mix_half_life_jobs: float = Field(default=2000, gt=0, description="jobs after which a job counts half in the job mix")
+    never_fits: Literal["refuse", "warn"] = Field(
+        default="refuse", description="a job no device of the pool could hold even when empty: refused at submit, or accepted with a warning"
+    )
 
 
 class NodeSettings(_Section):

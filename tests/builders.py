@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import NodeModel
 from poold.jobspec import JobSpec
-from poold.scheduler.loop import device_view
-from poold.scheduler.view import NodeView, PoolView
+from poold.scheduler.pool import ColumnarPool, NodeSpec
+from poold.scheduler.snapshot import device_spec, device_state
 from poold.services import nodes
 from poold.settings import Settings
 
@@ -90,25 +90,27 @@ class NodeBuilder:
     def register(self, session: Session) -> NodeModel:
         return nodes.register(session, self.name, self.host, self.devices, "test")
 
-    def view(self, settings: Settings, node_id: int) -> NodeView:
-        """The node as the engine sees it, without a store (ids are made up)."""
-        node = NodeView(id=node_id, name=self.name, cpu_cores=self.host.cpu_cores, memory_total_mib=self.host.memory_total_mib)
+    def add_to(self, pool: ColumnarPool, settings: Settings, node_id: int) -> int:
+        """Put the node into ``pool`` as the store would (device ids are made up); returns its slot."""
         ids = {record.uuid: node_id * 1000 + i for i, record in enumerate(self.devices)}
-        parents = {record.parent_uuid for record in self.devices if record.parent_uuid}
-        for record in self.devices:
-            parent_id = ids.get(record.parent_uuid) if record.parent_uuid else None
-            node.devices.append(
-                device_view(record, id=ids[record.uuid], node=node, parent_id=parent_id, has_slices=record.uuid in parents, settings=settings)
-            )
-        return node
+        specs = [
+            device_spec(record, id=ids[record.uuid], parent_id=ids.get(record.parent_uuid) if record.parent_uuid else None, settings=settings)
+            for record in self.devices
+        ]
+        states = {ids[record.uuid]: device_state(record) for record in self.devices}
+        node = NodeSpec(id=node_id, name=self.name, cpu_cores=self.host.cpu_cores, memory_total_mib=self.host.memory_total_mib)
+        return pool.upsert_node(node, specs, states)
 
 
 def make_node(name: str, **kwargs: Any) -> NodeBuilder:
     return NodeBuilder(name, **kwargs)
 
 
-def make_view(settings: Settings, *builders: NodeBuilder) -> PoolView:
-    return PoolView(nodes=[builder.view(settings, i + 1) for i, builder in enumerate(builders)])
+def make_pool(settings: Settings, *builders: NodeBuilder) -> ColumnarPool:
+    pool = ColumnarPool()
+    for i, builder in enumerate(builders):
+        builder.add_to(pool, settings, i + 1)
+    return pool
 
 
 def job(**resources: Any) -> JobSpec:

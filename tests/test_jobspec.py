@@ -324,7 +324,7 @@ BAD = [
         id="accept-speed-zero",
     ),
     pytest.param(job("[[resources.accept]]\nspeed = 2\n"), "line 3: resources.accept.0.model: required key is missing", id="accept-no-model"),
-    pytest.param(job('[resources]\nkind = "tpu"\n'), "line 4: resources.kind: Input should be 'gpu', 'npu', 'fpga' or 'any'", id="bad-kind"),
+    pytest.param(job('[resources]\nkind = "tpu"\n'), "line 4: resources.kind: Input should be 'gpu', 'npu', 'fpga', 'any' or 'cpu'", id="bad-kind"),
     pytest.param(job('[resources]\ninterconnect = "pcie"\n'), "line 4: resources.interconnect: Input should be 'any' or 'nvlink'", id="bad-interconnect"),
     pytest.param(job("priority = 5000\n"), "line 3: priority: Input should be less than or equal to 1000", id="priority-range"),
     pytest.param(
@@ -428,7 +428,7 @@ VALID_TOP = {
 }
 VALID_RESOURCES = {
     "count": st.integers(0, 70),
-    "kind": st.sampled_from(["gpu", "npu", "fpga", "any", "tpu"]),
+    "kind": st.sampled_from(["gpu", "npu", "fpga", "any", "cpu", "tpu"]),
     "memory_per_device": sizes,
     "host_memory": sizes,
     "share": st.floats(0, 1.5),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.scheduler.loop import Scheduler
 from poold.settings import Settings
 
 
@@ -14,4 +15,5 @@ from poold.settings import Settings
 class AppContext:
     settings: Settings
     factory: sessionmaker[Session]
+    scheduler: Scheduler
     wake_scheduler: Callable[[], None] = field(default=lambda: None)

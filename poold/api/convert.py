@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
-from poold.scheduler.loop import device_price
+from poold.scheduler.snapshot import device_price
 from poold.settings import Settings
 
 
@@ -23,6 +23,7 @@ def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = Fals
             price_per_hour=alloc.price_per_hour,
         )
         for alloc in job.allocations
+        if alloc.device is not None  # the row holding the job's CPU cores and host memory has none
     ]
     return JobOut(
         id=job.id,

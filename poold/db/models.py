@@ -54,7 +54,12 @@ class QueueModel(Base):
 
 
 class NodeModel(Base):
-    """A machine with an agent. ``state`` is ``ready`` or ``down`` (no heartbeat within the timeout)."""
+    """A machine with an agent. ``state`` is ``ready`` or ``down`` (no heartbeat within the timeout).
+
+    ``generation`` moves whenever something placement reads changes: the node's state, drain
+    or capacity, its devices (what they are, health, memory used outside poold), or what is
+    held on it. The scheduler reloads only nodes whose generation moved.
+    """
 
     __tablename__ = "nodes"
 
@@ -70,6 +75,7 @@ class NodeModel(Base):
     agent_version: Mapped[str] = mapped_column(String(50), default="")
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
 
@@ -97,6 +103,7 @@ class DeviceModel(Base):
     bus_id: Mapped[str | None] = mapped_column(String(40))
     memory_total_mib: Mapped[int | None] = mapped_column(BigInteger)
     memory_free_mib: Mapped[int | None] = mapped_column(BigInteger)
+    memory_outside_mib: Mapped[int | None] = mapped_column(BigInteger, doc="used by processes that are not poold jobs")
     compute_capability: Mapped[str | None] = mapped_column(String(10))
     architecture: Mapped[str | None] = mapped_column(String(40))
     numa_node: Mapped[int | None] = mapped_column(Integer)
@@ -138,21 +145,27 @@ class JobModel(Base):
 
 
 class AllocationModel(Base):
-    """A job holding (a share of) a device. Active while ``released_at`` is null."""
+    """What a job holds on a node, active while ``released_at`` is null: a share of one device
+    and its memory (``device_id`` set), or the node's CPU cores and host memory (``device_id``
+    null; one such row per placed job). Node resources held are the sum of the active rows."""
 
     __tablename__ = "allocations"
+    __table_args__ = (Index("ix_allocations_node_id_released_at", "node_id", "released_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
-    share: Mapped[float] = mapped_column(Float, default=1.0, doc="fraction of the device, 0 < share <= 1")
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    share: Mapped[float] = mapped_column(Float, default=1.0, doc="fraction of the device, 0 < share <= 1; 0 on the node row")
     memory_mib: Mapped[int | None] = mapped_column(BigInteger, doc="device memory held")
+    cpu_cores: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    host_memory_mib: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     price_per_hour: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     released_at: Mapped[datetime | None] = mapped_column(index=True)
 
     job: Mapped[JobModel] = relationship(back_populates="allocations")
-    device: Mapped[DeviceModel] = relationship()
+    device: Mapped["DeviceModel | None"] = relationship()
 
 
 class EventModel(Base):

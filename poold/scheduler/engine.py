@@ -1,52 +1,91 @@
-"""Place one job over the pool view: filter, group devices into candidates, score, pick.
+"""Place one request on the columnar pool: filter, generate candidates, score, pick.
 
-Pure: it reads the view and returns a decision; :mod:`poold.scheduler.loop` commits it.
+Pure with respect to the store: it reads the pool and returns a decision; the pass
+(:mod:`poold.scheduler.loop`) applies and commits it. Per request signature the engine keeps
+what it worked out for every node (verdicts, candidates, raw scores) with the node's
+generation, and on the next decision recomputes only the nodes whose generation moved:
+placing a stream of like jobs costs one node's work per job, not the pool's.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 
-from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext, Status
+import numpy as np
+
+from poold.scheduler import candidates as generate
+from poold.scheduler.framework import Candidates, Context, EngineOptions, Rejections
+from poold.scheduler.mix import JobMix
+from poold.scheduler.pool import ColumnarPool, Holding
+from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import Stack
-from poold.scheduler.view import DeviceView, NodeView, PoolView
+
+TOO_FEW = "too_few_devices"
+_OK, _NODE_REJECTED = -1, -2
+MAX_CACHED_SIGNATURES = 512
 
 
 @dataclass
-class Rejections:
-    """Why candidates were turned down: per reason code, a count and one example."""
+class Choice:
+    """One candidate of a decision, with its scores (0..100 per scorer, and the weighted total)."""
 
-    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    examples: dict[str, str] = field(default_factory=dict)
+    node: int
+    devices: tuple[int, ...]
+    model: str | None
+    price_per_hour: float
+    speed: float
+    tier: int
+    scores: dict[str, float]
+    total: float
 
-    def add(self, status: Status) -> None:
-        code = status.code
-        self.counts[code] += 1
-        if code not in self.examples:
-            self.examples[code] = status.reason
-
-    def summary(self, limit: int = 4) -> str:
-        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
-        parts = [f"{code} x{count} (e.g. {self.examples[code]})" for code, count in ranked[:limit]]
-        if len(ranked) > limit:
-            parts.append(f"and {len(ranked) - limit} more reasons")
-        return "; ".join(parts) if parts else "the pool has no nodes"
+    @property
+    def cost_per_work(self) -> float:
+        return self.price_per_hour / self.speed
 
 
 @dataclass
 class Placement:
     request: PlacementRequest
-    chosen: Candidate
-    runner_up: Candidate | None
+    chosen: Choice
+    runner_up: Choice | None
+    pool: ColumnarPool
+
+    def holding(self) -> Holding:
+        devices = np.array(self.chosen.devices, dtype=np.int64)
+        memory = self.request.memory_to_hold(self.pool.dev_mem_total[devices]) if len(devices) else np.zeros(0, np.int64)
+        return Holding(
+            job_id=self.request.job_id,
+            node=self.chosen.node,
+            devices=self.chosen.devices,
+            share=self.request.share,
+            memory_mib=tuple(int(m) for m in memory),
+            cpu_cores=self.request.cpu_cores,
+            host_memory_mib=self.request.host_memory_mib,
+        )
+
+    def describe(self, choice: Choice) -> str:
+        pool = self.pool
+        where = pool.node_name[choice.node]
+        if not choice.devices:
+            return f"{self.request.cpu_cores:g} CPU cores on {where}"
+        first = choice.devices[0]
+        profile = pool.profile_name(first)
+        what = f"MIG {profile} of {choice.model}" if profile else choice.model
+        share = f" ({self.request.share:g} of it)" if self.request.fractional else ""
+        return (
+            f"{len(choice.devices)}x {what}{share} on {where} at {choice.price_per_hour:.2f}/h, "
+            f"speed {choice.speed:g} -> {choice.cost_per_work:.2f} per unit of work"
+        )
 
     @property
     def reason(self) -> str:
-        chosen = self.chosen
         why = {"cost": "cheapest per unit of work", "time": "fastest", "pack": "tightest fit"}[self.request.objective]
-        text = f"{why}: {_describe(chosen)}"
+        if self.request.count == 0:
+            why = "CPU only"
+        text = f"{why}: {self.describe(self.chosen)}"
         if self.runner_up is not None:
-            text += f"; next best: {_describe(self.runner_up)}"
+            text += f"; next best: {self.describe(self.runner_up)}"
         return text
 
 
@@ -60,112 +99,310 @@ class Unplaceable:
         return "no placement fits: " + self.rejections.summary()
 
 
-def _describe(candidate: Candidate) -> str:
-    device = candidate.devices[0]
-    what = device.mig_profile and f"MIG {device.mig_profile} of {device.model}" or device.model
-    return (
-        f"{len(candidate.devices)}x {what} on {candidate.node.name} at {candidate.price_per_hour:.2f}/h, "
-        f"speed {candidate.speed:g} -> {candidate.cost_per_work:.2f} per unit of work"
-    )
+@dataclass
+class _Static:
+    """Devices that pass the static filters for one ``static_key``, valid for one pool layout."""
+
+    layout: int
+    devices: np.ndarray
+    counts: dict[str, int]
+    examples: dict[str, int]
 
 
-def place(request: PlacementRequest, view: PoolView, stack: Stack) -> Placement | Unplaceable:
-    rejections = Rejections()
-    candidates: list[Candidate] = []
-    node_filters, device_filters, candidate_filters = stack.node_filters, stack.device_filters, stack.candidate_filters
-    for node in view.nodes:
-        status = _first_node_failure(node_filters, request, node)
-        if status is not None:
-            rejections.add(status)
-            continue
-        feasible = []
-        for device in node.devices:
-            # Inlined (not a helper per call): this loop is the placement hot path.
-            for plugin in device_filters:
-                status = plugin.filter_device(request, device)
-                if not status.ok:
-                    rejections.add(status)
-                    break
+class _Entry:
+    """What one signature's decisions know per node; see the module docstring.
+
+    Units are what is ranked per decision: nodes for a CPU-only job, else runs of devices of
+    one model on one node ("groups"), each represented by its best candidate."""
+
+    def __init__(self, engine: "Engine", request: PlacementRequest, static: _Static):
+        pool = engine.ctx.pool
+        self.layout, self.mix_version = pool.layout, engine.ctx.mix.version
+        self.static = static
+        self.speeds = generate.speed_by_model(request, engine.ctx)
+        nodes = pool.n_nodes
+        self.seen_gen = np.full(nodes, -1, dtype=np.int64)
+        self.node_code = np.full(nodes, _OK, dtype=np.int16)
+        self.dev_code = np.full(len(static.devices), _OK, dtype=np.int16)
+        dev_node = pool.dev_node[static.devices].astype(np.int64)
+        if request.count == 0:
+            self.unit_node = pool.alive_nodes().astype(np.int64)
+            self.unit_ranges = None
+            self.unit_of_position = np.zeros(0, dtype=np.int64)
+        else:
+            # Runs of one node and one model in the static devices (slots are node-contiguous).
+            model = pool.dev_model[static.devices]
+            cut = np.flatnonzero((np.diff(dev_node) != 0) | (np.diff(model) != 0)) + 1
+            starts = np.concatenate([[0], cut]).astype(np.int64) if len(dev_node) else np.zeros(0, dtype=np.int64)
+            ends = np.concatenate([cut, [len(dev_node)]]).astype(np.int64) if len(dev_node) else np.zeros(0, dtype=np.int64)
+            self.unit_node = dev_node[starts]
+            self.unit_ranges = (starts, ends)
+            self.unit_of_position = np.repeat(np.arange(len(starts)), ends - starts)
+        units = len(self.unit_node)
+        self.unit_code = np.full(units, _NODE_REJECTED, dtype=np.int16)
+        self.dev_node = dev_node
+        self.units_by_node = _index_by(self.unit_node, nodes)
+        self.devices_by_node = _index_by(dev_node, nodes)
+        self.rows = Candidates(
+            node=self.unit_node.copy(),
+            devices=np.zeros((units, request.count), dtype=np.int64),
+            model=np.zeros(units, dtype=np.int64),
+            price=np.zeros(units),
+            speed=np.ones(units),
+            tier=np.zeros(units, dtype=np.int8),
+            links=np.zeros(units, dtype=np.int64),
+        )
+        self.raw = np.zeros((len(engine.stack.scorers), units))
+
+
+def _index_by(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``keys`` grouped by key: positions of key k are order[ptr[k]:ptr[k + 1]]."""
+    order = np.argsort(keys, kind="stable")
+    ptr = np.searchsorted(keys[order], np.arange(size + 1))
+    return order, ptr
+
+
+def _positions(index: tuple[np.ndarray, np.ndarray], nodes: np.ndarray) -> np.ndarray:
+    order, ptr = index
+    if len(nodes) == 1:
+        node = int(nodes[0])
+        return order[ptr[node] : ptr[node + 1]]
+    return np.concatenate([order[ptr[n] : ptr[n + 1]] for n in nodes.tolist()]) if len(nodes) else order[:0]
+
+
+class Engine:
+    """Decides placements over ``pool`` with the policy ``stack``; see the module docstring."""
+
+    def __init__(self, pool: ColumnarPool, stack: Stack, options: EngineOptions | None = None, mix: JobMix | None = None):
+        options = options or EngineOptions()
+        self.ctx = Context(pool=pool, mix=mix or JobMix(), options=options)
+        self.ctx.static_devices = lambda request: self._static_devices(request).devices
+        self.stack = stack
+        self.rng = np.random.default_rng(options.seed)
+        self.codes: list[str] = [TOO_FEW]
+        self.code_owner: dict[str, object] = {}
+        for plugin in (*stack.node_filters, *stack.device_filters, *stack.candidate_filters):
+            for code in plugin.codes:
+                self.code_owner[code] = plugin
+                self.codes.append(code)
+        self._code_index = {code: i for i, code in enumerate(self.codes)}
+        self._static: dict[tuple, _Static] = {}
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+
+    @property
+    def pool(self) -> ColumnarPool:
+        return self.ctx.pool
+
+    # ---- deciding ------------------------------------------------------------------------
+
+    def place(self, request: PlacementRequest) -> Placement | Unplaceable:
+        entry = self._entry(request)
+        valid = np.flatnonzero(entry.unit_code == _OK)
+        if len(valid) == 0:
+            return Unplaceable(request, self.rejections(request, entry))
+        weights = self.stack.weights(request.objective)
+        total = np.zeros(len(valid))
+        normalized = []
+        for s, scorer in enumerate(self.stack.scorers):
+            scores = scorer.normalize(request, self.ctx, entry.raw[s, valid])
+            normalized.append(scores)
+            total += weights[scorer.name] * scores
+        best = float(total.max())
+        tied = np.flatnonzero(total >= best - 1e-9)
+        pick = int(tied[self.rng.integers(len(tied))]) if len(tied) > 1 else int(tied[0])
+        chosen = self._choice(entry, valid, pick, normalized, total)
+        others = np.flatnonzero(entry.rows.model[valid] != entry.rows.model[valid[pick]])
+        runner_up = None
+        if len(others):
+            second = int(others[np.argmax(total[others])])
+            runner_up = self._choice(entry, valid, second, normalized, total)
+        return Placement(request, chosen, runner_up, self.pool)
+
+    def apply(self, placement: Placement) -> Holding:
+        holding = placement.holding()
+        self.pool.apply(holding)
+        return holding
+
+    def rejections(self, request: PlacementRequest, entry: _Entry | None = None) -> Rejections:
+        """Every reason this request is turned down now, counted by code, one sentence each."""
+        entry = entry or self._entry(request)
+        pool, rejections = self.pool, Rejections()
+        alive = pool.node_alive[: pool.n_nodes]
+        if request.count:
+            for code, count in entry.static.counts.items():
+                rejections.counts[code] = count
+                plugin = self.code_owner[code]
+                rejections.examples[code] = plugin.explain(code, request, self.ctx, entry.static.examples[code])
+        self._count(rejections, request, entry.node_code[: len(alive)], np.flatnonzero(alive), "node")
+        self._count(rejections, request, entry.dev_code, entry.static.devices, "device")
+        self._count(rejections, request, entry.unit_code, np.arange(len(entry.unit_code)), "unit", entry)
+        return rejections
+
+    def _count(self, rejections: Rejections, request, codes: np.ndarray, subjects: np.ndarray, level: str, entry=None) -> None:
+        picked = codes[subjects] if level == "node" else codes
+        present = picked[picked >= 0]
+        if not len(present):
+            return
+        tallies = np.bincount(present, minlength=len(self.codes))
+        for index in np.flatnonzero(tallies):
+            code = self.codes[index]
+            rejections.counts[code] = rejections.counts.get(code, 0) + int(tallies[index])
+            if code in rejections.examples:
+                continue
+            where = int(np.flatnonzero(picked == index)[0])
+            subject = int(subjects[where])
+            if level == "unit":
+                rejections.examples[code] = self._explain_unit(code, request, entry, subject)
             else:
-                feasible.append(device)
-        for candidate in _group(request, node, feasible, rejections):
-            for plugin in candidate_filters:
-                status = plugin.filter_candidate(request, candidate)
-                if not status.ok:
-                    rejections.add(status)
-                    break
-            else:
-                candidates.append(candidate)
-    if not candidates:
-        return Unplaceable(request, rejections)
-    weights = stack.weights(request.objective)
-    context = ScoreContext.of(candidates)
-    for candidate in candidates:
-        for scorer in stack.scorers:
-            candidate.scores[scorer.name] = scorer.score(request, candidate, context)
-        candidate.total = sum(weights.get(name, 0.0) * value for name, value in candidate.scores.items())
-    ranked = sorted(candidates, key=lambda c: (-c.total, c.node.name, [d.index or 0 for d in c.devices]))
-    runner_up = next((c for c in ranked[1:] if c.devices[0].model != ranked[0].devices[0].model), None)
-    return Placement(request, ranked[0], runner_up)
+                rejections.examples[code] = self.code_owner[code].explain(code, request, self.ctx, subject)
 
+    def _explain_unit(self, code: str, request: PlacementRequest, entry: _Entry, unit: int) -> str:
+        pool = self.pool
+        if code == TOO_FEW:
+            start, end = int(entry.unit_ranges[0][unit]), int(entry.unit_ranges[1][unit])
+            feasible = int(np.count_nonzero(entry.dev_code[start:end] == _OK))
+            device = int(entry.static.devices[start])
+            node = pool.node_name[int(entry.unit_node[unit])]
+            return f"{feasible} suitable {pool.model_name(device)} free on {node}, {request.count} asked"
+        return self.code_owner[code].explain(code, request, self.ctx, entry.rows, unit)
 
-def _first_node_failure(filters: tuple, request: PlacementRequest, node: NodeView) -> Status | None:
-    for plugin in filters:
-        status = plugin.filter_node(request, node)
-        if not status.ok:
-            return status
-    return None
+    def _choice(self, entry: _Entry, valid: np.ndarray, i: int, normalized: list[np.ndarray], total: np.ndarray) -> Choice:
+        row = int(valid[i])
+        rows, pool = entry.rows, self.pool
+        model = int(rows.model[row])
+        return Choice(
+            node=int(rows.node[row]),
+            devices=tuple(int(d) for d in rows.devices[row]),
+            model=pool.models.names[model] if model >= 0 else None,
+            price_per_hour=float(rows.price[row]),
+            speed=float(rows.speed[row]),
+            tier=int(rows.tier[row]),
+            scores={scorer.name: float(normalized[s][i]) for s, scorer in enumerate(self.stack.scorers)},
+            total=float(total[i]),
+        )
 
+    # ---- per-signature state ---------------------------------------------------------------
 
-def _group(request: PlacementRequest, node: NodeView, feasible: list[DeviceView], rejections: Rejections) -> list[Candidate]:
-    """Candidate device sets on one node, one per model: for a fraction, the fullest device it
-    fits on; for one whole device, the lowest-indexed; for several, the best-linked set."""
-    by_model: dict[str, list[DeviceView]] = defaultdict(list)
-    for device in feasible:
-        by_model[device.model].append(device)
-    candidates = []
-    for model, devices in sorted(by_model.items()):
-        speed = request.speed_on(model) or 1.0
+    def _entry(self, request: PlacementRequest) -> _Entry:
+        pool = self.pool
+        entry = self._entries.get(request.signature)
+        if entry is None or entry.layout != pool.layout or len(entry.seen_gen) != pool.n_nodes:
+            entry = _Entry(self, request, self._static_devices(request))
+            self._entries[request.signature] = entry
+            if len(self._entries) > MAX_CACHED_SIGNATURES:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(request.signature)
+        if entry.mix_version != self.ctx.mix.version:
+            entry.mix_version = self.ctx.mix.version
+            entry.seen_gen[:] = -1
+        gens = pool.node_gen[: pool.n_nodes]
+        stale = np.flatnonzero((entry.seen_gen != gens) & pool.node_alive[: pool.n_nodes])
+        if len(stale):
+            self._recompute(request, entry, stale)
+            entry.seen_gen[stale] = gens[stale]
+        return entry
+
+    def _static_devices(self, request: PlacementRequest) -> _Static:
+        pool = self.pool
+        key = request.static_key
+        found = self._static.get(key)
+        if found is not None and found.layout == pool.layout:
+            return found
+        devices = np.flatnonzero(pool.dev_alive[: pool.n_devices])
+        counts: dict[str, int] = {}
+        examples: dict[str, int] = {}
+        if request.count:
+            for plugin in self.stack.device_filters:
+                if not plugin.static:
+                    continue
+                keep = np.ones(len(devices), dtype=bool)
+                for code, ok in plugin.check_devices(request, self.ctx, devices):
+                    bad = devices[keep & ~ok]
+                    if len(bad):
+                        counts[code] = counts.get(code, 0) + len(bad)
+                        examples.setdefault(code, int(bad[0]))
+                        keep &= ok
+                devices = devices[keep]
+        static = _Static(layout=pool.layout, devices=devices, counts=counts, examples=examples)
+        self._static[key] = static
+        return static
+
+    def _recompute(self, request: PlacementRequest, entry: _Entry, nodes: np.ndarray) -> None:
+        ctx = self.ctx
+        node_code = np.full(len(nodes), _OK, dtype=np.int16)
+        self._first_failure(node_code, (p.check_nodes(request, ctx, nodes) for p in self.stack.node_filters))
+        entry.node_code[nodes] = node_code
+        node_ok = np.zeros(len(entry.seen_gen), dtype=bool)
+        node_ok[nodes[node_code == _OK]] = True
+        units = _positions(entry.units_by_node, nodes)
+        entry.unit_code[units] = _NODE_REJECTED
+        if request.count == 0:
+            ok_units = units[node_ok[entry.unit_node[units]]]
+            self._finish(request, entry, ok_units, generate.cpu_only(request, ctx, entry.unit_node[ok_units]))
+            return
+        positions = _positions(entry.devices_by_node, nodes)
+        devices = entry.static.devices[positions]
+        on_ok_node = node_ok[entry.dev_node[positions]]
+        dev_code = np.full(len(positions), _NODE_REJECTED, dtype=np.int16)
+        judged_code = np.full(int(on_ok_node.sum()), _OK, dtype=np.int16)
+        dynamic = (p.check_devices(request, ctx, devices[on_ok_node]) for p in self.stack.device_filters if not p.static)
+        self._first_failure(judged_code, dynamic)
+        dev_code[on_ok_node] = judged_code
+        entry.dev_code[positions] = dev_code
+        feasible = positions[dev_code == _OK]
         if request.count == 1:
-            # Devices of one model on one node score alike but for fit: keep the tightest.
-            device = min(devices, key=lambda d: (d.free_share, d.index or 0)) if request.fractional else devices[0]
-            candidates.append(_candidate(request, node, [device], speed))
-            continue
-        if len(devices) < request.count:
-            rejections.add(Status("too_few_devices", f"{len(devices)} suitable {model} free on {node.name}, {request.count} asked"))
-            continue
-        candidates.append(_candidate(request, node, _best_set(devices, request.count), speed))
-    return candidates
+            # Every feasible device is a candidate; each group keeps its best one (below).
+            owner = entry.unit_of_position[feasible]
+            fresh = generate.single_devices(request, ctx, entry.static.devices[feasible], entry.speeds)
+            self._finish(request, entry, owner, fresh)
+            return
+        owner = entry.unit_of_position[feasible]
+        order = np.argsort(owner, kind="stable")
+        owner, feasible = owner[order], feasible[order]
+        present, first, have = np.unique(owner, return_index=True, return_counts=True)
+        span = {int(u): (int(f), int(f + n)) for u, f, n in zip(present, first, have)}
+        groups, ok_units = [], []
+        for unit in units.tolist():
+            if not node_ok[entry.unit_node[unit]]:
+                continue
+            start, end = span.get(unit, (0, 0))
+            if end - start < request.count:
+                entry.unit_code[unit] = self._code_index[TOO_FEW]
+                continue
+            groups.append(entry.static.devices[feasible[start:end]])
+            ok_units.append(unit)
+        self._finish(request, entry, np.array(ok_units, dtype=np.int64), generate.gangs(request, ctx, groups, entry.speeds))
 
+    def _finish(self, request: PlacementRequest, entry: _Entry, owner: np.ndarray, fresh: Candidates) -> None:
+        """Candidate filters and raw scores for fresh candidates of units ``owner``; each unit
+        then keeps its best candidate, ranked by the scorers in the objective's order."""
+        code = np.full(len(owner), _OK, dtype=np.int16)
+        self._first_failure(code, (p.check_candidates(request, self.ctx, fresh) for p in self.stack.candidate_filters))
+        failed = code != _OK
+        if failed.any():
+            # A unit none of whose candidates passed keeps the first failure as its reason.
+            entry.unit_code[owner[failed]] = code[failed]
+        keep = np.flatnonzero(~failed)
+        owner, fresh = owner[keep], fresh.take(keep)
+        raw = np.array([scorer.raw(request, self.ctx, fresh) for scorer in self.stack.scorers]).reshape(len(self.stack.scorers), len(owner))
+        if request.count == 1 and len(owner):
+            weights = self.stack.weights(request.objective)
+            order = sorted(range(len(self.stack.scorers)), key=lambda s: weights[self.stack.scorers[s].name])
+            keys = [fresh.devices[:, 0]] + [-raw[s] for s in order] + [owner]
+            ranked = np.lexsort(keys)
+            first = ranked[np.concatenate([[True], owner[ranked][1:] != owner[ranked][:-1]])]
+            owner, fresh, raw = owner[first], fresh.take(first), raw[:, first]
+        entry.unit_code[owner] = _OK
+        rows = entry.rows
+        for name in ("node", "devices", "model", "price", "speed", "tier", "links"):
+            getattr(rows, name)[owner] = getattr(fresh, name)
+        entry.raw[:, owner] = raw
 
-def _candidate(request: PlacementRequest, node: NodeView, devices: list[DeviceView], speed: float) -> Candidate:
-    price = sum(device.price_per_hour * request.share for device in devices)
-    return Candidate(node=node, devices=devices, speed=speed, price_per_hour=price)
-
-
-def _best_set(devices: list[DeviceView], count: int) -> list[DeviceView]:
-    """Greedy: from each start device, add the device with the most NVLink links to the set so
-    far, preferring the start's NUMA node; keep the set with the most links, then one NUMA node."""
-    ordered = sorted(devices, key=lambda d: (d.numa_node if d.numa_node is not None else -1, d.index or 0))
-    best: list[DeviceView] = []
-    best_key: tuple[int, int] = (-1, -1)
-    for start in ordered:
-        chosen = [start]
-        rest = [d for d in ordered if d is not start]
-        while len(chosen) < count:
-            nxt = max(
-                rest,
-                key=lambda d: (
-                    min(d.nvlink_to(c) for c in chosen) > 0,
-                    d.numa_node == start.numa_node,
-                    sum(d.nvlink_to(c) for c in chosen),
-                    -(d.index or 0),
-                ),
-            )
-            chosen.append(nxt)
-            rest.remove(nxt)
-        pairs_linked = sum(1 for i, a in enumerate(chosen) for b in chosen[i + 1 :] if a.nvlink_to(b) > 0)
-        key = (pairs_linked, int(len({d.numa_node for d in chosen}) == 1))
-        if key > best_key:
-            best, best_key = chosen, key
-    return best
+    def _first_failure(self, codes: np.ndarray, checks) -> None:
+        """Write into ``codes`` the first failing check's code index, for each subject still OK."""
+        for plugin_checks in checks:
+            for code, ok in plugin_checks:
+                newly = (codes == _OK) & ~ok
+                if newly.any():
+                    codes[newly] = self._code_index[code]

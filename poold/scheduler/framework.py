@@ -1,151 +1,143 @@
-"""The placement framework: requests, statuses with reasons, and the plugin interfaces.
+"""The placement framework: the plugin interfaces, candidates as columns, rejections as data.
 
-A rejection is data, not an exception: a filter returns a :class:`Status` whose ``code``
-groups like rejections and whose ``reason`` tells a person what was short. The engine
-counts them per job so ``poold job ID`` can say why a job waits.
+A filter answers for many nodes, devices or candidates at once with boolean masks, one per
+reason code (``yield code, ok``); the engine keeps, for every node, device and candidate, the
+first code that turned it down, so counting the reasons is one ``bincount``. The sentence a
+person reads (``explain``) is written only for the summary of a job that waits, or for
+``poold plan``. A scorer gives each candidate a raw measure (its own units, documented in its
+docstring) and maps this decision's raw values to 0..100 (higher is better) itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from poold.jobspec import JobSpec
-from poold.scheduler.view import DeviceView, NodeView
+import numpy as np
 
+from poold.scheduler.pool import ColumnarPool
+from poold.scheduler.request import PlacementRequest
 
-class Status:
-    """A filter's verdict: ``ok``, or a reason code and a sentence for people."""
+if TYPE_CHECKING:
+    from poold.scheduler.mix import JobMix
 
-    __slots__ = ("code", "reason", "ok")
-
-    def __init__(self, code: str = "ok", reason: str = ""):
-        self.code = code
-        self.reason = reason
-        self.ok = code == "ok"
-
-    def __repr__(self) -> str:
-        return f"Status({self.code!r}, {self.reason!r})"
-
-
-OK = Status()
-
-
-@dataclass(frozen=True)
-class PlacementRequest:
-    """What a job asks of the pool, in the engine's terms. Memory is MiB."""
-
-    job_id: int
-    count: int
-    kinds: frozenset[str]
-    memory_per_device_mib: int | None
-    share: float
-    cpu_cores: float
-    host_memory_mib: int
-    mig_profile: str | None
-    compute_capability: str | None
-    fpga_shell: str | None
-    interconnect: str
-    accept: tuple[tuple[str, float], ...]
-    objective: str
-    max_price_per_hour: float | None
-
-    @classmethod
-    def from_spec(cls, job_id: int, spec: JobSpec) -> "PlacementRequest":
-        res = spec.resources
-        kinds = frozenset({"gpu", "npu", "fpga"}) if res.kind == "any" else frozenset({res.kind})
-        return cls(
-            job_id=job_id,
-            count=res.count,
-            kinds=kinds,
-            memory_per_device_mib=res.memory_per_device,
-            share=res.share if res.share is not None else 1.0,
-            cpu_cores=res.cpu_cores,
-            host_memory_mib=res.host_memory,
-            mig_profile=res.mig_profile,
-            compute_capability=res.compute_capability,
-            fpga_shell=res.fpga_shell,
-            interconnect=res.interconnect,
-            accept=tuple((entry.model.lower(), entry.speed) for entry in res.accept),
-            objective=res.objective,
-            max_price_per_hour=res.max_price_per_hour,
-        )
-
-    def speed_on(self, model: str) -> float | None:
-        """Relative speed on ``model``; None when the accept list leaves it out."""
-        if not self.accept:
-            return 1.0
-        lowered = model.lower()
-        for name, speed in self.accept:
-            if name == lowered:
-                return speed
-        return None
-
-    @property
-    def fractional(self) -> bool:
-        return self.share < 1
-
-    def memory_to_hold(self, device: DeviceView) -> int | None:
-        """Device memory (MiB) the allocation holds: the asked minimum, else the share of the total."""
-        if self.memory_per_device_mib is not None:
-            return self.memory_per_device_mib
-        if device.memory_total_mib is None:
-            return None
-        return int(device.memory_total_mib * self.share)
+Check = tuple[str, np.ndarray]
 
 
 @dataclass
-class Candidate:
-    """A way to place a job: devices on one node, with what they cost and how fast the job runs."""
+class EngineOptions:
+    """The engine's settings (from ``[scheduler]`` in the daemon's config)."""
 
-    node: NodeView
-    devices: list[DeviceView]
-    speed: float
-    price_per_hour: float
-    scores: dict[str, float] = field(default_factory=dict)
-    total: float = 0.0
+    count_outside_memory: bool = True
+    cost_tolerance: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class Context:
+    """What plugins may read besides the request: the pool, the job mix, the options."""
+
+    pool: ColumnarPool
+    mix: "JobMix"
+    options: EngineOptions
+    cache: dict = field(default_factory=dict)  # plugins' own caches, by plugin name
+    # Device slots that pass the static filters for a request (the engine's, cached).
+    static_devices: Callable[[PlacementRequest], np.ndarray] = lambda request: np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class Candidates:
+    """Ways to place one request, as columns: ``devices[i]`` (``count`` device slots, none for
+    CPU-only jobs) on ``node[i]``, their total price per hour, the job's speed on their model,
+    and how well the devices connect (``tier`` 0 is best; see ``candidates.gang_tier``)."""
+
+    node: np.ndarray
+    devices: np.ndarray
+    model: np.ndarray
+    price: np.ndarray
+    speed: np.ndarray
+    tier: np.ndarray
+    links: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.node)
+
+    def take(self, rows: np.ndarray) -> "Candidates":
+        return Candidates(*(getattr(self, name)[rows] for name in _CANDIDATE_COLUMNS))
 
     @property
-    def cost_per_work(self) -> float:
-        return self.price_per_hour / self.speed
+    def cost_per_work(self) -> np.ndarray:
+        return self.price / self.speed
+
+
+_CANDIDATE_COLUMNS = ("node", "devices", "model", "price", "speed", "tier", "links")
 
 
 class NodeFilter(Protocol):
     name: str
+    codes: tuple[str, ...]
 
-    def filter_node(self, request: PlacementRequest, node: NodeView) -> Status: ...
+    def check_nodes(self, request: PlacementRequest, ctx: Context, nodes: np.ndarray) -> Iterator[Check]: ...
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, node: int) -> str: ...
 
 
 class DeviceFilter(Protocol):
-    name: str
+    """``static`` filters read only what a device is (kind, model, profile), never what is
+    held on it, so their verdicts are kept until the pool's layout changes."""
 
-    def filter_device(self, request: PlacementRequest, device: DeviceView) -> Status: ...
+    name: str
+    codes: tuple[str, ...]
+    static: bool
+
+    def check_devices(self, request: PlacementRequest, ctx: Context, devices: np.ndarray) -> Iterator[Check]: ...
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, device: int) -> str: ...
 
 
 class CandidateFilter(Protocol):
     name: str
+    codes: tuple[str, ...]
 
-    def filter_candidate(self, request: PlacementRequest, candidate: Candidate) -> Status: ...
+    def check_candidates(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> Iterator[Check]: ...
 
-
-@dataclass(frozen=True)
-class ScoreContext:
-    """Facts about all of a job's candidates, computed once per decision, for normalising."""
-
-    cheapest_cost_per_work: float
-    fastest_speed: float
-
-    @classmethod
-    def of(cls, candidates: list[Candidate]) -> "ScoreContext":
-        return cls(
-            cheapest_cost_per_work=min(c.cost_per_work for c in candidates),
-            fastest_speed=max(c.speed for c in candidates),
-        )
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, candidates: Candidates, row: int) -> str: ...
 
 
 class Scorer(Protocol):
-    """Scores a candidate in 0..100 (higher is better)."""
+    """``raw`` is oriented so that higher is better. It may be cached per node generation and
+    job-mix version, so it must depend only on the request, the candidate's node and devices,
+    and the mix."""
 
     name: str
 
-    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float: ...
+    def raw(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray: ...
+
+    def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray: ...
+
+
+def min_max(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """Map ``values`` onto 0..100 linearly (the best 100, the worst 0); all equal gives 100."""
+    if len(values) == 0:
+        return values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-12 * max(1.0, abs(high)):
+        return np.full(len(values), 100.0)
+    scaled = (values - low) / (high - low)
+    return 100.0 * (scaled if higher_is_better else 1.0 - scaled)
+
+
+@dataclass
+class Rejections:
+    """Why candidates were turned down: a count per reason code and one sentence each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def summary(self, limit: int = 4) -> str:
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        parts = [f"{code} x{count} (e.g. {self.examples[code]})" for code, count in ranked[:limit]]
+        if len(ranked) > limit:
+            parts.append(f"and {len(ranked) - limit} more reasons")
+        return "; ".join(parts) if parts else "the pool has no nodes"

@@ -1,30 +1,49 @@
-"""A scheduling pass: read the pool into a view, place pending jobs in order, commit each
-placement in its own transaction with the device rows locked, so two daemons (or a pass
-and a drain) can never double-book a device.
+"""A scheduling pass: bring the pool up to date, place pending jobs in order, commit in batches.
+
+The :class:`Scheduler` lives as long as the daemon: its columnar pool, the engine's caches,
+the job mix and the parsed requests carry over from pass to pass. A pass
+
+1. reloads the nodes whose store generation moved (``snapshot``);
+2. counts jobs it has not seen before into the job mix;
+3. takes pending jobs by queue priority and job priority; among equals, those tried least
+   recently first (rotation, so a block of jobs that cannot be placed never starves the
+   ones behind it), at most ``scheduler.max_jobs_per_pass``;
+4. decides each job on the pool as the earlier placements of this pass left it, and once a
+   request signature failed, fails its later jobs at once (the pool only fills in a pass);
+5. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
+   a placement that lost a race is given back to the pool and its job tried next pass;
+6. stores why each job still waits.
+
+Several daemons can run passes on one PostgreSQL side by side: each seeds its engine
+differently (ties go to different nodes), and the commit re-checks everything under lock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agents.record import DeviceRecord
-from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel, QueueModel, utcnow
+from poold.db.models import JobModel, QueueModel
 from poold.db.session import transaction
-from poold.jobspec import JobSpec
-from poold.scheduler.engine import Placement, Unplaceable, place
-from poold.scheduler.framework import PlacementRequest
+from poold.scheduler.commit import DeviceClaim, Proposal, commit
+from poold.scheduler.engine import Engine, Placement, Unplaceable
+from poold.scheduler.framework import EngineOptions
+from poold.scheduler.mix import JobMix
+from poold.scheduler.request import PlacementRequest
+from poold.scheduler.snapshot import StoreSnapshot
 from poold.scheduler.stack import Stack, build_stack
-from poold.scheduler.view import EPSILON, DeviceView, NodeView, PoolView
 from poold.services import events
 from poold.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HELD_STATES = ("assigned", "running")
+# Jobs counted into the job mix when a daemon starts: the most recent ones, whatever their state.
+MIX_WARMUP_JOBS = 2000
 
 
 @dataclass
@@ -34,177 +53,158 @@ class PassResult:
     lost_races: list[int] = field(default_factory=list)
 
 
-def device_price(settings: Settings, model: str, attributes: dict) -> float:
-    """Price per hour of a device: its model's price, times its fraction of the GPU for a MIG slice."""
-    price = settings.price_of(model)
-    slices = attributes.get("mig_slices")
-    if slices:
-        price *= float(slices) / 7.0
-    return price
-
-
-def device_view(
-    source: DeviceModel | DeviceRecord, *, id: int, node: NodeView, parent_id: int | None, has_slices: bool, settings: Settings
-) -> DeviceView:
-    """The engine's view of a stored device (or of an agent's record, which has the same fields)."""
-    return DeviceView(
-        id=id,
-        uuid=source.uuid,
-        node=node,
-        kind=source.kind,
-        vendor=source.vendor,
-        model=source.model,
-        index=source.index,
-        memory_total_mib=source.memory_total_mib,
-        healthy=source.health == "ok",
-        health_reason=source.health_reason,
-        compute_capability=source.compute_capability,
-        numa_node=source.numa_node,
-        parent_id=parent_id,
-        has_slices=has_slices,
-        price_per_hour=device_price(settings, source.model, source.attributes),
-        attributes=source.attributes,
+def engine_options(settings: Settings, seed: int | None = None) -> EngineOptions:
+    scheduler = settings.scheduler
+    return EngineOptions(
+        count_outside_memory=scheduler.count_outside_memory,
+        cost_tolerance=scheduler.cost_tolerance,
+        seed=seed if seed is not None else int.from_bytes(os.urandom(4), "little"),
     )
 
 
-def build_view(session: Session, settings: Settings) -> PoolView:
-    nodes = {
-        node.id: NodeView(
-            id=node.id,
-            name=node.name,
-            ready=node.state == "ready",
-            drained=node.drained,
-            cpu_cores=float(node.cpu_cores),
-            memory_total_mib=node.memory_total_mib,
-        )
-        for node in session.scalars(select(NodeModel).order_by(NodeModel.name))
-    }
-    rows = session.scalars(select(DeviceModel).where(DeviceModel.present.is_(True)).order_by(DeviceModel.index, DeviceModel.id))
-    devices = list(rows)
-    parents = {device.parent_id for device in devices if device.parent_id is not None}
-    views: dict[int, DeviceView] = {}
-    for device in devices:
-        node = nodes[device.node_id]
-        view = device_view(
-            device, id=device.id, node=node, parent_id=device.parent_id, has_slices=device.id in parents, settings=settings
-        )
-        views[device.id] = view
-        node.devices.append(view)
-    held = session.execute(
-        select(AllocationModel.device_id, func.sum(AllocationModel.share), func.sum(AllocationModel.memory_mib))
-        .where(AllocationModel.released_at.is_(None))
-        .group_by(AllocationModel.device_id)
-    )
-    for device_id, share, memory in held:
-        if device_id in views:
-            views[device_id].free_share = max(0.0, 1.0 - float(share))
-            views[device_id].memory_held_mib = int(memory or 0)
-    active = session.execute(select(JobModel.node_id, JobModel.spec).where(JobModel.state.in_(HELD_STATES)))
-    for node_id, spec in active:
-        if node_id in nodes:
-            resources = spec.get("resources", {})
-            nodes[node_id].cpu_held += float(resources.get("cpu_cores", 0))
-            nodes[node_id].memory_held_mib += int(resources.get("host_memory", 0))
-    return PoolView(nodes=list(nodes.values()))
+class Scheduler:
+    """The daemon's placement state and its pass; see the module docstring. ``lock`` guards
+    the pool and engine: a pass holds it, and so do ``poold plan`` requests."""
 
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, stack: Stack | None = None, seed: int | None = None):
+        self.factory, self.settings = factory, settings
+        self.snapshot = StoreSnapshot(settings)
+        self.mix = JobMix(half_life_jobs=settings.scheduler.mix_half_life_jobs)
+        self.engine = Engine(self.snapshot.pool, stack or build_stack(), engine_options(settings, seed), self.mix)
+        self.lock = threading.RLock()
+        self._requests: dict[int, PlacementRequest] = {}
+        self._tried: dict[int, int] = {}
+        self._passes = 0
+        self._mix_watermark: int | None = None
 
-def pending_jobs(session: Session, limit: int) -> list[JobModel]:
-    """Pending jobs in the order they are considered: queue priority, job priority, then age."""
-    return list(
-        session.scalars(
-            select(JobModel)
+    def run_pass(self) -> PassResult:
+        with self.lock:
+            return self._run_pass()
+
+    def refresh(self, session: Session) -> None:
+        """Bring the pool and the job mix up to date with the store."""
+        self.snapshot.refresh(session)
+        self._observe_new_jobs(session)
+
+    def request_of(self, job_id: int, spec: dict) -> PlacementRequest:
+        request = self._requests.get(job_id)
+        if request is None:
+            request = self._requests[job_id] = PlacementRequest.from_spec(job_id, spec)
+        return request
+
+    def _run_pass(self) -> PassResult:
+        self._passes += 1
+        result = PassResult()
+        with self.factory() as session:
+            self.refresh(session)
+            order = self._pending(session)
+            for chunk in chunks([job_id for job_id in order if job_id not in self._requests]):
+                for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(JobModel.id.in_(chunk))):
+                    self.request_of(job_id, spec)
+            reasons = {}
+            for chunk in chunks(order):
+                reasons.update(session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk))).all())
+        self._forget(set(order))
+        failed: dict[tuple, Unplaceable] = {}
+        batch: list[tuple[Placement, Proposal]] = []
+        waiting: dict[int, str] = {}
+        for job_id in order:
+            request = self._requests[job_id]
+            decision = failed.get(request.signature) or self.engine.place(request)
+            if isinstance(decision, Unplaceable):
+                failed[request.signature] = decision
+                waiting[job_id] = decision.reason
+                self._tried[job_id] = self._passes
+                continue
+            self.engine.apply(decision)
+            batch.append((decision, self._proposal(decision)))
+            if len(batch) >= self.settings.scheduler.batch_size:
+                if self._commit(batch, result):
+                    failed.clear()  # a lost race gave capacity back
+                batch = []
+        self._commit(batch, result)
+        result.waiting = list(waiting)
+        self._record_waiting({job_id: (reasons.get(job_id), text) for job_id, text in waiting.items()})
+        return result
+
+    def _pending(self, session: Session) -> list[int]:
+        rows = session.execute(
+            select(JobModel.id, QueueModel.priority, JobModel.priority)
             .join(QueueModel, QueueModel.name == JobModel.queue_name)
             .where(JobModel.state == "pending", JobModel.cancel_requested.is_(False))
-            .order_by(QueueModel.priority.desc(), JobModel.priority.desc(), JobModel.id)
-            .limit(limit)
-        )
-    )
-
-
-def run_pass(factory: sessionmaker[Session], settings: Settings, stack: Stack | None = None) -> PassResult:
-    stack = stack or build_stack()
-    result = PassResult()
-    with factory() as session:
-        view = build_view(session, settings)
-        jobs = [(job.id, job.reason, JobSpec.model_validate(job.spec)) for job in pending_jobs(session, settings.scheduler.max_jobs_per_pass)]
-    waiting_reasons: dict[int, tuple[str | None, str]] = {}
-    for job_id, old_reason, spec in jobs:
-        request = PlacementRequest.from_spec(job_id, spec)
-        decision = place(request, view, stack)
-        if isinstance(decision, Unplaceable):
-            result.waiting.append(job_id)
-            waiting_reasons[job_id] = (old_reason, decision.reason)
-            continue
-        if commit_placement(factory, decision):
-            apply_to_view(decision)
-            result.placed.append(job_id)
-        else:
-            result.lost_races.append(job_id)
-    _record_waiting(factory, waiting_reasons)
-    return result
-
-
-def commit_placement(factory: sessionmaker[Session], placement: Placement) -> bool:
-    """Write the placement atomically; False when the job or a device changed since the view was read."""
-    request, chosen = placement.request, placement.chosen
-    device_ids = sorted(device.id for device in chosen.devices)
-    with transaction(factory) as session:
-        job = session.scalars(select(JobModel).where(JobModel.id == request.job_id).with_for_update()).one_or_none()
-        if job is None or job.state != "pending" or job.cancel_requested:
-            return False
-        rows = session.scalars(
-            select(DeviceModel).where(DeviceModel.id.in_(device_ids)).order_by(DeviceModel.id).with_for_update()
         ).all()
-        node = session.get(NodeModel, chosen.node.id)
-        if len(rows) != len(device_ids) or node is None or node.drained or node.state != "ready":
-            return False
-        if any(row.health != "ok" or not row.present for row in rows):
-            return False
-        held = dict(
-            session.execute(
-                select(AllocationModel.device_id, func.sum(AllocationModel.share))
-                .where(AllocationModel.device_id.in_(device_ids), AllocationModel.released_at.is_(None))
-                .group_by(AllocationModel.device_id)
-            ).all()
+        tried = self._tried
+        rows.sort(key=lambda row: (-row[1], -row[2], tried.get(row[0], 0), row[0]))
+        return [row[0] for row in rows[: self.settings.scheduler.max_jobs_per_pass]]
+
+    def _forget(self, pending: set[int]) -> None:
+        """Drop parsed requests and rotation marks of jobs no longer pending (placed, cancelled)."""
+        if len(self._requests) > 2 * max(len(pending), 1000):
+            self._requests = {job_id: r for job_id, r in self._requests.items() if job_id in pending}
+            self._tried = {job_id: n for job_id, n in self._tried.items() if job_id in pending}
+
+    def _observe_new_jobs(self, session: Session) -> None:
+        """Count jobs submitted since the last pass (the most recent ones, on the first) into the mix."""
+        query = select(JobModel.id, JobModel.spec)
+        if self._mix_watermark is None:
+            rows = list(session.execute(query.order_by(JobModel.id.desc()).limit(MIX_WARMUP_JOBS)))[::-1]
+        else:
+            rows = list(session.execute(query.where(JobModel.id > self._mix_watermark).order_by(JobModel.id).limit(50000)))
+        for job_id, spec in rows:
+            self.mix.observe(self.request_of(job_id, spec))
+        if rows:
+            self._mix_watermark = rows[-1][0]
+        elif self._mix_watermark is None:
+            self._mix_watermark = 0
+
+    def _proposal(self, placement: Placement) -> Proposal:
+        pool, request, chosen = self.engine.pool, placement.request, placement.chosen
+        holding = placement.holding()
+        claims = tuple(
+            DeviceClaim(int(pool.dev_id[slot]), request.share, memory, float(pool.dev_price[slot]) * request.share)
+            for slot, memory in zip(holding.devices, holding.memory_mib)
         )
-        for device_id in device_ids:
-            if float(held.get(device_id, 0.0)) + request.share > 1.0 + EPSILON:
-                log.info("job %s lost a race for device %s; it will be placed again", job.id, device_id)
-                return False
-        now = utcnow()
-        for device in chosen.devices:
-            session.add(
-                AllocationModel(
-                    job_id=job.id,
-                    device_id=device.id,
-                    share=request.share,
-                    memory_mib=request.memory_to_hold(device),
-                    price_per_hour=device.price_per_hour * request.share,
-                    created_at=now,
-                )
-            )
-        job.state, job.node_id, job.placed_at = "assigned", chosen.node.id, now
-        job.price_per_hour = chosen.price_per_hour
-        job.reason = placement.reason
-        events.record(session, "job.placed", f"placed on {chosen.node.name}: {placement.reason}", job_id=job.id, node_id=chosen.node.id)
-    return True
+        return Proposal(
+            job_id=request.job_id,
+            node_id=int(pool.node_id[chosen.node]),
+            node_name=pool.node_name[chosen.node],
+            devices=claims,
+            cpu_cores=request.cpu_cores,
+            host_memory_mib=request.host_memory_mib,
+            price_per_hour=chosen.price_per_hour,
+            reason=placement.reason,
+        )
+
+    def _commit(self, batch: list[tuple[Placement, Proposal]], result: PassResult) -> bool:
+        """Commit ``batch``; True when a placement was lost (and given back to the pool)."""
+        if not batch:
+            return False
+        try:
+            committed, lost = commit(self.factory, [proposal for _, proposal in batch], self.settings.scheduler.count_outside_memory)
+        except Exception:
+            for placement, _ in batch:  # nothing was written: the pool must not keep them
+                self.engine.pool.release(placement.request.job_id)
+            raise
+        result.placed.extend(committed)
+        result.lost_races.extend(lost)
+        for job_id in lost:
+            self.engine.pool.release(job_id)
+        for job_id in committed:
+            self._tried.pop(job_id, None)
+        return bool(lost)
+
+    def _record_waiting(self, reasons: dict[int, tuple[str | None, str]]) -> None:
+        """Store why each job waits; an event only when the reason changes, so the log stays readable."""
+        changed = {job_id: new for job_id, (old, new) in reasons.items() if old != new}
+        if not changed:
+            return
+        with transaction(self.factory) as session:
+            for chunk in chunks(list(changed)):
+                for job in session.scalars(select(JobModel).where(JobModel.id.in_(chunk), JobModel.state == "pending")):
+                    job.reason = changed[job.id]
+                    events.record(session, "job.waiting", changed[job.id], job_id=job.id)
 
 
-def apply_to_view(placement: Placement) -> None:
-    request, chosen = placement.request, placement.chosen
-    for device in chosen.devices:
-        device.free_share = max(0.0, device.free_share - request.share)
-        device.memory_held_mib += request.memory_to_hold(device) or 0
-    chosen.node.cpu_held += request.cpu_cores
-    chosen.node.memory_held_mib += request.host_memory_mib
-
-
-def _record_waiting(factory: sessionmaker[Session], reasons: dict[int, tuple[str | None, str]]) -> None:
-    """Store why each job waits; an event only when the reason changes, so the log stays readable."""
-    changed = {job_id: new for job_id, (old, new) in reasons.items() if old != new}
-    if not changed:
-        return
-    with transaction(factory) as session:
-        for job in session.scalars(select(JobModel).where(JobModel.id.in_(changed), JobModel.state == "pending")):
-            job.reason = changed[job.id]
-            events.record(session, "job.waiting", changed[job.id], job_id=job.id)
+def chunks(ids: list[int], size: int = 1000) -> list[list[int]]:
+    """``ids`` in pieces small enough for one ``IN (...)`` on every store."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]

@@ -19,14 +19,19 @@ from poold.scheduler.filters.node_resources import NodeResources
 from poold.scheduler.framework import CandidateFilter, DeviceFilter, NodeFilter, Scorer
 from poold.scheduler.scorers.best_fit import BestFit
 from poold.scheduler.scorers.cost_per_work import CostPerWork
+from poold.scheduler.scorers.fragmentation import Fragmentation
 from poold.scheduler.scorers.locality import Locality
 from poold.scheduler.scorers.speed import Speed
 
-# Weights per objective. The leading scorer decides; the small ones only break its ties.
+# Weights per objective: in effect an order. The leading scorer decides; each next one can only
+# decide between candidates the ones before it rate alike (cost per work within the cost
+# tolerance band, the same locality tier, the same fragmentation), because its whole range
+# (weight × 100) is smaller than one step of the scorer before it. Packing
+# (fragmentation, then best fit) works inside every objective this way.
 OBJECTIVE_WEIGHTS: dict[str, dict[str, float]] = {
-    "cost": {"cost_per_work": 1.0, "locality": 0.05, "best_fit": 0.01, "speed": 0.001},
-    "time": {"speed": 1.0, "locality": 0.05, "cost_per_work": 0.01, "best_fit": 0.001},
-    "pack": {"best_fit": 1.0, "locality": 0.05, "cost_per_work": 0.01, "speed": 0.001},
+    "cost": {"cost_per_work": 1.0, "locality": 0.04, "fragmentation": 0.012, "best_fit": 0.001, "speed": 0.0001},
+    "time": {"speed": 1.0, "locality": 0.04, "cost_per_work": 0.02, "fragmentation": 0.012, "best_fit": 0.001},
+    "pack": {"fragmentation": 1.0, "best_fit": 0.1, "locality": 0.04, "cost_per_work": 0.01, "speed": 0.001},
 }
 
 
@@ -45,20 +50,22 @@ def build_stack() -> Stack:
     return Stack(
         # Whole nodes first: down or drained nodes, then CPU cores and host memory.
         node_filters=(NodeReady(), NodeResources()),
-        # Per device, cheapest and most selective first: kind, chip model, health,
-        # MIG slice rules, free share, memory, then capability and FPGA shell.
+        # Per device. Static ones first (what a device is: kind, chip model, MIG slice rules,
+        # capability, FPGA shell), kept until the pool's layout changes; then what changes:
+        # health, free share, free memory.
         device_filters=(
             DeviceKind(),
             AcceptList(),
-            DeviceHealth(),
             MigProfile(),
-            DeviceFree(),
-            DeviceMemory(),
             ComputeCapability(),
             FpgaShell(),
+            DeviceHealth(),
+            DeviceFree(),
+            DeviceMemory(),
         ),
-        # Per candidate device set: interconnect wishes, then the job's price ceiling.
+        # Candidate generation (poold.scheduler.candidates) makes device sets; then, per
+        # candidate: interconnect wishes, the job's price ceiling.
         candidate_filters=(Interconnect(), MaxPrice()),
-        # Rankers, normalised to 0..100 and weighted by the job's objective.
-        scorers=(CostPerWork(), Speed(), BestFit(), Locality()),
+        # Rankers, each normalising itself to 0..100, weighted by the job's objective.
+        scorers=(CostPerWork(), Locality(), Fragmentation(), BestFit(), Speed()),
     )

@@ -11,7 +11,7 @@ from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, Assig
 from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import JobSpec
 from poold.services import Conflict, Invalid, NotFound, events
-from poold.services.nodes import get_node
+from poold.services.nodes import get_node, touch
 
 ACTIVE_STATES = ("assigned", "running")
 
@@ -97,7 +97,7 @@ def _assignment(job: JobModel) -> Assignment:
             memory_mib=alloc.memory_mib,
         )
         for alloc in job.allocations
-        if alloc.released_at is None
+        if alloc.released_at is None and alloc.device is not None
     ]
     return Assignment(
         job_id=job.id,
@@ -154,9 +154,13 @@ def _end(
     job.exit_code = exit_code
     job.ended_at = at or utcnow()
     job.cancel_requested = False
+    released = False
     for alloc in job.allocations:
         if alloc.released_at is None:
             alloc.released_at = job.ended_at
+            released = True
+    if released and job.node_id is not None:
+        touch(session, [job.node_id])
     code = f" (exit {exit_code})" if exit_code is not None else ""
     detail = f": {message}" if message else ""
     events.record(session, f"job.{outcome}", f"{outcome}{code}{detail}", job_id=job.id, node_id=job.node_id)

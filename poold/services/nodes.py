@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
@@ -12,6 +14,17 @@ from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
 from poold.services import NotFound, events
 
 _USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
+# Device attributes placement reads; a change in any of them moves the node's generation.
+PLACEMENT_ATTRIBUTES = ("mig_profile", "mig_slices", "fpga_shell", "nvlink", "pcie")
+# Memory used outside poold moves the generation only when it changes by this much (MiB):
+# placement needs it, but it jitters with every process that allocates.
+OUTSIDE_MEMORY_STEP_MIB = 256
+
+
+def touch(session: Session, node_ids: list[int] | set[int]) -> None:
+    """Move the generation of these nodes: something placement reads about them changed."""
+    if node_ids:
+        session.execute(update(NodeModel).where(NodeModel.id.in_(sorted(node_ids))).values(generation=NodeModel.generation + 1))
 
 
 def get_node(session: Session, name: str, *, lock: bool = False) -> NodeModel:
@@ -50,21 +63,36 @@ def heartbeat(session: Session, name: str, host: HostRecord, devices: list[Devic
 
 
 def _apply_report(session: Session, node: NodeModel, host: HostRecord, devices: list[DeviceRecord]) -> None:
+    before = (node.cpu_cores, node.memory_total_mib, node.state)
     node.hostname = host.hostname
     node.cpu_cores = host.cpu_cores
     node.memory_total_mib = host.memory_total_mib
     node.host = host.model_dump(mode="json")
     node.state = "ready"
     node.last_heartbeat_at = utcnow()
-    sync_devices(session, node, devices)
+    changed = sync_devices(session, node, devices)
+    if changed or before != (node.cpu_cores, node.memory_total_mib, node.state):
+        node.generation = (node.generation or 0) + 1
 
 
-def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord]) -> None:
+def _placement_facts(device: DeviceModel) -> tuple[Any, ...]:
+    attributes = device.attributes or {}
+    return (
+        device.present, device.vendor, device.kind, device.model, device.index, device.memory_total_mib,
+        device.compute_capability, device.numa_node, device.health, device.health_reason, device.parent_id,
+        tuple(repr(attributes.get(key)) for key in PLACEMENT_ATTRIBUTES),
+        (device.memory_outside_mib or 0) // OUTSIDE_MEMORY_STEP_MIB,
+    )
+
+
+def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord]) -> bool:
     """Upsert the node's devices by uuid, link slices to parents, and mark vanished ones absent.
 
     A device changing health writes an event, so ``poold job``/``poold devices`` can say why.
+    Returns whether anything placement reads changed (usage figures alone do not count).
     """
     existing = {device.uuid: device for device in session.scalars(select(DeviceModel).where(DeviceModel.node_id == node.id))}
+    before = {uuid: _placement_facts(device) for uuid, device in existing.items()}
     reported = {record.uuid for record in records}
     now = utcnow()
     for record in records:
@@ -80,6 +108,7 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
         device.vendor, device.kind, device.model, device.name = record.vendor, record.kind, record.model, record.name
         device.index, device.bus_id = record.index, record.bus_id
         device.memory_total_mib, device.memory_free_mib = record.memory_total_mib, record.memory_free_mib
+        device.memory_outside_mib = record.memory_outside_mib
         device.compute_capability, device.architecture = record.compute_capability, record.architecture
         device.numa_node = record.numa_node
         device.health, device.health_reason = record.health, record.health_reason
@@ -95,12 +124,14 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
         if uuid not in reported and device.present:
             device.present = False
             events.record(session, "device.gone", f"{device.model} {uuid} is no longer reported", node_id=node.id)
+    return any(before.get(uuid) != _placement_facts(device) for uuid, device in existing.items())
 
 
 def set_drained(session: Session, name: str, drained: bool, reason: str | None = None) -> NodeModel:
     node = get_node(session, name, lock=True)
     if node.drained != drained:
         node.drained = drained
+        node.generation += 1
         node.drain_reason = reason if drained else None
         verb = "drained" if drained else "undrained"
         events.record(session, f"node.{verb}", f"node {name} {verb}" + (f": {reason}" if reason else ""), node_id=node.id)
@@ -115,6 +146,7 @@ def mark_silent_nodes_down(session: Session, timeout_s: float, now: datetime | N
     ).all()
     for node in silent:
         node.state = "down"
+        node.generation += 1
         events.record(session, "node.down", f"node {node.name} missed heartbeats for {timeout_s:.0f} s", node_id=node.id)
     return [node.name for node in silent]
 
@@ -146,7 +178,7 @@ def allocated_shares(session: Session) -> dict[int, float]:
     """Device id -> share held by active allocations."""
     rows = session.execute(
         select(AllocationModel.device_id, func.sum(AllocationModel.share))
-        .where(AllocationModel.released_at.is_(None))
+        .where(AllocationModel.released_at.is_(None), AllocationModel.device_id.is_not(None))
         .group_by(AllocationModel.device_id)
     )
     return {device_id: float(total) for device_id, total in rows}

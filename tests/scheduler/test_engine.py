@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from poold.scheduler.engine import Placement, Unplaceable, place
-from poold.scheduler.framework import PlacementRequest
+from poold.scheduler.engine import Engine, Placement, Unplaceable
+from poold.scheduler.pool import Holding
+from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import build_stack
-from tests.builders import job, make_node, make_view
+from tests.builders import job, make_node, make_pool
 
 STACK = build_stack()
 
 
+def place(spec, pool):
+    return Engine(pool, STACK).place(PlacementRequest.from_spec(1, spec))
+
+
 def decide(settings, spec, *builders):
-    view = make_view(settings, *builders)
-    return place(PlacementRequest.from_spec(1, spec), view, STACK), view
+    pool = make_pool(settings, *builders)
+    return place(spec, pool), pool
+
+
+def hold(pool, node: int, index: int, share: float, job_id: int = 99) -> None:
+    """Let job ``job_id`` hold ``share`` of GPU ``index`` of node slot ``node``."""
+    slot = next(d for d in pool.devices_of(node) if pool.dev_index[d] == index and pool.dev_profile[d] < 0)
+    pool.apply(Holding(job_id, node, (slot,), share, (0,), 0.0, 0))
+
+
+def names(pool, decision):
+    return pool.node_name[decision.chosen.node], {pool.model_name(d) for d in decision.chosen.devices}
 
 
 def site():
@@ -51,25 +66,24 @@ def site():
     ],
 )
 def test_picks_cheapest_per_unit_of_work(settings, resources, node, model):
-    decision, _ = decide(settings, job(**resources), *site())
+    decision, pool = decide(settings, job(**resources), *site())
     assert isinstance(decision, Placement), decision.reason
-    assert decision.chosen.node.name == node
-    assert {d.model for d in decision.chosen.devices} == {model}
+    assert names(pool, decision) == (node, {model})
     assert len(decision.chosen.devices) == resources.get("count", 1)
 
 
 def test_mig_profile_gets_a_slice_of_that_profile_and_a_slice_costs_its_fraction(settings):
-    decision, _ = decide(settings, job(mig_profile="1g.10gb"), *site())
+    decision, pool = decide(settings, job(mig_profile="1g.10gb"), *site())
     assert isinstance(decision, Placement)
     [device] = decision.chosen.devices
-    assert device.uuid.startswith("MIG-") and device.mig_profile == "1g.10gb"
+    assert pool.dev_uuid[device].startswith("MIG-") and pool.profile_name(device) == "1g.10gb"
     # 1 compute slice of 7 of a 4.00/h H100: 4.00 x 1/7 = 0.571
     assert decision.chosen.price_per_hour == pytest.approx(4.0 / 7)
 
 
 def test_jobs_without_profile_never_get_slices_or_the_split_gpu(settings):
     node = make_node("hgx").gpus(2, "H100").mig(0, ["7g.80gb"])
-    decision, view = decide(settings, job(count=2), node)
+    decision, _ = decide(settings, job(count=2), node)
     assert isinstance(decision, Unplaceable)
     assert "split_into_slices" in decision.rejections.counts
     assert "mig_slice_not_asked" in decision.rejections.counts
@@ -83,36 +97,35 @@ def test_nvlink_interconnect_needs_every_pair_linked(settings):
 
 def test_multi_gpu_set_prefers_one_numa_node(settings):
     # 8 GPUs all on NVLink, NUMA 0 for 0-3 and 1 for 4-7: a 4-GPU job takes one NUMA half.
-    decision, _ = decide(settings, job(count=4), make_node("hgx").gpus(8, "H100", nvlink=18))
+    decision, pool = decide(settings, job(count=4), make_node("hgx").gpus(8, "H100", nvlink=18))
     assert isinstance(decision, Placement)
-    assert len({d.numa_node for d in decision.chosen.devices}) == 1
+    assert len({int(pool.dev_numa[d]) for d in decision.chosen.devices}) == 1
 
 
 def test_fractional_share_best_fit_fills_the_half_used_gpu(settings):
-    builder = make_node("l4").gpus(2, "L4")
-    view = make_view(settings, builder)
-    view.nodes[0].devices[1].free_share = 0.5  # GPU 1 already half used
-    decision = place(PlacementRequest.from_spec(1, job(share=0.5)), view, STACK)
+    pool = make_pool(settings, make_node("l4").gpus(2, "L4"))
+    hold(pool, 0, 1, 0.5)  # GPU 1 already half used
+    decision = place(job(share=0.5), pool)
     assert isinstance(decision, Placement)
-    # best fit: GPU 1 -> 100 x (0.5 + 0.5) = 100; GPU 0 -> 100 x 0.5 = 50
-    assert decision.chosen.devices[0].index == 1
+    # best fit within the node: GPU 1 is full after (1.0 used), GPU 0 half (0.5): GPU 1
+    assert pool.dev_index[decision.chosen.devices[0]] == 1
     assert decision.chosen.price_per_hour == pytest.approx(0.4)  # 0.80 x 0.5
 
 
 def test_whole_device_job_does_not_take_a_partly_used_gpu(settings):
-    view = make_view(settings, make_node("l4").gpus(1, "L4"))
-    view.nodes[0].devices[0].free_share = 0.75
-    decision = place(PlacementRequest.from_spec(1, job()), view, STACK)
+    pool = make_pool(settings, make_node("l4").gpus(1, "L4"))
+    hold(pool, 0, 0, 0.25)
+    decision = place(job(), pool)
     assert isinstance(decision, Unplaceable)
     assert decision.rejections.counts == {"device_busy": 1}
 
 
 def test_whole_device_jobs_pack_onto_busy_nodes(settings):
-    view = make_view(settings, make_node("a").gpus(2, "A100"), make_node("b").gpus(2, "A100"))
-    view.nodes[1].devices[0].free_share = 0.0
-    decision = place(PlacementRequest.from_spec(1, job()), view, STACK)
-    # best fit: node a -> 100 x 1/2 = 50; node b -> 100 x 2/2 = 100
-    assert decision.chosen.node.name == "b"
+    pool = make_pool(settings, make_node("a").gpus(2, "A100"), make_node("b").gpus(2, "A100"))
+    hold(pool, 1, 0, 1.0)
+    decision = place(job(), pool)
+    # best fit: node a -> 1/2 of its GPUs in use after; node b -> 2/2
+    assert pool.node_name[decision.chosen.node] == "b"
 
 
 @pytest.mark.parametrize(
@@ -138,10 +151,10 @@ def test_a_job_that_fits_nowhere_says_why(settings, resources, code):
 def test_unhealthy_and_drained_and_down_are_skipped(settings):
     sick = make_node("sick").gpus(1, "L4", health="unhealthy")
     drained, down = make_node("drained").gpus(1, "L4"), make_node("down").gpus(1, "L4")
-    view = make_view(settings, sick, drained, down)
-    view.nodes[1].drained = True
-    view.nodes[2].ready = False
-    decision = place(PlacementRequest.from_spec(1, job()), view, STACK)
+    pool = make_pool(settings, sick, drained, down)
+    pool.node_drained[1] = True
+    pool.node_ready[2] = False
+    decision = place(job(), pool)
     assert isinstance(decision, Unplaceable)
     assert decision.rejections.counts == {"device_unhealthy": 1, "node_drained": 1, "node_down": 1}
     assert "XID 79" in decision.reason
@@ -152,6 +165,6 @@ def test_stack_holds_every_plugin_once():
     assert len(names) == len(set(names))
     assert {"node_ready", "node_resources", "device_kind", "accept_list", "device_health", "mig_profile", "device_free",
             "device_memory", "compute_capability", "fpga_shell", "interconnect", "max_price",
-            "cost_per_work", "speed", "best_fit", "locality"} == set(names)
+            "cost_per_work", "speed", "best_fit", "locality", "fragmentation"} == set(names)
     for objective in ("cost", "time", "pack"):
         assert set(STACK.weights(objective)) == {s.name for s in STACK.scorers}

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
-from poold.scheduler.loop import run_pass
+from poold.scheduler.loop import Scheduler
 from poold.services import jobs, nodes
 from tests.builders import job, make_node
 
@@ -28,7 +28,7 @@ def _register(pool, *builders):
 def test_pass_places_and_records_why(pool, settings):
     _register(pool, make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4"))
     job_id = _submit(pool, count=2, accept=[{"model": "A100", "speed": 2.0}, {"model": "L4", "speed": 1.0}])
-    result = run_pass(pool.factory, settings)
+    result = Scheduler(pool.factory, settings).run_pass()
     assert result.placed == [job_id]
     with pool.factory() as session:
         placed = jobs.get_job(session, job_id)
@@ -36,7 +36,8 @@ def test_pass_places_and_records_why(pool, settings):
         assert placed.node.name == "l4"  # L4 2 x 0.80 / 1.0 = 1.60 per unit; A100 2 x 2.20 / 2.0 = 2.20
         assert placed.price_per_hour == 1.6
         assert "cheapest per unit of work" in placed.reason
-        assert len(placed.allocations) == 2
+        # one row per device, and one holding the job's CPU cores and host memory on the node
+        assert sorted(a.device_id is None for a in placed.allocations) == [False, False, True]
         kinds = [e.kind for e in session.scalars(select(EventModel).where(EventModel.job_id == job_id))]
         assert kinds == ["job.submitted", "job.placed"]
 
@@ -44,8 +45,8 @@ def test_pass_places_and_records_why(pool, settings):
 def test_pass_keeps_unplaceable_pending_with_reason_and_one_event(pool, settings):
     _register(pool, make_node("l4").gpus(2, "L4"))
     job_id = _submit(pool, count=4)
-    run_pass(pool.factory, settings)
-    run_pass(pool.factory, settings)
+    Scheduler(pool.factory, settings).run_pass()
+    Scheduler(pool.factory, settings).run_pass()
     with pool.factory() as session:
         waiting = jobs.get_job(session, job_id)
         assert waiting.state == "pending"
@@ -57,10 +58,12 @@ def test_pass_keeps_unplaceable_pending_with_reason_and_one_event(pool, settings
 def test_later_jobs_in_a_pass_see_earlier_placements(pool, settings):
     _register(pool, make_node("l4").gpus(2, "L4"))
     ids = [_submit(pool) for _ in range(3)]
-    result = run_pass(pool.factory, settings)
+    result = Scheduler(pool.factory, settings).run_pass()
     assert result.placed == ids[:2] and result.waiting == ids[2:]
     with pool.factory() as session:
-        held = session.scalars(select(AllocationModel.device_id).where(AllocationModel.released_at.is_(None))).all()
+        held = session.scalars(
+            select(AllocationModel.device_id).where(AllocationModel.released_at.is_(None), AllocationModel.device_id.is_not(None))
+        ).all()
         assert len(held) == len(set(held)) == 2
 
 
@@ -70,7 +73,7 @@ def test_priority_order_queue_then_job_priority(pool, settings):
         low = jobs.submit(session, job()).id
         high = jobs.submit(session, job().model_copy(update={"priority": 5})).id
         interactive = jobs.submit(session, job().model_copy(update={"queue": "interactive"})).id
-    result = run_pass(pool.factory, settings)
+    result = Scheduler(pool.factory, settings).run_pass()
     assert result.placed == [interactive]
     assert result.waiting == [high, low]
 
@@ -82,12 +85,12 @@ def test_ended_job_frees_its_devices(pool, settings):
 
     _register(pool, make_node("l4").gpus(1, "L4"))
     first, second = _submit(pool), _submit(pool)
-    run_pass(pool.factory, settings)
+    Scheduler(pool.factory, settings).run_pass()
     with transaction(pool.factory) as session:
         now = datetime.now(timezone.utc)
         assert jobs.apply_event(session, "l4", JobEvent(job_id=first, kind="started", at=now)).accepted
         assert jobs.apply_event(session, "l4", JobEvent(job_id=first, kind="ended", at=now, exit_code=0)).accepted
-    assert run_pass(pool.factory, settings).placed == [second]
+    assert Scheduler(pool.factory, settings).run_pass().placed == [second]
 
 
 def test_drained_node_takes_no_jobs(pool, settings):
@@ -95,7 +98,7 @@ def test_drained_node_takes_no_jobs(pool, settings):
     with transaction(pool.factory) as session:
         nodes.set_drained(session, "l4", True, "maintenance")
     job_id = _submit(pool)
-    assert run_pass(pool.factory, settings).waiting == [job_id]
+    assert Scheduler(pool.factory, settings).run_pass().waiting == [job_id]
     with pool.factory() as session:
         assert "node_drained" in jobs.get_job(session, job_id).reason
 
@@ -110,9 +113,10 @@ def test_concurrent_passes_never_double_book(pool, settings):
 
     def daemon():
         try:
+            scheduler = Scheduler(pool.factory, settings)
             barrier.wait()
             for _ in range(3):
-                run_pass(pool.factory, settings)
+                scheduler.run_pass()
         except Exception as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
@@ -125,7 +129,7 @@ def test_concurrent_passes_never_double_book(pool, settings):
     with pool.factory() as session:
         rows = session.execute(
             select(AllocationModel.device_id, func.sum(AllocationModel.share))
-            .where(AllocationModel.released_at.is_(None))
+            .where(AllocationModel.released_at.is_(None), AllocationModel.device_id.is_not(None))
             .group_by(AllocationModel.device_id)
         ).all()
         assert len(rows) == 4 and all(share == 1.0 for _, share in rows)
@@ -142,4 +146,4 @@ def test_two_nodes_may_report_the_same_bus_id_based_uuid(pool, settings):
         same = [d for d in nodes.list_devices(session) if d.uuid == "NPU-0000:c1:00.0"]
         assert sorted(d.node.name for d in same) == ["npu-a", "npu-b"]
     ids = [_submit(pool, kind="npu") for _ in range(2)]
-    assert run_pass(pool.factory, settings).placed == ids
+    assert Scheduler(pool.factory, settings).run_pass().placed == ids

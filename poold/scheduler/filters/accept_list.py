@@ -1,13 +1,21 @@
 """With an accept list, only the listed chip models qualify (chip affinity)."""
 
-from poold.scheduler.framework import OK, PlacementRequest, Status
-from poold.scheduler.view import DeviceView
+import numpy as np
+
+from poold.scheduler.framework import Context
+from poold.scheduler.request import PlacementRequest
 
 
 class AcceptList:
     name = "accept_list"
+    codes = ("model_not_accepted",)
+    static = True
 
-    def filter_device(self, request: PlacementRequest, device: DeviceView) -> Status:
-        if request.speed_on(device.model) is None:
-            return Status("model_not_accepted", f"model {device.model} is not in the accept list")
-        return OK
+    def check_devices(self, request: PlacementRequest, ctx: Context, devices: np.ndarray):
+        if not request.accept:
+            return
+        codes = [ctx.pool.models.find(model) for model, _ in request.accept]
+        yield "model_not_accepted", np.isin(ctx.pool.dev_model[devices], codes)
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, device: int) -> str:
+        return f"model {ctx.pool.model_name(device)} is not in the accept list"

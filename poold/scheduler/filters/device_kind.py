@@ -1,13 +1,21 @@
 """The device must be of a kind the job asks for (gpu, npu, fpga; ``any`` is all three)."""
 
-from poold.scheduler.framework import OK, PlacementRequest, Status
-from poold.scheduler.view import DeviceView
+import numpy as np
+
+from poold.scheduler.framework import Context
+from poold.scheduler.pool import KINDS
+from poold.scheduler.request import PlacementRequest
 
 
 class DeviceKind:
     name = "device_kind"
+    codes = ("wrong_kind",)
+    static = True
 
-    def filter_device(self, request: PlacementRequest, device: DeviceView) -> Status:
-        if device.kind not in request.kinds:
-            return Status("wrong_kind", f"{device.kind} not asked ({'/'.join(sorted(request.kinds))})")
-        return OK
+    def check_devices(self, request: PlacementRequest, ctx: Context, devices: np.ndarray):
+        wanted = [KINDS.index(kind) for kind in request.kinds]
+        yield "wrong_kind", np.isin(ctx.pool.dev_kind[devices], wanted)
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, device: int) -> str:
+        kind = KINDS[ctx.pool.dev_kind[device]]
+        return f"{kind} not asked ({'/'.join(sorted(request.kinds))})"

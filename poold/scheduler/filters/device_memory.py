@@ -1,21 +1,37 @@
-"""The device must have the memory the job asks for free (by what allocations hold, in MiB)."""
+"""The device must have the memory the job asks for free: its total, less what allocations hold,
+less what processes outside poold use (unless ``scheduler.count_outside_memory`` is off)."""
 
-from poold.scheduler.framework import OK, PlacementRequest, Status
-from poold.scheduler.view import DeviceView
+import numpy as np
+
+from poold.scheduler.framework import Context
+from poold.scheduler.request import PlacementRequest
 
 
 class DeviceMemory:
     name = "device_memory"
+    codes = ("memory_unknown", "insufficient_memory")
+    static = False
 
-    def filter_device(self, request: PlacementRequest, device: DeviceView) -> Status:
-        wanted = request.memory_to_hold(device)
-        if wanted is None or wanted == 0:
-            return OK
-        free = device.memory_free_mib
-        if free is None:
-            if request.memory_per_device_mib is not None:
-                return Status("memory_unknown", f"{device.uuid} does not report its memory")
-            return OK
-        if wanted > free:
-            return Status("insufficient_memory", f"{free / 1024:.1f} GiB free on {device.model}, {wanted / 1024:.1f} GiB asked")
-        return OK
+    def check_devices(self, request: PlacementRequest, ctx: Context, devices: np.ndarray):
+        pool = ctx.pool
+        total = pool.dev_mem_total[devices]
+        known = total >= 0
+        if request.memory_per_device_mib is not None:
+            yield "memory_unknown", known
+        free = total - pool.dev_mem_held[devices]
+        if ctx.options.count_outside_memory:
+            free = free - pool.dev_mem_outside[devices]
+        yield "insufficient_memory", ~known | (request.memory_to_hold(total) <= free)
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, device: int) -> str:
+        pool = ctx.pool
+        if code == "memory_unknown":
+            return f"{pool.dev_uuid[device]} does not report its memory"
+        total = pool.dev_mem_total[device : device + 1]
+        wanted = int(request.memory_to_hold(total)[0])
+        free = int(total[0] - pool.dev_mem_held[device])
+        outside = int(pool.dev_mem_outside[device])
+        used = f" ({outside / 1024:.1f} GiB used outside poold)" if outside and ctx.options.count_outside_memory else ""
+        if ctx.options.count_outside_memory:
+            free -= outside
+        return f"{max(free, 0) / 1024:.1f} GiB free on {pool.model_name(device)}{used}, {wanted / 1024:.1f} GiB asked"

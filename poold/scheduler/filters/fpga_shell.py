@@ -1,16 +1,27 @@
 """An FPGA job is built against one shell (Xilinx) or PR interface id (Intel): it must match exactly."""
 
-from poold.scheduler.framework import OK, PlacementRequest, Status
-from poold.scheduler.view import DeviceView
+import numpy as np
+
+from poold.scheduler.framework import Context
+from poold.scheduler.pool import KINDS
+from poold.scheduler.request import PlacementRequest
+
+FPGA = KINDS.index("fpga")
 
 
 class FpgaShell:
     name = "fpga_shell"
+    codes = ("wrong_fpga_shell",)
+    static = True
 
-    def filter_device(self, request: PlacementRequest, device: DeviceView) -> Status:
-        if request.fpga_shell is None or device.kind != "fpga":
-            return OK
-        shell = device.attributes.get("fpga_shell")
-        if shell != request.fpga_shell:
-            return Status("wrong_fpga_shell", f"{device.uuid} has shell {shell or 'unknown'}, {request.fpga_shell} asked")
-        return OK
+    def check_devices(self, request: PlacementRequest, ctx: Context, devices: np.ndarray):
+        if request.fpga_shell is None:
+            return
+        pool = ctx.pool
+        # Only FPGAs carry a shell; other kinds (with kind = "any") are not judged here.
+        yield "wrong_fpga_shell", (pool.dev_kind[devices] != FPGA) | (pool.dev_shell[devices] == pool.shells.find(request.fpga_shell))
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, device: int) -> str:
+        shell = int(ctx.pool.dev_shell[device])
+        name = ctx.pool.shells.names[shell] if shell >= 0 else "unknown"
+        return f"{ctx.pool.dev_uuid[device]} has shell {name}, {request.fpga_shell} asked"

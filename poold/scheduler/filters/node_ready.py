@@ -1,15 +1,20 @@
 """Nodes that are down (no heartbeat) or drained take no new jobs."""
 
-from poold.scheduler.framework import OK, PlacementRequest, Status
-from poold.scheduler.view import NodeView
+import numpy as np
+
+from poold.scheduler.framework import Context
+from poold.scheduler.request import PlacementRequest
 
 
 class NodeReady:
     name = "node_ready"
+    codes = ("node_down", "node_drained")
 
-    def filter_node(self, request: PlacementRequest, node: NodeView) -> Status:
-        if not node.ready:
-            return Status("node_down", f"node {node.name} is down")
-        if node.drained:
-            return Status("node_drained", f"node {node.name} is drained")
-        return OK
+    def check_nodes(self, request: PlacementRequest, ctx: Context, nodes: np.ndarray):
+        pool = ctx.pool
+        yield "node_down", pool.node_ready[nodes]
+        yield "node_drained", ~pool.node_drained[nodes]
+
+    def explain(self, code: str, request: PlacementRequest, ctx: Context, node: int) -> str:
+        state = "down" if code == "node_down" else "drained"
+        return f"node {ctx.pool.node_name[node]} is {state}"

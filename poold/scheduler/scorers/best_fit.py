@@ -1,27 +1,38 @@
-"""Best fit: put the job where it leaves the least stranded capacity."""
+"""Best fit: put the job where it leaves the least capacity free around it."""
 
-from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
+import numpy as np
+
+from poold.scheduler.framework import Candidates, Context, min_max
+from poold.scheduler.request import PlacementRequest
 
 
 class BestFit:
-    """Range 0..100, higher means a tighter fit.
+    """raw = the share of the node's allocatable device capacity in use after placing (0..1),
+    plus, for a fraction of one device, that device's share in use after placing (0..1);
+    for CPU-only jobs the share of the node's CPU cores held after placing.
 
-    Fractional jobs: the share of the device in use after placing, × 100 (a half-used GPU
-    that the job fills scores 100; an idle one 50 for a 0.5 share). Whole devices: the
-    fraction of the node's allocatable devices in use after placing, × 100, so jobs go to
-    busy nodes and whole nodes stay free for large jobs.
-    Example: 1 device on a node with 8 free of 8 scores 100 × 1/8 = 12.5; on a node with
-    1 free of 2 it scores 100 × 2/2 = 100.
+    score = min-max over the decision's candidates onto 0..100 (the fullest fit 100). It
+    decides only among placements the job mix rates alike (``fragmentation``), e.g. while the
+    pool has seen too few jobs to know its mix.
+    Example: one whole GPU on a node with 8 free of 8 has raw 1/8; on a node with 1 free of 2,
+    raw 2/2, which scores 100.
     """
 
     name = "best_fit"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
+    def raw(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
+        pool = ctx.pool
+        nodes = candidates.node
+        if request.count == 0:
+            cores = pool.node_cpu[nodes]
+            return np.where(cores > 0, (pool.node_cpu_held[nodes] + request.cpu_cores) / np.maximum(cores, 1e-9), 1.0)
+        free, capacity = pool.device_share_totals(nodes)
+        taken = request.share * request.count
+        raw = 1.0 - (free - taken) / np.maximum(capacity, 1.0)
         if request.fractional:
-            device = candidate.devices[0]
-            return 100.0 * (1.0 - device.free_share + request.share)
-        allocatable = [d for d in candidate.node.devices if not d.has_slices and d.kind in request.kinds]
-        if not allocatable:
-            return 0.0
-        busy = sum(1 for d in allocatable if not d.whole_free)
-        return 100.0 * (busy + len(candidate.devices)) / len(allocatable)
+            raw = raw + 1.0 - (pool.dev_free[candidates.devices[:, 0]] - request.share)
+        return raw
+
+    def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
+        return min_max(raw)
+

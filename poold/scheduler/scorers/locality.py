@@ -1,25 +1,26 @@
-"""Locality for multi-device jobs: NVLink between every pair, and one NUMA node."""
+"""Locality for multi-device jobs: how closely the candidate's devices are connected."""
 
-from itertools import combinations
+import numpy as np
 
-from poold.scheduler.framework import Candidate, PlacementRequest, ScoreContext
+from poold.scheduler.framework import Candidates, Context
+from poold.scheduler.request import PlacementRequest
+
+# Score of each tier of ``poold.scheduler.candidates``: NVLink, one PCIe switch, one NUMA node, spread.
+TIER_SCORES = np.array([100.0, 70.0, 40.0, 0.0])
 
 
 class Locality:
-    """score = 70 × (pairs joined by NVLink / pairs) + 30 × (1 if all devices share a NUMA node).
+    """raw = score = 100 when every pair of devices is on NVLink, 70 under one PCIe switch,
+    40 on one NUMA node, 0 spread over the node. Single devices and CPU-only jobs score 100.
 
-    Range 0..100; single-device candidates score 100. Example: 4 GPUs, all pairs on NVLink,
-    two on NUMA 0 and two on NUMA 1: 70 × 6/6 + 0 = 70.
+    Range 0..100, absolute (not relative to the other candidates). Example: 4 GPUs of an HGX
+    board (NVSwitch) score 100; 4 PCIe L4s on one NUMA node but two switches score 40.
     """
 
     name = "locality"
 
-    def score(self, request: PlacementRequest, candidate: Candidate, context: ScoreContext) -> float:
-        devices = candidate.devices
-        if len(devices) < 2:
-            return 100.0
-        pairs = list(combinations(devices, 2))
-        linked = sum(1 for first, second in pairs if first.nvlink_to(second) > 0)
-        numa = {device.numa_node for device in devices}
-        same_numa = len(numa) == 1 and None not in numa
-        return 70.0 * linked / len(pairs) + (30.0 if same_numa else 0.0)
+    def raw(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
+        return TIER_SCORES[candidates.tier.astype(np.int64)]
+
+    def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
+        return raw

@@ -1,0 +1,99 @@
+"""What a job asks of the pool, in the engine's terms (not the job file, not the API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from poold.jobspec import JobSpec
+
+DEVICE_KINDS = frozenset({"gpu", "npu", "fpga"})
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """One job's request. ``count`` 0 takes no devices (CPU cores and host memory only).
+    Memory is MiB; ``share`` is the fraction of each device (1 for whole devices)."""
+
+    job_id: int
+    count: int
+    kinds: frozenset[str]
+    memory_per_device_mib: int | None = None
+    share: float = 1.0
+    cpu_cores: float = 0.0
+    host_memory_mib: int = 0
+    mig_profile: str | None = None
+    compute_capability: str | None = None
+    fpga_shell: str | None = None
+    interconnect: str = "any"
+    accept: tuple[tuple[str, float], ...] = ()
+    objective: str = "cost"
+    max_price_per_hour: float | None = None
+
+    @classmethod
+    def from_spec(cls, job_id: int, spec: JobSpec | dict[str, Any]) -> "PlacementRequest":
+        """From a job file, or the job file as the store keeps it (``JobSpec.model_dump(mode="json")``)."""
+        res = spec.resources.model_dump(mode="json") if isinstance(spec, JobSpec) else spec["resources"]
+        count = int(res["count"])
+        if count == 0:
+            kinds: frozenset[str] = frozenset()
+        else:
+            kinds = DEVICE_KINDS if res["kind"] == "any" else frozenset({res["kind"]})
+        share = res.get("share")
+        profile = res.get("mig_profile")
+        return cls(
+            job_id=job_id,
+            count=count,
+            kinds=kinds,
+            memory_per_device_mib=res.get("memory_per_device"),
+            share=float(share) if share is not None else 1.0,
+            cpu_cores=float(res.get("cpu_cores", 0)),
+            host_memory_mib=int(res.get("host_memory", 0)),
+            mig_profile=profile.lower() if profile else None,
+            compute_capability=res.get("compute_capability"),
+            fpga_shell=res.get("fpga_shell"),
+            interconnect=res.get("interconnect", "any"),
+            accept=tuple((entry["model"].lower(), float(entry.get("speed", 1.0))) for entry in res.get("accept") or ()),
+            objective=res.get("objective", "cost"),
+            max_price_per_hour=res.get("max_price_per_hour"),
+        )
+
+    @cached_property
+    def signature(self) -> tuple:
+        """Everything placement reads: jobs with equal signatures are placed alike."""
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "job_id")
+
+    @cached_property
+    def static_key(self) -> tuple:
+        """What the static device filters read (kind, model, MIG profile, capability, shell)."""
+        return (self.count > 0, self.kinds, self.mig_profile, self.compute_capability, self.fpga_shell, tuple(m for m, _ in self.accept))
+
+    @cached_property
+    def shape(self) -> tuple:
+        """The request's shape for the job mix: the signature without objective and price cap."""
+        return (self.count, self.kinds, self.memory_per_device_mib, self.share, self.cpu_cores, self.host_memory_mib,
+                self.mig_profile, self.compute_capability, self.fpga_shell, self.interconnect, tuple(m for m, _ in self.accept))
+
+    @property
+    def fractional(self) -> bool:
+        return self.share < 1
+
+    def speed_on(self, model: str) -> float | None:
+        """Relative speed on ``model``; None when the accept list leaves it out."""
+        if not self.accept:
+            return 1.0
+        lowered = model.lower()
+        for name, speed in self.accept:
+            if name == lowered:
+                return speed
+        return None
+
+    def memory_to_hold(self, memory_total_mib: np.ndarray) -> np.ndarray:
+        """Device memory (MiB) an allocation holds on devices of these totals (-1 = unknown):
+        the asked minimum, else the share of the device's memory (0 where unknown)."""
+        if self.memory_per_device_mib is not None:
+            return np.full(memory_total_mib.shape, self.memory_per_device_mib, dtype=np.int64)
+        return np.where(memory_total_mib < 0, 0, (memory_total_mib * self.share).astype(np.int64))

@@ -1,0 +1,141 @@
+"""The store's pool as the engine sees it: the columnar pool, kept up to date by node generation.
+
+Each pass asks the store for every node's ``generation`` (one small query) and reloads only
+the nodes whose generation moved since it last read them: their row, their present devices,
+and the sums of their active allocations. A heartbeat that changes nothing placement reads
+leaves the generation alone and costs the snapshot nothing. Generations are read before the
+rows they cover, so a change racing with the reload is seen again on the next pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agents.record import DeviceRecord
+from poold.db.models import AllocationModel, DeviceModel, NodeModel
+from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
+from poold.settings import Settings
+
+RELOAD_CHUNK = 500
+
+
+def device_price(settings: Settings, model: str, attributes: dict[str, Any]) -> float:
+    """Price per hour of a device: its model's price, times its fraction of the GPU for a MIG slice."""
+    price = settings.price_of(model)
+    slices = attributes.get("mig_slices")
+    if isinstance(slices, int) and 0 < slices <= 7:
+        price *= slices / 7.0
+    return price
+
+
+def device_spec(source: DeviceModel | DeviceRecord, *, id: int, parent_id: int | None, settings: Settings) -> DeviceSpec:
+    """The engine's facts about a stored device (or an agent's record, which has the same fields)."""
+    attributes = source.attributes if isinstance(source.attributes, dict) else {}
+    profile = attributes.get("mig_profile")
+    slices = attributes.get("mig_slices")
+    shell = attributes.get("fpga_shell")
+    return DeviceSpec(
+        id=id,
+        uuid=source.uuid,
+        kind=source.kind,
+        model=source.model,
+        index=source.index,
+        memory_total_mib=source.memory_total_mib,
+        compute_capability=source.compute_capability,
+        numa_node=source.numa_node,
+        parent_id=parent_id,
+        mig_profile=profile.lower() if isinstance(profile, str) else None,
+        mig_slices=slices if isinstance(slices, int) and 0 < slices <= 7 else 0,
+        fpga_shell=shell if isinstance(shell, str) else None,
+        price_per_hour=device_price(settings, source.model, attributes),
+        nvlink=_pairs(attributes.get("nvlink"), int),
+        pcie=_pairs(attributes.get("pcie"), str),
+    )
+
+
+def device_state(source: DeviceModel | DeviceRecord, held_share: float = 0.0, held_memory_mib: int = 0) -> DeviceState:
+    return DeviceState(
+        healthy=source.health == "ok",
+        health_reason=source.health_reason,
+        memory_outside_mib=source.memory_outside_mib or 0,
+        held_share=held_share,
+        held_memory_mib=held_memory_mib,
+    )
+
+
+def node_spec(node: NodeModel) -> NodeSpec:
+    return NodeSpec(
+        id=node.id,
+        name=node.name,
+        cpu_cores=float(node.cpu_cores),
+        memory_total_mib=node.memory_total_mib,
+        ready=node.state == "ready",
+        drained=node.drained,
+    )
+
+
+def _pairs(value: Any, kind: type) -> tuple:
+    if not isinstance(value, dict):
+        return ()
+    return tuple(sorted((str(peer), item) for peer, item in value.items() if isinstance(item, kind) and not isinstance(item, bool)))
+
+
+class StoreSnapshot:
+    """A columnar pool mirroring the store; :meth:`refresh` brings it up to date."""
+
+    def __init__(self, settings: Settings, pool: ColumnarPool | None = None):
+        self.settings = settings
+        self.pool = pool or ColumnarPool()
+        self.generations: dict[int, int] = {}
+
+    def refresh(self, session: Session) -> int:
+        """Reload the nodes that changed in the store; returns how many were reloaded."""
+        current = dict(session.execute(select(NodeModel.id, NodeModel.generation)).all())
+        for node_id in set(self.generations) - set(current):
+            self.pool.remove_node(node_id)
+            del self.generations[node_id]
+        stale = [node_id for node_id, generation in current.items() if self.generations.get(node_id) != generation]
+        for start in range(0, len(stale), RELOAD_CHUNK):
+            chunk = stale[start : start + RELOAD_CHUNK]
+            self._reload(session, chunk)
+            for node_id in chunk:
+                self.generations[node_id] = current[node_id]
+        return len(stale)
+
+    def _reload(self, session: Session, node_ids: Iterable[int]) -> None:
+        node_ids = list(node_ids)
+        nodes = session.scalars(select(NodeModel).where(NodeModel.id.in_(node_ids))).all()
+        devices: dict[int, list[DeviceModel]] = {node_id: [] for node_id in node_ids}
+        for device in session.scalars(select(DeviceModel).where(DeviceModel.node_id.in_(node_ids), DeviceModel.present.is_(True))):
+            devices[device.node_id].append(device)
+        active = AllocationModel.released_at.is_(None)
+        device_held = {
+            device_id: (float(share or 0.0), int(memory or 0))
+            for device_id, share, memory in session.execute(
+                select(AllocationModel.device_id, func.sum(AllocationModel.share), func.sum(AllocationModel.memory_mib))
+                .where(AllocationModel.node_id.in_(node_ids), AllocationModel.device_id.is_not(None), active)
+                .group_by(AllocationModel.device_id)
+            )
+        }
+        node_held = {
+            node_id: (float(cpu or 0.0), int(memory or 0))
+            for node_id, cpu, memory in session.execute(
+                select(AllocationModel.node_id, func.sum(AllocationModel.cpu_cores), func.sum(AllocationModel.host_memory_mib))
+                .where(AllocationModel.node_id.in_(node_ids), AllocationModel.device_id.is_(None), active)
+                .group_by(AllocationModel.node_id)
+            )
+        }
+        for node in nodes:
+            rows = devices[node.id]
+            present = {row.id for row in rows}
+            specs = [
+                device_spec(row, id=row.id, parent_id=row.parent_id if row.parent_id in present else None, settings=self.settings)
+                for row in rows
+            ]
+            states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0))) for row in rows}
+            cpu, memory = node_held.get(node.id, (0.0, 0))
+            self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)
