@@ -43,6 +43,9 @@ class PooldClient:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/jobs", json={"spec": spec}).json()
 
+    def plan(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/jobs/plan", json={"spec": spec}).json()
+
     def jobs(self, states: list[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
         return self._call("GET", "/jobs", params={"state": states or [], "limit": limit}).json()
 

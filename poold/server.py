@@ -15,7 +15,6 @@ from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db import migrate
 from poold.db.session import make_engine, make_sessionmaker, transaction
-from poold.scheduler.loop import Scheduler
 from poold.services.queues import sync_queues
 from poold.settings import Settings
 
@@ -40,9 +39,7 @@ def serve(settings: Settings, upgrade: bool = True) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine, factory = prepare_store(settings, upgrade)
     scheduler = BackgroundScheduler(timezone="UTC")
-    ctx = AppContext(
-        settings=settings, factory=factory, scheduler=Scheduler(factory, settings), wake_scheduler=lambda: background.wake(scheduler)
-    )
+    ctx = AppContext.build(settings, factory, wake_scheduler=lambda: background.wake(scheduler))
     background.register_jobs(scheduler, ctx)
     app = create_app(ctx)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.server.bind else socket.AF_INET, socket.SOCK_STREAM)

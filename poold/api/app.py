@@ -26,7 +26,11 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": exc.message})
+        content: dict = {"detail": exc.message}
+        if exc.field is not None:
+            content["detail"] = f"{exc.field}: {exc.message}"
+            content["errors"] = [{"field": exc.field, "message": exc.message}]
+        return JSONResponse(status_code=exc.status, content=content)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

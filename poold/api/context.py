@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from poold.scheduler.loop import Scheduler
+from poold.scheduler.plan import Capacity
 from poold.settings import Settings
 
 
@@ -16,4 +17,16 @@ class AppContext:
     settings: Settings
     factory: sessionmaker[Session]
     scheduler: Scheduler
+    capacity: Capacity
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
+
+    @classmethod
+    def build(cls, settings: Settings, factory: sessionmaker[Session], wake_scheduler: Callable[[], None] | None = None) -> "AppContext":
+        """The daemon's context: one scheduler and one capacity view over ``factory``'s store."""
+        return cls(
+            settings=settings,
+            factory=factory,
+            scheduler=Scheduler(factory, settings),
+            capacity=Capacity(factory, settings),
+            wake_scheduler=wake_scheduler or (lambda: None),
+        )

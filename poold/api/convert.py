@@ -1,12 +1,15 @@
-"""ORM rows to API schemas."""
+"""ORM rows and engine decisions to API schemas."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut
+from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
+from poold.scheduler.candidates import TIER_NAMES
+from poold.scheduler.engine import Choice, Placement
+from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price
 from poold.settings import Settings
 
@@ -95,4 +98,34 @@ def device_out(device: DeviceModel, names: dict[int, str], held: dict[int, float
         utilization_pct=device.usage.get("utilization_pct"),
         temperature_c=device.usage.get("temperature_c"),
         power_w=device.usage.get("power_w"),
+    )
+
+
+def plan_choice(placement: Placement, choice: Choice) -> PlanChoice:
+    pool = placement.pool
+    return PlanChoice(
+        node=pool.node_name[choice.node],
+        model=choice.model,
+        devices=[pool.dev_uuid[slot] for slot in choice.devices],
+        price_per_hour=choice.price_per_hour,
+        speed=choice.speed,
+        cost_per_work=choice.cost_per_work,
+        locality=TIER_NAMES[choice.tier] if len(choice.devices) > 1 else None,
+        scores={**choice.scores, "total": choice.total},
+    )
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    rejections = [
+        PlanRejection(stage=plan.filter_of.get(code, "candidates"), code=code, count=count, example=plan.rejections.examples.get(code, ""))
+        for code, count in sorted(plan.rejections.counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    placement = plan.placement
+    return PlanOut(
+        placeable=placement is not None,
+        reason=plan.reason,
+        chosen=plan_choice(placement, placement.chosen) if placement else None,
+        runner_up=plan_choice(placement, placement.runner_up) if placement and placement.runner_up else None,
+        rejections=rejections,
+        never_fits=plan.never_fits.rejections.summary() if plan.never_fits else None,
     )

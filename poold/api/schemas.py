@@ -188,5 +188,36 @@ class NodeOut(Strict):
     agent_version: str
 
 
+class PlanChoice(Strict):
+    """One way to place the job: where, on what, at what price, and how each scorer rated it."""
+
+    node: str
+    model: str | None
+    devices: list[str] = Field(description="device uuids")
+    price_per_hour: float
+    speed: float
+    cost_per_work: float
+    locality: str | None = Field(default=None, description="how the devices connect (gangs)")
+    scores: dict[str, float] = Field(description="each scorer's 0..100 and the weighted total")
+
+
+class PlanRejection(Strict):
+    stage: str = Field(description="the filter (or candidate generation) that turned candidates down")
+    code: str
+    count: int
+    example: str
+
+
+class PlanOut(Strict):
+    """``poold plan``: where the job would go now, without submitting it."""
+
+    placeable: bool
+    reason: str
+    chosen: PlanChoice | None = None
+    runner_up: PlanChoice | None = None
+    rejections: list[PlanRejection] = Field(default_factory=list, description="per filter, candidates turned down")
+    never_fits: str | None = Field(default=None, description="why no device could hold it even on an idle pool")
+
+
 class DrainRequest(Strict):
     reason: str | None = Field(default=None, max_length=500)

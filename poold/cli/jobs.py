@@ -1,4 +1,4 @@
-"""Commands on jobs: submit, jobs, job, cancel, logs."""
+"""Commands on jobs: submit, plan, jobs, job, cancel, logs."""
 
 from __future__ import annotations
 
@@ -60,6 +60,40 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
         if ctx.obj["output"] == "json":
             emit_json(job)
     sys.exit(outcome_exit_code(job))
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.pass_context
+def plan(ctx: click.Context, job_file: str) -> None:
+    """Show where JOB_FILE would be placed now, without submitting it.
+
+    Prints the chosen placement and the runner-up on another chip model (price, speed, cost
+    per unit of work, each scorer's score), how many candidates each filter turned down, and
+    whether the job could ever fit on this pool. Exits 0 when it would be placed now, 2 when
+    it would wait, 3 when it can never fit.
+    """
+    spec = parse_job_file(job_file)
+    with _client(ctx) as client:
+        result = client.plan(spec.model_dump(mode="json"))
+    if ctx.obj["output"] == "json":
+        emit_json(result)
+    else:
+        verdict = "would be placed" if result["placeable"] else "would wait"
+        click.echo(f"{verdict}: {result['reason']}")
+        choices = [(label, result[key]) for label, key in (("chosen", "chosen"), ("runner-up", "runner_up")) if result.get(key)]
+        if choices:
+            emit_table(
+                ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", "SCORE"],
+                [[label, c["node"], c["model"], len(c["devices"]), f"{c['price_per_hour']:.2f}", f"{c['speed']:g}",
+                  f"{c['cost_per_work']:.2f}", c.get("locality"), f"{c['scores']['total']:.1f}"] for label, c in choices],
+            )
+        if result["rejections"]:
+            emit_table(["STAGE", "REASON", "TURNED DOWN", "FOR EXAMPLE"],
+                       [[r["stage"], r["code"], r["count"], r["example"]] for r in result["rejections"]], title="filters")
+        if result.get("never_fits"):
+            click.echo(f"never fits on this pool, even with every device idle: {result['never_fits']}")
+    sys.exit(0 if result["placeable"] else 3 if result.get("never_fits") else 2)
 
 
 @click.command(name="jobs")
@@ -145,4 +179,4 @@ def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
             time.sleep(0.5)
 
 
-COMMANDS = [submit, list_jobs, show_job, cancel, logs]
+COMMANDS = [submit, plan, list_jobs, show_job, cancel, logs]

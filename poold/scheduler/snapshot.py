@@ -85,11 +85,15 @@ def _pairs(value: Any, kind: type) -> tuple:
 
 
 class StoreSnapshot:
-    """A columnar pool mirroring the store; :meth:`refresh` brings it up to date."""
+    """A columnar pool mirroring the store; :meth:`refresh` brings it up to date.
 
-    def __init__(self, settings: Settings, pool: ColumnarPool | None = None):
+    With ``capacity_only`` it mirrors what the pool could hold at best: every node up and
+    undrained, every device healthy and idle (for telling jobs that can never fit)."""
+
+    def __init__(self, settings: Settings, pool: ColumnarPool | None = None, capacity_only: bool = False):
         self.settings = settings
         self.pool = pool or ColumnarPool()
+        self.capacity_only = capacity_only
         self.generations: dict[int, int] = {}
 
     def refresh(self, session: Session) -> int:
@@ -136,6 +140,10 @@ class StoreSnapshot:
                 device_spec(row, id=row.id, parent_id=row.parent_id if row.parent_id in present else None, settings=self.settings)
                 for row in rows
             ]
+            if self.capacity_only:
+                best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
+                self.pool.upsert_node(best, specs)
+                continue
             states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0))) for row in rows}
             cpu, memory = node_held.get(node.id, (0.0, 0))
             self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)

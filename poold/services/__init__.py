@@ -2,13 +2,15 @@
 
 
 class ServiceError(Exception):
-    """A request the pool refuses; ``status`` is the HTTP status it maps to."""
+    """A request the pool refuses; ``status`` is the HTTP status it maps to, ``field`` the
+    request field it is about (dotted, as in a 422's ``errors[].field``), when there is one."""
 
     status = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 class NotFound(ServiceError):

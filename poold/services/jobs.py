@@ -10,27 +10,40 @@ from sqlalchemy.orm import Session, selectinload
 from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import JobSpec
+from poold.scheduler.framework import Rejections
+from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
 from poold.services.nodes import get_node, touch
 
 ACTIVE_STATES = ("assigned", "running")
 
 
-def submit(session: Session, spec: JobSpec) -> JobModel:
+def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None, never_fits_policy: str = "refuse") -> JobModel:
+    """Store a pending job. ``never_fits`` says why no device of the pool could hold it even
+    when idle (``poold.scheduler.plan.Capacity``): with policy ``refuse`` the job is refused
+    naming the key at fault, with ``warn`` it is kept and its reason says so."""
     if session.get(QueueModel, spec.queue) is None:
         known = ", ".join(session.scalars(select(QueueModel.name).order_by(QueueModel.name)))
-        raise Invalid(f"queue: no queue named {spec.queue!r} (known: {known})")
+        raise Invalid(f"no queue named {spec.queue!r} (known: {known})", field="spec.queue")
+    reason = "waiting for the scheduler"
+    if never_fits is not None:
+        why = f"no device of the pool could hold this job even when idle: {never_fits.summary()}"
+        if never_fits_policy == "refuse":
+            raise Invalid(why, field="spec." + blamed_field(never_fits))
+        reason = "never fits as the pool stands: " + never_fits.summary()
     job = JobModel(
         name=spec.name,
         queue_name=spec.queue,
         priority=spec.priority,
         state="pending",
         spec=spec.model_dump(mode="json"),
-        reason="waiting for the scheduler",
+        reason=reason,
     )
     session.add(job)
     session.flush()
     events.record(session, "job.submitted", f"job {job.id} ({job.name}) submitted to queue {job.queue_name}", job_id=job.id)
+    if never_fits is not None:
+        events.record(session, "job.never_fits", reason, job_id=job.id)
     return job
 
 

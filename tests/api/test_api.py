@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel
-from poold.scheduler.loop import Scheduler
 from tests.builders import make_node
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
@@ -19,8 +18,8 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
 
 @pytest.fixture
 def api(pool, settings):
-    scheduler = Scheduler(pool.factory, settings)
-    ctx = AppContext(settings=settings, factory=pool.factory, scheduler=scheduler, wake_scheduler=scheduler.run_pass)
+    ctx = AppContext.build(settings, pool.factory)
+    ctx.wake_scheduler = ctx.scheduler.run_pass
     with TestClient(create_app(ctx)) as client:
         yield client
 

@@ -53,12 +53,44 @@ def test_submit_prints_id_and_job_shows_placement(daemon, tmp_path):
     poold(daemon, "cancel", str(job_id), check=0)
 
 
-def test_job_that_fits_nowhere_says_why(daemon, tmp_path):
+def test_job_that_can_never_fit_is_refused_at_submit_naming_the_key(daemon, tmp_path):
     path = write(tmp_path, 'name = "big"\ncommand = "true"\n[resources]\ncount = 8\n')
-    job_id = poold(daemon, "submit", path, check=0).stdout.strip()
-    out = wait_for(lambda: "too_few_devices" in (text := poold(daemon, "job", job_id, check=0).stdout) and text)
-    assert "why it waits" in out and "pending" in out
-    assert "cancelled" in poold(daemon, "cancel", job_id, check=0).stdout
+    result = poold(daemon, "submit", path, check=1)
+    # the largest node has 4 GPUs: no node could hold 8 even with every device idle
+    assert "spec.resources.count" in result.stderr and "too_few_devices" in result.stderr
+    assert "4 suitable A100" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "big" not in poold(daemon, "jobs", check=0).stdout
+
+
+def test_job_that_does_not_fit_now_waits_and_says_why(daemon, tmp_path):
+    path = write(tmp_path, 'name = "pair"\ncommand = "true"\n[resources]\ncount = 2\n[[resources.accept]]\nmodel = "L4"\n')
+    first = int(poold(daemon, "submit", path, check=0).stdout.strip())
+    second = poold(daemon, "submit", path, check=0).stdout.strip()
+    out = wait_for(lambda: "device_busy" in (text := poold(daemon, "job", second, check=0).stdout) and text)
+    assert "why it waits" in out and "pending" in out and "too_few_devices" in out
+    poold(daemon, "cancel", second, check=0)
+    # No agent runs here: play the l4 agent, so that the first job ends and frees the L4s.
+    at = "2026-11-21T12:00:00Z"
+    ended = {"job_id": first, "kind": "ended", "at": at, "exit_code": 0, "outcome": "succeeded"}
+    httpx.post(daemon.url + "/api/v1/agents/l4/events", json={"events": [ended]}).raise_for_status()
+
+
+def test_plan_shows_choice_runner_up_and_filters_without_submitting(daemon, tmp_path):
+    path = write(tmp_path, 'name = "infer"\ncommand = "true"\n[resources]\nmemory_per_device = "16GiB"\n'
+                 '[[resources.accept]]\nmodel = "L4"\n[[resources.accept]]\nmodel = "A100"\nspeed = 2.0\n')
+    before = poold(daemon, "-o", "json", "jobs", check=0).stdout
+    result = json.loads(poold(daemon, "-o", "json", "plan", path, check=0).stdout)
+    assert result["placeable"] and result["never_fits"] is None
+    # L4 0.80/1 = 0.80 per unit of work; the runner-up A100 2.20/2 = 1.10
+    assert (result["chosen"]["node"], result["chosen"]["cost_per_work"]) == ("l4", 0.8)
+    assert (result["runner_up"]["model"], result["runner_up"]["cost_per_work"]) == ("A100", 1.1)
+    assert poold(daemon, "-o", "json", "jobs", check=0).stdout == before  # nothing submitted
+    table = poold(daemon, "plan", path, check=0).stdout
+    assert "would be placed" in table and "runner-up" in table
+    big = write(tmp_path, 'name = "big"\ncommand = "true"\n[resources]\ncount = 8\n')
+    never = poold(daemon, "plan", big, check=3).stdout
+    assert "never fits" in never and "too_few_devices" in never and "candidates" in never
 
 
 def test_bad_job_file_is_one_line_per_problem_with_line_numbers(daemon, tmp_path):

@@ -7,8 +7,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from poold.api import convert
 from poold.api.context import AppContext
 from poold.api.routes import ctx_of
-from poold.api.schemas import JobDetail, JobOut, JobState, SubmitRequest
+from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
 from poold.db.session import transaction
+from poold.scheduler import plan as planning
+from poold.scheduler.request import PlacementRequest
 from poold.services import events, jobs, logs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -16,11 +18,19 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("", response_model=JobOut, status_code=201)
 def submit(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+    verdict = ctx.capacity.never_fits(PlacementRequest.from_spec(0, body.spec))
     with transaction(ctx.factory) as session:
-        job = jobs.submit(session, body.spec)
+        job = jobs.submit(session, body.spec, verdict.rejections if verdict else None, ctx.settings.scheduler.never_fits)
         out = convert.job_out(job, {})
     ctx.wake_scheduler()
     return out
+
+
+@router.post("/plan", response_model=PlanOut)
+def plan(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
+    """Where the job would go now, its cost per unit of work, the runner-up, and what each
+    filter turned down; nothing is submitted."""
+    return convert.plan_out(planning.plan(ctx.scheduler, ctx.capacity, PlacementRequest.from_spec(0, body.spec)))
 
 
 @router.get("", response_model=list[JobOut])

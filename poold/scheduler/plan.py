@@ -1,0 +1,110 @@
+"""Dry runs and jobs that can never run.
+
+- :class:`Capacity` mirrors the pool as if every node were up and every device healthy and
+  idle. A request that fails there can never be placed as the pool stands (a model nobody
+  has, a MIG profile no GPU offers, more devices than any node has, a price cap below the
+  cheapest chip); ``poold submit`` refuses it with the reason (``scheduler.never_fits``).
+- :func:`plan` is ``poold plan``: where a job would go now, its cost per unit of work, the
+  runner-up, and how many candidates each filter turned down, without submitting anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from poold.scheduler.engine import TOO_FEW, Engine, Placement, Unplaceable
+from poold.scheduler.framework import EngineOptions, Rejections
+from poold.scheduler.loop import Scheduler
+from poold.scheduler.request import PlacementRequest
+from poold.scheduler.snapshot import StoreSnapshot
+from poold.scheduler.stack import Stack, build_stack
+from poold.settings import Settings
+
+# The job-file key each reason code is about (what a refused submit names).
+FIELD_OF_CODE = {
+    "wrong_kind": "resources.kind",
+    "model_not_accepted": "resources.accept",
+    "split_into_slices": "resources.mig_profile",
+    "mig_slice_not_asked": "resources.mig_profile",
+    "not_a_mig_slice": "resources.mig_profile",
+    "wrong_mig_profile": "resources.mig_profile",
+    "no_compute_capability": "resources.compute_capability",
+    "compute_capability_too_low": "resources.compute_capability",
+    "wrong_fpga_shell": "resources.fpga_shell",
+    "not_shareable": "resources.share",
+    "insufficient_share": "resources.share",
+    "memory_unknown": "resources.memory_per_device",
+    "insufficient_memory": "resources.memory_per_device",
+    "insufficient_cpu": "resources.cpu_cores",
+    "insufficient_host_memory": "resources.host_memory",
+    TOO_FEW: "resources.count",
+    "no_nvlink": "resources.interconnect",
+    "too_expensive": "resources.max_price_per_hour",
+}
+
+
+def blamed_field(rejections: Rejections) -> str:
+    """The job-file key behind the most frequent reason (``resources`` when none maps)."""
+    for code, _ in sorted(rejections.counts.items(), key=lambda item: (-item[1], item[0])):
+        if code in FIELD_OF_CODE:
+            return FIELD_OF_CODE[code]
+    return "resources"
+
+
+class Capacity:
+    """The pool at its best (see the module docstring), refreshed from the store at most every
+    ``refresh_s`` seconds; safe to call from API threads."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, stack: Stack | None = None, refresh_s: float = 1.0):
+        self.factory, self.refresh_s = factory, refresh_s
+        self.snapshot = StoreSnapshot(settings, capacity_only=True)
+        self.engine = Engine(self.snapshot.pool, stack or build_stack(), EngineOptions(count_outside_memory=False, seed=0))
+        self.lock = threading.Lock()
+        self._refreshed = float("-inf")
+
+    def never_fits(self, request: PlacementRequest) -> Unplaceable | None:
+        """Why ``request`` could not be placed even on an idle pool; None when it could, or
+        when the pool has no nodes yet (nothing to judge by)."""
+        with self.lock:
+            if time.monotonic() - self._refreshed > self.refresh_s:
+                with self.factory() as session:
+                    self.snapshot.refresh(session)
+                self._refreshed = time.monotonic()
+            if not len(self.snapshot.pool.alive_nodes()):
+                return None
+            decision = self.engine.place(request)
+        return decision if isinstance(decision, Unplaceable) else None
+
+
+@dataclass
+class Plan:
+    request: PlacementRequest
+    placement: Placement | None
+    rejections: Rejections
+    never_fits: Unplaceable | None
+    filter_of: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        if self.placement is not None:
+            return self.placement.reason
+        if self.never_fits is not None:
+            return "never fits, even on an idle pool: " + self.never_fits.rejections.summary()
+        return "no placement fits now: " + self.rejections.summary()
+
+
+def plan(scheduler: Scheduler, capacity: Capacity, request: PlacementRequest) -> Plan:
+    """Decide ``request`` on the pool as it is now, without holding anything."""
+    with scheduler.lock:
+        with scheduler.factory() as session:
+            scheduler.refresh(session)
+        decision = scheduler.engine.place(request)
+        rejections = scheduler.engine.rejections(request)
+        filter_of = {code: getattr(plugin, "name", "candidates") for code, plugin in scheduler.engine.code_owner.items()}
+    filter_of[TOO_FEW] = "candidates"
+    placement = decision if isinstance(decision, Placement) else None
+    return Plan(request, placement, rejections, capacity.never_fits(request), filter_of)
