@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from poold.client import PooldClient
+from poold.client import ClientError, PooldClient
 from poold.jobspec import parse_job_file, parse_job_text
 
 # (node name, fixture): an HGX H100 with NVLink and GPU 0 in MIG mode, A100s, L4s,
@@ -40,7 +40,7 @@ EXAMPLES_DIR = ROOT / "config" / "examples"
 DEFAULT_CONFIG = ROOT / "config" / "poold.toml"
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
-# A job that fits nowhere: more A100s than the site has. It waits, and says why.
+# A job that can never fit: more A100s than the site has. Refused at submit, saying why.
 UNPLACEABLE_JOB = """
 name = "too-big"
 command = ["true"]
@@ -186,11 +186,16 @@ def example_files() -> list[Path]:
     return files
 
 
-def run_jobs(pool: DemoPool, files: list[Path], timeout_s: float) -> tuple[list[dict], dict]:
-    """Submit the examples and the unplaceable job; wait for the examples to end."""
+def run_jobs(pool: DemoPool, files: list[Path], timeout_s: float) -> tuple[list[dict], str]:
+    """Submit the examples and the job that can never fit (refused: returns why); wait for
+    the examples to end."""
     with PooldClient(pool.url) as client:
         ids = [client.submit(parse_job_file(path).model_dump(mode="json"))["id"] for path in files]
-        waiting = client.submit(parse_job_text(UNPLACEABLE_JOB, "too-big.toml").model_dump(mode="json"))["id"]
+        try:
+            client.submit(parse_job_text(UNPLACEABLE_JOB, "too-big.toml").model_dump(mode="json"))
+            raise DemoError("the daemon accepted a job that can never fit (scheduler.never_fits is not 'refuse')")
+        except ClientError as refused:
+            refusal = str(refused)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             jobs = [client.job(job_id) for job_id in ids]
@@ -200,9 +205,7 @@ def run_jobs(pool: DemoPool, files: list[Path], timeout_s: float) -> tuple[list[
         jobs = [client.job(job_id) for job_id in ids]
         for job in jobs:
             job["log"] = client.log(job["id"]).decode(errors="replace")
-        stuck = client.job(waiting)
-        client.cancel(waiting)
-    return jobs, stuck
+    return jobs, refusal
 
 
 def make_workdir() -> Path:

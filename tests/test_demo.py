@@ -31,7 +31,8 @@ def test_demo_runs_every_example_and_cleans_up():
     report = json.loads(result.stdout)
     assert len(report["jobs"]) >= 8
     assert {job["state"] for job in report["jobs"]} == {"succeeded"}
-    assert report["unplaceable"]["state"] == "pending" and "too_few_devices" in report["unplaceable"]["reason"]
+    refused = report["refused"]["error"]
+    assert "spec.resources.count" in refused and "too_few_devices" in refused and "4 suitable A100" in refused
     seen = {job["name"]: job["log"] for job in report["jobs"]}
     mig = next(job for job in report["jobs"] if job["allocations"][0]["device_uuid"].startswith("MIG-"))
     assert mig["allocations"][0]["device_uuid"] in seen[mig["name"]]

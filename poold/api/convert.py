@@ -118,7 +118,7 @@ def plan_choice(placement: Placement, choice: Choice) -> PlanChoice:
 def plan_out(plan: Plan) -> PlanOut:
     rejections = [
         PlanRejection(stage=plan.filter_of.get(code, "candidates"), code=code, count=count, example=plan.rejections.examples.get(code, ""))
-        for code, count in sorted(plan.rejections.counts.items(), key=lambda item: (-item[1], item[0]))
+        for code, count in plan.rejections.ranked()
     ]
     placement = plan.placement
     return PlanOut(

@@ -42,12 +42,12 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
                 title="the demo site",
             )
         files = pool_demo.example_files()
-        say(f"submitting {len(files)} example jobs from config/examples and one that fits nowhere ...")
-        jobs, stuck = pool_demo.run_jobs(pool, files, timeout)
+        say(f"submitting {len(files)} example jobs from config/examples and one that can never fit ...")
+        jobs, refusal = pool_demo.run_jobs(pool, files, timeout)
         if json_out:
-            emit_json({"jobs": jobs, "unplaceable": stuck, "url": pool.url if keep else None})
+            emit_json({"jobs": jobs, "refused": {"name": "too-big", "error": refusal}, "url": pool.url if keep else None})
         else:
-            _show(jobs, stuck)
+            _show(jobs, refusal)
         failed = [job for job in jobs if job["state"] != "succeeded"]
         say(f"done in {time.monotonic() - started:.1f} s: {len(jobs) - len(failed)} of {len(jobs)} example jobs succeeded")
         if keep:
@@ -63,7 +63,7 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
             pool_demo.remove_workdir(workdir)
 
 
-def _show(jobs: list[dict], stuck: dict) -> None:
+def _show(jobs: list[dict], refusal: str) -> None:
     rows = []
     for job in jobs:
         devices = devices_text(job) or "-"
@@ -77,7 +77,8 @@ def _show(jobs: list[dict], stuck: dict) -> None:
     for job in jobs:
         first_line = (job.get("log") or "").strip().splitlines()[:1]
         console.print(f"  {job['id']} {job['name']}: {first_line[0] if first_line else '(no output)'}")
-    console.print(f"[bold]job {stuck['id']} ({stuck['name']}) waits[/bold]: {stuck.get('reason')}")
+    console.print("[bold]refused at submit[/bold] (8x A100 on a site with 4):", end=" ")
+    console.print(refusal, markup=False)
 
 
 COMMANDS = [demo]

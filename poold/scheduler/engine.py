@@ -179,12 +179,16 @@ class Engine:
         self.ctx.static_devices = lambda request: self._static_devices(request).devices
         self.stack = stack
         self.rng = np.random.default_rng(options.seed)
-        self.codes: list[str] = [TOO_FEW]
+        self.codes: list[str] = []
         self.code_owner: dict[str, object] = {}
-        for plugin in (*stack.node_filters, *stack.device_filters, *stack.candidate_filters):
-            for code in plugin.codes:
-                self.code_owner[code] = plugin
+        self.stage: dict[str, int] = {}
+        stages = (*stack.node_filters, *stack.device_filters, TOO_FEW, *stack.candidate_filters)
+        for rank, plugin in enumerate(stages):
+            for code in (plugin,) if plugin == TOO_FEW else plugin.codes:
+                if plugin != TOO_FEW:
+                    self.code_owner[code] = plugin
                 self.codes.append(code)
+                self.stage[code] = rank
         self._code_index = {code: i for i, code in enumerate(self.codes)}
         self._static: dict[tuple, _Static] = {}
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
@@ -226,7 +230,7 @@ class Engine:
     def rejections(self, request: PlacementRequest, entry: _Entry | None = None) -> Rejections:
         """Every reason this request is turned down now, counted by code, one sentence each."""
         entry = entry or self._entry(request)
-        pool, rejections = self.pool, Rejections()
+        pool, rejections = self.pool, Rejections(stage=self.stage)
         alive = pool.node_alive[: pool.n_nodes]
         if request.count:
             for code, count in entry.static.counts.items():

@@ -130,13 +130,22 @@ def min_max(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
 
 @dataclass
 class Rejections:
-    """Why candidates were turned down: a count per reason code and one sentence each."""
+    """Why candidates were turned down: a count per reason code and one sentence each.
+
+    ``stage`` ranks each code by how far into the pipeline it turned candidates down (node
+    filters first, then device filters, candidate generation, candidate filters): the later,
+    the nearer a miss, so summaries lead with the near misses."""
 
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
+    stage: dict[str, int] = field(default_factory=dict)
+
+    def ranked(self) -> list[tuple[str, int]]:
+        """(code, count), nearest misses first, then by count."""
+        return sorted(self.counts.items(), key=lambda item: (-self.stage.get(item[0], 0), -item[1], item[0]))
 
     def summary(self, limit: int = 4) -> str:
-        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        ranked = self.ranked()
         parts = [f"{code} x{count} (e.g. {self.examples[code]})" for code, count in ranked[:limit]]
         if len(ranked) > limit:
             parts.append(f"and {len(ranked) - limit} more reasons")

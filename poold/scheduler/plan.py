@@ -48,8 +48,8 @@ FIELD_OF_CODE = {
 
 
 def blamed_field(rejections: Rejections) -> str:
-    """The job-file key behind the most frequent reason (``resources`` when none maps)."""
-    for code, _ in sorted(rejections.counts.items(), key=lambda item: (-item[1], item[0])):
+    """The job-file key behind the nearest miss (``resources`` when none maps)."""
+    for code, _ in rejections.ranked():
         if code in FIELD_OF_CODE:
             return FIELD_OF_CODE[code]
     return "resources"
