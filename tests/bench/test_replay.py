@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.replay import (
@@ -28,6 +29,7 @@ from bench.replay import (
 from bench.replay.fgd import typical_tasks
 
 BASELINES = ("random", "dotprod", "bestfit", "fgd")
+POLICY_NAMES = ("poold", *BASELINES)
 
 
 def node(name: str, gpus: int = 1, cpu: int = 64_000, memory: int = 256_000, model: str = "T4") -> NodeSpec:
@@ -155,6 +157,21 @@ def test_fgd_avoids_stranding_gpu_that_bestfit_would_strand():
     assert fgd.place(offered).node == 1
 
 
+def test_fragment_of_a_node_follows_the_papers_definition():
+    # Node: 5000 cpu left, GPUs with 300 and 1000 milli left (1300 in all). Typical tasks:
+    #   4000 cpu + 500 milli, frequency 0.5: fits, only the 300 GPU is stranded -> 0.5 x 300  = 150
+    #   8000 cpu + 1 GPU,     frequency 0.25: CPU too short, all 1300 count    -> 0.25 x 1300 = 325
+    #   2000 cpu, no GPU,     frequency 0.25: a CPU task, all 1300 count        -> 0.25 x 1300 = 325
+    # F = 800; on a model the first two may not use, all three count the whole 1300: F = 1300.
+    from bench.replay.fgd import FragmentModel, TypicalTask
+
+    typical = [TypicalTask(4000, 500, 1, frozenset({"T4"}), 0.5), TypicalTask(8000, 1000, 1, frozenset({"T4"}), 0.25),
+               TypicalTask(2000, 0, 0, frozenset(), 0.25)]
+    fragment = FragmentModel(typical, ["T4", "V100M32"])
+    amounts = fragment.amount(np.array([5000, 5000]), np.array([[300, 1000], [300, 1000]]), np.array([0, 1]))
+    assert amounts.tolist() == [800.0, 1300.0]
+
+
 def test_typical_tasks_cover_the_popularity_threshold_and_renormalise():
     trace = [task(f"a{i}", milli=500) for i in range(6)] + [task(f"b{i}", milli=250) for i in range(3)] + [task("c")]
     # 95 % of 10 tasks is 9.5: 6 + 3 = 9 is not enough, all three shapes are typical
@@ -174,13 +191,13 @@ def fits_somewhere(ledger: Ledger, offered: Task) -> bool:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_random_places_only_where_the_task_fits_and_drops_only_what_fits_nowhere(seed):
+def test_random_and_poold_place_only_where_the_task_fits_and_drop_only_what_fits_nowhere(seed):
     nodes = [node("a", gpus=2, cpu=8000, memory=4000), node("b", gpus=4, cpu=16_000, memory=8000),
              node("c", gpus=1, cpu=4000, memory=2000)]
     shapes = [(0, 0, 2000), (1, 300, 1000), (1, 700, 1500), (1, 1000, 3000), (2, 1000, 500), (4, 1000, 1000)]
     tasks = [task(f"t{i}", cpu=1000 + 500 * (i % 5), memory=mem, gpus=g, milli=m)
              for i, (g, m, mem) in enumerate(shapes * 6)]
-    policy = started(RandomPolicy(), nodes, tasks, seed)
+    policy = started(RandomPolicy() if seed % 2 else POLICIES["poold"](), nodes, tasks, seed)
     ledger = Ledger(nodes)
     placed = 0
     for offered in tasks:
@@ -193,7 +210,7 @@ def test_random_places_only_where_the_task_fits_and_drops_only_what_fits_nowhere
     assert placed > 0
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", POLICY_NAMES)
 def test_a_model_constrained_task_never_lands_on_another_model(name):
     nodes = [node("t4-0", gpus=4, model="T4"), node("v100", gpus=2, model="V100M32"), node("t4-1", gpus=4, model="T4")]
     v100_only = frozenset({"V100M32"})
@@ -206,8 +223,8 @@ def test_a_model_constrained_task_never_lands_on_another_model(name):
 
 
 def test_the_registry_holds_the_baselines_and_stays_open():
-    assert set(BASELINES) <= set(POLICIES)
-    assert {POLICIES[name]().name for name in BASELINES} == set(BASELINES)
+    assert set(POLICY_NAMES) <= set(POLICIES)
+    assert {POLICIES[name]().name for name in POLICY_NAMES} == set(POLICY_NAMES)
     with pytest.raises(ValueError, match="already registered"):
         register("fgd", FgdPolicy)
     register("test-bestfit", BestFitPolicy)
