@@ -24,6 +24,7 @@ from bench.replay import POLICIES, TraceError, cluster_gpus, load_nodes, load_ta
 from bench.replay.report import PolicySummary, format_table, replay_record  # noqa: E402
 
 DEFAULT_NODES = REPO_ROOT.parent / "shared" / "traces" / "alibaba-openb" / "openb_node_list_gpu_node.csv"
+DEFAULT_GAVEL = REPO_ROOT.parent / "shared" / "traces" / "gavel" / "gavel_isolated_throughput_matrix.csv"
 DEFAULT_SEEDS = "42-51"
 
 
@@ -74,6 +75,56 @@ def replay_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def scale_command(args: argparse.Namespace) -> int:
+    from bench.scale import run_scale
+
+    result = run_scale(args.nodes, args.gpus_per_node, args.pending, args.db)
+    figures = result.as_json()
+    print(f"one scheduling pass on {result.db}: {result.nodes} nodes, {result.gpus} GPUs about half held, {result.pending} pending")
+    rows = [
+        ("snapshot load (once per daemon start)", f"{result.load_seconds:.2f} s"),
+        ("pass: decide and commit", f"{result.pass_seconds:.2f} s"),
+        ("placed", f"{result.placed}"),
+        ("placements per second", f"{result.placements_per_s:,.0f}"),
+        ("lost races", f"{result.lost}"),
+        ("devices or nodes over capacity (SQL)", f"{result.over_capacity}"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value:>12}")
+    if args.json:
+        print(json.dumps(figures))
+    return 0 if result.over_capacity == 0 else 1
+
+
+def routing_command(args: argparse.Namespace) -> int:
+    import statistics
+
+    from bench.routing import PRICES, run_routing
+
+    print(f"{args.jobs} Gavel jobs per seed over {args.nodes_per_model} nodes x 8 GPUs of each of {', '.join(PRICES)} "
+          f"(per GPU-hour: {', '.join(f'{m} {p:.2f}' for m, p in PRICES.items())}), one arrival every {args.mean_gap:g} s on average")
+    print(f"{'seed':>4} {'policy':<14} {'work per cost':>14} {'cost':>10} {'mean wait':>10} {'makespan':>10}  jobs by chip")
+    per_policy: dict[str, list[float]] = {}
+    ratios = []
+    for seed in args.seeds:
+        results, ideal = run_routing(Path(args.gavel), args.jobs, args.nodes_per_model, args.mean_gap, seed)
+        for r in results:
+            chips = ", ".join(f"{model} {count}" for model, count in sorted(r.by_model.items()))
+            print(f"{seed:>4} {r.policy:<14} {r.work_per_cost:>14.3f} {r.cost:>10.0f} {r.mean_wait_s / 60:>8.1f} m "
+                  f"{r.makespan_s / 3600:>8.1f} h  {chips}")
+            per_policy.setdefault(r.policy, []).append(r.work_per_cost)
+        print(f"{seed:>4} {'(ideal)':<14} {ideal:>14.3f}   every job on its cheapest-per-work chip, capacity unlimited")
+        ratios.append(results[0].work_per_cost / results[1].work_per_cost)
+    medians = {policy: round(statistics.median(values), 4) for policy, values in per_policy.items()}
+    ratio = statistics.median(ratios)
+    print(f"median over seeds {args.seeds[0]}..{args.seeds[-1]}: cost-per-work routing delivers {ratio:.2f}x the work "
+          f"per unit of cost of heterogeneity-blind best fit (per seed: {', '.join(f'{r:.2f}' for r in ratios)})")
+    if args.json:
+        print(json.dumps({"work_per_cost": medians, "ratio": round(ratio, 3)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand is declared here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import MODULE first, so that it can register more policies")
     replay.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     replay.set_defaults(handler=replay_command)
+
+    scale = commands.add_parser("scale", help="one scheduling pass of the daemon over a large half-full pool")
+    scale.add_argument("--nodes", type=int, default=5000)
+    scale.add_argument("--gpus-per-node", type=int, default=8)
+    scale.add_argument("--pending", type=int, default=10000)
+    scale.add_argument("--db", default=None, metavar="URL",
+                       help="a PostgreSQL server URL (a throwaway database is made there); default: SQLite in a temporary file")
+    scale.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    scale.set_defaults(handler=scale_command)
+
+    routing = commands.add_parser("routing", help="cost-per-work routing on a mixed pool, jobs from Gavel's throughput table")
+    routing.add_argument("--gavel", default=str(DEFAULT_GAVEL), help="Gavel's throughput CSV (default: ../shared/traces/gavel)")
+    routing.add_argument("--jobs", type=int, default=1000, help="jobs per seed")
+    routing.add_argument("--nodes-per-model", type=int, default=6, help="nodes of 8 GPUs per chip model")
+    routing.add_argument("--mean-gap", type=float, default=300.0, help="mean seconds between arrivals")
+    routing.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-5"), help="seeds, e.g. 1-5 (default)")
+    routing.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    routing.set_defaults(handler=routing_command)
 
     return parser
 

@@ -17,7 +17,7 @@ import numpy as np
 from poold.scheduler import candidates as generate
 from poold.scheduler.framework import Candidates, Context, EngineOptions, Rejections
 from poold.scheduler.mix import JobMix
-from poold.scheduler.pool import ColumnarPool, Holding
+from poold.scheduler.pool import ColumnarPool, Holding, concat_ranges
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import Stack
 
@@ -167,7 +167,7 @@ def _positions(index: tuple[np.ndarray, np.ndarray], nodes: np.ndarray) -> np.nd
     if len(nodes) == 1:
         node = int(nodes[0])
         return order[ptr[node] : ptr[node + 1]]
-    return np.concatenate([order[ptr[n] : ptr[n + 1]] for n in nodes.tolist()]) if len(nodes) else order[:0]
+    return order[concat_ranges(ptr[nodes], ptr[nodes + 1])]
 
 
 class Engine:
@@ -192,10 +192,18 @@ class Engine:
         self._code_index = {code: i for i, code in enumerate(self.codes)}
         self._static: dict[tuple, _Static] = {}
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._rank = np.zeros(0)
 
     @property
     def pool(self) -> ColumnarPool:
         return self.ctx.pool
+
+    def _node_rank(self) -> np.ndarray:
+        """A random rank per node slot, drawn once per node from the engine's seed."""
+        missing = self.pool.n_nodes - len(self._rank)
+        if missing > 0:
+            self._rank = np.concatenate([self._rank, self.rng.random(missing)])
+        return self._rank
 
     # ---- deciding ------------------------------------------------------------------------
 
@@ -213,7 +221,12 @@ class Engine:
             total += weights[scorer.name] * scores
         best = float(total.max())
         tied = np.flatnonzero(total >= best - 1e-9)
-        pick = int(tied[self.rng.integers(len(tied))]) if len(tied) > 1 else int(tied[0])
+        pick = int(tied[0])
+        if len(tied) > 1:
+            # Ties go to the first node in this engine's own random order of the nodes: like
+            # first fit, it fills some nodes and keeps others whole, and two daemons, ordered
+            # differently, rarely reach for the same node.
+            pick = int(tied[np.argmin(self._node_rank()[entry.unit_node[valid[tied]]])])
         chosen = self._choice(entry, valid, pick, normalized, total)
         others = np.flatnonzero(entry.rows.model[valid] != entry.rows.model[valid[pick]])
         runner_up = None

@@ -387,6 +387,16 @@ class ColumnarPool:
         self.layout += 1
 
 
+def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])``, without the loop."""
+    lengths = (ends - starts).astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts.astype(np.int64) - (np.cumsum(lengths) - lengths), lengths)
+    return shift + np.arange(total)
+
+
 def _grown(column: np.ndarray, size: int) -> np.ndarray:
     grown = np.zeros(size, dtype=column.dtype)
     grown[: min(len(column), size)] = column[:size]
