@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from poold.db import migrate
@@ -27,6 +27,7 @@ from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel, Q
 from poold.db.session import make_engine, make_sessionmaker
 from poold.jobspec import JobSpec
 from poold.scheduler.loop import Scheduler
+from poold.services import audit
 from poold.settings import Settings
 
 GPU_MEMORY_MIB = 81559
@@ -178,32 +179,9 @@ def _populate(engine, nodes: int, gpus_per_node: int, pending: int, seed: int) -
             connection.execute(AllocationModel.__table__.insert(), allocations[start : start + 5000])
 
 
-def over_capacity(factory) -> int:
-    """Devices and nodes over capacity on any resource, counted in SQL."""
-    active = AllocationModel.released_at.is_(None)
+def _violations(factory) -> list[str]:
     with factory() as session:
-        devices = session.execute(
-            select(func.count()).select_from(
-                select(AllocationModel.device_id)
-                .join(DeviceModel, DeviceModel.id == AllocationModel.device_id)
-                .where(active)
-                .group_by(AllocationModel.device_id, DeviceModel.memory_total_mib)
-                .having((func.sum(AllocationModel.share) > 1.000001) | (func.sum(AllocationModel.memory_mib) > DeviceModel.memory_total_mib))
-                .subquery()
-            )
-        ).scalar_one()
-        nodes = session.execute(
-            select(func.count()).select_from(
-                select(AllocationModel.node_id)
-                .join(NodeModel, NodeModel.id == AllocationModel.node_id)
-                .where(active, AllocationModel.device_id.is_(None))
-                .group_by(AllocationModel.node_id, NodeModel.cpu_cores, NodeModel.memory_total_mib)
-                .having((func.sum(AllocationModel.cpu_cores) > NodeModel.cpu_cores + 1e-6)
-                        | (func.sum(AllocationModel.host_memory_mib) > NodeModel.memory_total_mib))
-                .subquery()
-            )
-        ).scalar_one()
-    return int(devices) + int(nodes)
+        return audit.over_capacity(session)
 
 
 def run_scale(nodes: int, gpus_per_node: int, pending: int, db: str | None, seed: int = 1) -> ScaleResult:
@@ -222,5 +200,5 @@ def run_scale(nodes: int, gpus_per_node: int, pending: int, db: str | None, seed
         elapsed = time.perf_counter() - started
         return ScaleResult(
             nodes=nodes, gpus=nodes * gpus_per_node, pending=pending, placed=len(result.placed), lost=len(result.lost_races),
-            load_seconds=loaded, pass_seconds=elapsed, db=backend, over_capacity=over_capacity(factory),
+            load_seconds=loaded, pass_seconds=elapsed, db=backend, over_capacity=len(_violations(factory)),
         )
