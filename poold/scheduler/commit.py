@@ -9,8 +9,9 @@ A batch
 2. locks the nodes, then the devices, it places on;
 3. sums what active allocations hold on them (device share and memory, node CPU cores and
    host memory) and walks the placements in order, keeping each one only if the whole
-   resource vector still fits: device share ≤ 1, device memory ≤ total less memory used
-   outside poold (when counted), node CPU and host memory ≤ the node's;
+   resource vector still fits: device share ≤ 1, device memory booked ≤ total and the memory
+   the job needs free after what is booked and what runs outside poold (when counted), node
+   CPU and host memory ≤ the node's;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events, and moves the nodes' generation.
 
@@ -35,9 +36,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeviceClaim:
+    """A share of one device, the memory booked for it, and the memory that must be free for it
+    (``PlacementRequest.memory_needed``)."""
+
     device_id: int
     share: float
     memory_mib: int
+    memory_needed_mib: int
     price_per_hour: float
 
 
@@ -131,9 +136,10 @@ class _Ledger:
                 return False
             if self.share.get(device.id, 0.0) + claim.share > 1.0 + EPSILON:
                 return False
-            if device.memory_total_mib is not None and claim.memory_mib:
+            if device.memory_total_mib is not None:
+                held = self.memory.get(device.id, 0)
                 outside = (device.memory_outside_mib or 0) if self.count_outside else 0
-                if self.memory.get(device.id, 0) + claim.memory_mib + outside > device.memory_total_mib:
+                if held + claim.memory_mib > device.memory_total_mib or held + claim.memory_needed_mib + outside > device.memory_total_mib:
                     return False
         self.cpu[node.id] = self.cpu.get(node.id, 0.0) + proposal.cpu_cores
         self.host_memory[node.id] = self.host_memory.get(node.id, 0) + proposal.host_memory_mib

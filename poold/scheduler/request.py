@@ -11,6 +11,9 @@ import numpy as np
 from poold.jobspec import JobSpec
 
 DEVICE_KINDS = frozenset({"gpu", "npu", "fpga"})
+# A job that asks no device memory needs its share of the device's memory free, less this
+# fraction of the device: what drivers and idle contexts take, which NVML counts as used.
+IMPLICIT_MEMORY_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,11 @@ class PlacementRequest:
         if self.memory_per_device_mib is not None:
             return np.full(memory_total_mib.shape, self.memory_per_device_mib, dtype=np.int64)
         return np.where(memory_total_mib < 0, 0, (memory_total_mib * self.share).astype(np.int64))
+
+    def memory_needed(self, memory_total_mib: np.ndarray) -> np.ndarray:
+        """Device memory (MiB) that must be free on devices of these totals to place the job:
+        the asked minimum, else its share less ``IMPLICIT_MEMORY_SLACK`` of the device."""
+        if self.memory_per_device_mib is not None:
+            return self.memory_to_hold(memory_total_mib)
+        slack = (memory_total_mib * IMPLICIT_MEMORY_SLACK).astype(np.int64)
+        return np.maximum(self.memory_to_hold(memory_total_mib) - slack, 0)

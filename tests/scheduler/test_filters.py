@@ -115,9 +115,12 @@ def test_device_health_and_free_share(settings):
         ({"memory_per_device": "8GiB"}, True, "insufficient_memory"),
         # not counting outside use: 23034 - 6144 = 16890 MiB free, 8 GiB fits
         ({"memory_per_device": "8GiB"}, False, "ok"),
-        # a half share without a memory ask holds half the memory: 11517 > 6650
+        # without a memory ask a share needs its part of the memory less 5 % of the device:
+        # half: 11517 - 1151 = 10366 > 6650; a quarter: 5758 - 1151 = 4607 <= 6650
         ({"share": 0.5}, True, "insufficient_memory"),
-        ({"share": 0.25}, True, "ok"),  # 5758 <= 6650
+        ({"share": 0.25}, True, "ok"),
+        # a whole GPU needs 23034 - 1151 = 21883 free: far more than the 6650 left
+        ({}, True, "insufficient_memory"),
     ],
 )
 def test_device_memory_counts_what_others_hold_and_what_runs_outside_poold(settings, resources, count_outside, expected):
@@ -126,6 +129,17 @@ def test_device_memory_counts_what_others_hold_and_what_runs_outside_poold(setti
     pool = make_pool(settings, builder)
     pool.apply(Holding(7, 0, (0,), 0.25, (6144,), 0.0, 0))
     assert device_verdicts(DeviceMemory(), pool, request(**resources), count_outside) == [expected]
+
+
+def test_a_whole_gpu_job_ignores_driver_sized_outside_use_but_not_a_foreign_workload(settings):
+    builder = make_node("h100").gpus(2, "H100")
+    builder.devices[0].memory_outside_mib = 512  # the driver's context: under 5 % of 81559
+    builder.devices[1].memory_outside_mib = 64512  # a process outside poold fills it (the demo's GPU 1)
+    pool = make_pool(settings, builder)
+    # whole GPU, no ask: needs 81559 - 4077 = 77482 free; 81559 - 512 = 81047 ok; 81559 - 64512 = 17047 not
+    assert device_verdicts(DeviceMemory(), pool, request()) == ["ok", "insufficient_memory"]
+    assert device_verdicts(DeviceMemory(), pool, request(memory_per_device="20GiB")) == ["ok", "insufficient_memory"]
+    assert device_verdicts(DeviceMemory(), pool, request(memory_per_device="20GiB"), count_outside_memory=False) == ["ok", "ok"]
 
 
 def test_device_memory_refuses_an_ask_on_a_device_that_does_not_report_memory(settings):

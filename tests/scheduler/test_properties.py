@@ -94,10 +94,12 @@ def assert_within_capacity(pool: ColumnarPool) -> None:
     for holding in pool.holdings.values():
         held[list(holding.devices)] += holding.share
     assert (held <= 1 + 1e-9).all(), held
-    known = pool.dev_mem_total[:d] >= 0
-    used = pool.dev_mem_held[:d] + pool.dev_mem_outside[:d]
-    # Memory already used outside poold can exceed what is left; what poold holds may not add to it.
-    assert (~known | (pool.dev_mem_held[:d] <= np.maximum(pool.dev_mem_total[:d] - pool.dev_mem_outside[:d], 0)) | (pool.dev_mem_held[:d] == 0)).all(), used
+    total, booked, outside = pool.dev_mem_total[:d], pool.dev_mem_held[:d], pool.dev_mem_outside[:d]
+    known = total >= 0
+    # Bookings never exceed the device; with what runs outside poold they exceed it by at most
+    # the slack a job without a memory ask is given (5 % of the device).
+    assert (~known | (booked <= total)).all()
+    assert (~known | (booked == 0) | (booked + outside <= total + 0.05 * total)).all()
     assert (pool.node_cpu_held[:n] <= pool.node_cpu[:n] + 1e-9).all()
     assert (pool.node_mem_held[:n] <= pool.node_mem[:n]).all()
 
