@@ -29,7 +29,7 @@ import psutil
 from agents import __version__
 from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
 from agents.config import AgentSettings
-from agents.record import DeviceRecord, HostRecord, Inventory
+from agents.record import HostRecord, Inventory
 from agents.runner import Runner
 from agents.sdnotify import notify as sd_notify
 from poold.api.schemas import HeartbeatRequest, RegisterRequest
@@ -191,15 +191,9 @@ class Agent:
         return self.inventory
 
     def _devices(self) -> list:
-        """The inventory's devices as reported: XID verdicts applied, memory used outside poold added."""
         inventory = self.inventory or self.fresh_inventory()
-        devices = []
-        for device in inventory.devices:
-            update: dict[str, Any] = {"memory_outside_mib": outside_memory_mib(device)}
-            if device.uuid in self.unhealthy:
-                update.update(health="unhealthy", health_reason=self.unhealthy[device.uuid])
-            devices.append(device.model_copy(update=update))
-        return devices
+        return [device.model_copy(update={"health": "unhealthy", "health_reason": self.unhealthy[device.uuid]})
+                if device.uuid in self.unhealthy else device for device in inventory.devices]
 
     def _register(self) -> None:
         inventory = self.fresh_inventory()
@@ -273,25 +267,6 @@ class Agent:
                     if event.kind == "started":
                         self.runner.cancel(event.job_id, f"the daemon refused its start: {result.reason}")
                 self.runner.outbox.remove(path)
-
-
-def outside_memory_mib(device: DeviceRecord) -> int | None:
-    """Device memory in use by processes that are not poold jobs: what the device reports used,
-    less what processes carrying a ``POOLD_JOB_ID`` use. None when the device does not say."""
-    if device.memory_total_mib is None or device.memory_free_mib is None:
-        return None
-    used = device.memory_total_mib - device.memory_free_mib
-    ours = 0
-    for entry in device.attributes.get("processes") or []:
-        if not entry.get("used_memory_mib"):
-            continue
-        try:
-            if "POOLD_JOB_ID" in psutil.Process(int(entry["pid"])).environ():
-                ours += int(entry["used_memory_mib"])
-        except (psutil.Error, OSError, ValueError, TypeError, KeyError):
-            continue
-    return max(0, used - ours)
-
 
 
 def _bare_host() -> HostRecord:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from agents.collectors.base import Collector, CollectorResult, UnavailableCollector, describe
 from agents.collectors.host import HostCollector
 from agents.collectors.nvidia import NvidiaCollector
@@ -119,10 +121,29 @@ def _fallback_host() -> HostRecord:
                       attributes={"host_collector": "failed"})
 
 
+def outside_memory_mib(device: DeviceRecord) -> int | None:
+    """Device memory in use by processes that are not poold jobs: what the device reports used,
+    less what processes carrying a ``POOLD_JOB_ID`` use. None when the device does not say."""
+    if device.memory_total_mib is None or device.memory_free_mib is None:
+        return None
+    used = device.memory_total_mib - device.memory_free_mib
+    ours = 0
+    for entry in device.attributes.get("processes") or []:
+        if not entry.get("used_memory_mib"):
+            continue
+        try:
+            if "POOLD_JOB_ID" in psutil.Process(int(entry["pid"])).environ():
+                ours += int(entry["used_memory_mib"])
+        except (psutil.Error, OSError, ValueError, TypeError, KeyError):
+            continue
+    return max(0, used - ours)
+
+
 def collect(collectors: Iterable[Collector]) -> Inventory:
     """One inventory pass: every collector in turn, each failure kept to its own status.
 
-    A device uuid reported twice keeps its first record (and logs the duplicate).
+    A device uuid reported twice keeps its first record (and logs the duplicate). Each device
+    gets the memory used by processes that are not poold jobs (``outside_memory_mib``).
     """
     host: HostRecord | None = None
     host_attributes: dict[str, Any] = {}
@@ -146,7 +167,7 @@ def collect(collectors: Iterable[Collector]) -> Inventory:
                 log.warning("collector %s reported device %s again; keeping the first", collector.name, device.uuid)
                 continue
             seen.add(device.uuid)
-            devices.append(device)
+            devices.append(device.model_copy(update={"memory_outside_mib": outside_memory_mib(device)}))
     host = host or _fallback_host()
     if host_attributes:
         host = host.model_copy(update={"attributes": {**host.attributes, **host_attributes}})

@@ -113,3 +113,30 @@ def test_log_once_logs_a_key_once_per_process(caplog: pytest.LogCaptureFixture) 
         for _ in range(3):
             log_once(logger, logging.INFO, key, "NVML unavailable: %s", "LibraryNotFound")
     assert [r.getMessage() for r in caplog.records] == ["NVML unavailable: LibraryNotFound"]
+
+
+def test_memory_used_outside_poold_is_what_is_used_less_what_poold_jobs_use(fake_state: Path) -> None:
+    """GPU 1 of the HGX fixture shows 64,512 MiB used by no process NVML lists: all of it is
+    outside poold. On GPU 2 a job of ours (it carries POOLD_JOB_ID) uses 20,000 MiB and a
+    foreign process 5,000 MiB: only the 5,000 MiB is outside."""
+    import os
+    import subprocess
+
+    from agents.fake import claim_device
+
+    env = {key: value for key, value in os.environ.items() if key != "POOLD_JOB_ID"}
+    ours = subprocess.Popen(["sleep", "30"], env={**env, "POOLD_JOB_ID": "5"})
+    theirs = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        gpu1, gpu2 = "GPU-c1915abc-0a51-59b3-9d41-ae7a171796f2", "GPU-ac7d0a14-0381-56f2-8e36-ef499156be4e"
+        claim_device(gpu2, ours.pid, 20000, state=fake_state)
+        claim_device(gpu2, theirs.pid, 5000, state=fake_state)
+        devices = {d.uuid: d for d in collect(load_collectors(fake="hgx-h100-mig")).devices}
+        assert devices[gpu1].memory_outside_mib == 64512
+        assert devices[gpu2].memory_free_mib == 81559 - 25000
+        assert devices[gpu2].memory_outside_mib == 5000
+        assert devices["GPU-9d30ea10-3aa7-5ac0-b5db-e95eab708205"].memory_outside_mib == 0
+    finally:
+        for process in (ours, theirs):
+            process.kill()
+            process.wait()

@@ -4,9 +4,11 @@ reasons are stored, and concurrent passes never double-book a device."""
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
+from poold.api.schemas import JobEvent
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
@@ -79,10 +81,6 @@ def test_priority_order_queue_then_job_priority(pool, settings):
 
 
 def test_ended_job_frees_its_devices(pool, settings):
-    from datetime import datetime, timezone
-
-    from poold.api.schemas import JobEvent
-
     _register(pool, make_node("l4").gpus(1, "L4"))
     first, second = _submit(pool), _submit(pool)
     Scheduler(pool.factory, settings).run_pass()
@@ -147,3 +145,28 @@ def test_two_nodes_may_report_the_same_bus_id_based_uuid(pool, settings):
         assert sorted(d.node.name for d in same) == ["npu-a", "npu-b"]
     ids = [_submit(pool, kind="npu") for _ in range(2)]
     assert Scheduler(pool.factory, settings).run_pass().placed == ids
+
+
+def test_memory_used_outside_poold_keeps_jobs_off_a_busy_gpu_unless_the_operator_ignores_it(pool, settings):
+    """The HGX fixture: GPU 0 in MIG mode, GPU 1 with 64,512 MiB used by a process outside poold
+    (17,047 MiB free), six idle GPUs. Seven 20 GiB GPUs do not fit there, six do."""
+    from agents.inventory import collect, load_collectors
+
+    inventory = collect(load_collectors(fake="hgx-h100-mig"))
+    with transaction(pool.factory) as session:
+        nodes.register(session, "hgx", inventory.host, inventory.devices, "test")
+    seven = _submit(pool, count=7, memory_per_device="20GiB")
+    six = _submit(pool, count=6, memory_per_device="20GiB")
+    result = Scheduler(pool.factory, settings).run_pass()
+    assert (result.placed, result.waiting) == ([six], [seven])
+    with pool.factory() as session:
+        held = {a.device.uuid for a in jobs.get_job(session, six).allocations if a.device is not None}
+        assert "GPU-c1915abc-0a51-59b3-9d41-ae7a171796f2" not in held
+        reason = jobs.get_job(session, seven).reason
+        assert "insufficient_memory" in reason and "63.0 GiB used outside poold" in reason
+    with transaction(pool.factory) as session:
+        jobs.cancel(session, six)
+        jobs.apply_event(session, "hgx", JobEvent(job_id=six, kind="ended", at=datetime.now(timezone.utc), exit_code=0))
+    ignoring = settings.model_copy(deep=True)
+    ignoring.scheduler.count_outside_memory = False
+    assert Scheduler(pool.factory, ignoring).run_pass().placed == [seven]
