@@ -1,0 +1,72 @@
+"""The scheduler's snapshot follows the store by node generation: what changes placement moves
+the generation and is reloaded; a heartbeat that changes nothing placement reads costs nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from poold.api.schemas import JobEvent
+from poold.db.session import transaction
+from poold.scheduler.loop import Scheduler
+from poold.scheduler.snapshot import StoreSnapshot
+from poold.services import jobs, nodes
+from tests.builders import job, make_node
+
+
+def _refresh(pool, snapshot) -> int:
+    with pool.factory() as session:
+        return snapshot.refresh(session)
+
+
+def test_a_heartbeat_that_changes_nothing_placement_reads_reloads_nothing(pool, settings):
+    builders = [make_node(f"n{i}").gpus(2, "A100", nvlink=12) for i in range(3)]
+    with transaction(pool.factory) as session:
+        for builder in builders:
+            builder.register(session)
+    snapshot = StoreSnapshot(settings)
+    assert _refresh(pool, snapshot) == 3
+    layout = snapshot.pool.layout
+    first = builders[0]
+    for device in first.devices:  # usage moves all the time; placement does not read it
+        device.utilization_pct, device.temperature_c, device.power_w = 97.0, 71.0, 388.5
+        device.attributes["processes"] = [{"pid": 4242, "used_memory_mib": 100}]
+    with transaction(pool.factory) as session:
+        nodes.heartbeat(session, "n0", first.host, first.devices)
+    assert _refresh(pool, snapshot) == 0
+    assert snapshot.pool.layout == layout
+    # memory used outside poold moves it only by 256 MiB steps; health always
+    first.devices[0].memory_outside_mib = 100
+    with transaction(pool.factory) as session:
+        nodes.heartbeat(session, "n0", first.host, first.devices)
+    assert _refresh(pool, snapshot) == 0
+    first.devices[0].memory_outside_mib = 4096
+    first.devices[1].health, first.devices[1].health_reason = "unhealthy", "XID 79"
+    with transaction(pool.factory) as session:
+        nodes.heartbeat(session, "n0", first.host, first.devices)
+    assert _refresh(pool, snapshot) == 1
+    slot = snapshot.pool.node_by_id[1]
+    devices = list(snapshot.pool.devices_of(slot))
+    assert snapshot.pool.dev_mem_outside[devices].tolist() == [4096, 0]
+    assert snapshot.pool.dev_healthy[devices].tolist() == [True, False]
+    assert snapshot.pool.layout == layout  # the same devices: slots kept, caches over them too
+
+
+def test_placements_drains_and_job_ends_are_reloaded(pool, settings):
+    with transaction(pool.factory) as session:
+        make_node("a", cpu_cores=32).gpus(2, "L4").register(session)
+    snapshot = StoreSnapshot(settings)
+    _refresh(pool, snapshot)
+    with transaction(pool.factory) as session:
+        job_id = jobs.submit(session, job(share=0.5, cpu_cores=6, host_memory="8GiB")).id
+    assert Scheduler(pool.factory, settings).run_pass().placed == [job_id]
+    assert _refresh(pool, snapshot) == 1
+    p = snapshot.pool
+    assert sorted(p.dev_free[: p.n_devices].tolist()) == [0.5, 1.0]
+    assert (p.node_cpu_held[0], p.node_mem_held[0]) == (6.0, 8192)
+    with transaction(pool.factory) as session:
+        jobs.apply_event(session, "a", JobEvent(job_id=job_id, kind="ended", at=datetime.now(timezone.utc), exit_code=0))
+    assert _refresh(pool, snapshot) == 1
+    assert p.dev_free[: p.n_devices].tolist() == [1.0, 1.0] and p.node_cpu_held[0] == 0.0
+    with transaction(pool.factory) as session:
+        nodes.set_drained(session, "a", True, "firmware")
+    assert _refresh(pool, snapshot) == 1 and bool(p.node_drained[0])
