@@ -6,10 +6,13 @@ the job mix and the parsed requests carry over from pass to pass. A pass
 1. reloads the nodes whose store generation moved (``snapshot``);
 2. counts jobs it has not seen before into the job mix;
 3. takes pending jobs by queue priority and job priority; among equals, those tried least
-   recently first (rotation, so a block of jobs that cannot be placed never starves the
-   ones behind it), at most ``scheduler.max_jobs_per_pass``;
-4. decides each job on the pool as the earlier placements of this pass left it, and once a
-   request signature failed, fails its later jobs at once (the pool only fills in a pass);
+   recently first (rotation);
+4. decides each job on the pool as the earlier placements of this pass left it. A request
+   signature that failed fails again at once, without a decision, until the pool gives
+   capacity back (a release, a node that comes back, a device healthy again; the pool's
+   ``gains``). At most ``scheduler.max_jobs_per_pass`` decisions are made a pass; jobs that
+   share a failed signature cost none, so a block of jobs that cannot be placed never
+   starves the ones behind it;
 5. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
    a placement that lost a race is given back to the pool and its job tried next pass;
 6. stores why each job still waits.
@@ -74,6 +77,9 @@ class Scheduler:
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
         self._tried: dict[int, int] = {}
+        # Signatures that failed, with the pool's ``gains`` then: they fail again, without a
+        # decision, until something is given back.
+        self._failed: dict[tuple, tuple[int, Unplaceable]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
 
@@ -101,33 +107,39 @@ class Scheduler:
             for chunk in chunks([job_id for job_id in order if job_id not in self._requests]):
                 for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(JobModel.id.in_(chunk))):
                     self.request_of(job_id, spec)
-            reasons = {}
-            for chunk in chunks(order):
-                reasons.update(session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk))).all())
         self._forget(set(order))
-        failed: dict[tuple, Unplaceable] = {}
+        pool = self.engine.pool
         batch: list[tuple[Placement, Proposal]] = []
         waiting: dict[int, str] = {}
+        decisions = 0
         for job_id in order:
             request = self._requests[job_id]
-            decision = failed.get(request.signature) or self.engine.place(request)
+            known = self._failed.get(request.signature)
+            if known is not None and known[0] == pool.gains:
+                decision: Placement | Unplaceable = known[1]  # nothing was given back since it failed
+            else:
+                if decisions >= self.settings.scheduler.max_jobs_per_pass:
+                    break  # the rest wait for the next pass; rotation brings them forward
+                decisions += 1
+                decision = self.engine.place(request)
             if isinstance(decision, Unplaceable):
-                failed[request.signature] = decision
+                self._failed[request.signature] = (pool.gains, decision)
                 waiting[job_id] = decision.reason
                 self._tried[job_id] = self._passes
                 continue
             self.engine.apply(decision)
             batch.append((decision, self._proposal(decision)))
             if len(batch) >= self.settings.scheduler.batch_size:
-                if self._commit(batch, result):
-                    failed.clear()  # a lost race gave capacity back
+                self._commit(batch, result)
                 batch = []
         self._commit(batch, result)
         result.waiting = list(waiting)
-        self._record_waiting({job_id: (reasons.get(job_id), text) for job_id, text in waiting.items()})
+        self._record_waiting(waiting)
         return result
 
     def _pending(self, session: Session) -> list[int]:
+        """Pending jobs in the order they are tried: queue priority, job priority, then the
+        ones a pass tried least recently (never tried first), then age."""
         rows = session.execute(
             select(JobModel.id, QueueModel.priority, JobModel.priority)
             .join(QueueModel, QueueModel.name == JobModel.queue_name)
@@ -135,13 +147,15 @@ class Scheduler:
         ).all()
         tried = self._tried
         rows.sort(key=lambda row: (-row[1], -row[2], tried.get(row[0], 0), row[0]))
-        return [row[0] for row in rows[: self.settings.scheduler.max_jobs_per_pass]]
+        return [row[0] for row in rows]
 
     def _forget(self, pending: set[int]) -> None:
-        """Drop parsed requests and rotation marks of jobs no longer pending (placed, cancelled)."""
+        """Drop parsed requests, rotation marks and failed signatures of jobs no longer pending."""
         if len(self._requests) > 2 * max(len(pending), 1000):
             self._requests = {job_id: r for job_id, r in self._requests.items() if job_id in pending}
             self._tried = {job_id: n for job_id, n in self._tried.items() if job_id in pending}
+            signatures = {r.signature for r in self._requests.values()}
+            self._failed = {sig: known for sig, known in self._failed.items() if sig in signatures}
 
     def _observe_new_jobs(self, session: Session) -> None:
         """Count jobs submitted since the last pass (the most recent ones, on the first) into the mix."""
@@ -176,10 +190,10 @@ class Scheduler:
             reason=placement.reason,
         )
 
-    def _commit(self, batch: list[tuple[Placement, Proposal]], result: PassResult) -> bool:
-        """Commit ``batch``; True when a placement was lost (and given back to the pool)."""
+    def _commit(self, batch: list[tuple[Placement, Proposal]], result: PassResult) -> None:
+        """Commit ``batch``; a placement that lost its race is given back to the pool."""
         if not batch:
-            return False
+            return
         try:
             committed, lost = commit(self.factory, [proposal for _, proposal in batch], self.settings.scheduler.count_outside_memory)
         except Exception:
@@ -192,18 +206,17 @@ class Scheduler:
             self.engine.pool.release(job_id)
         for job_id in committed:
             self._tried.pop(job_id, None)
-        return bool(lost)
 
-    def _record_waiting(self, reasons: dict[int, tuple[str | None, str]]) -> None:
+    def _record_waiting(self, reasons: dict[int, str]) -> None:
         """Store why each job waits; an event only when the reason changes, so the log stays readable."""
-        changed = {job_id: new for job_id, (old, new) in reasons.items() if old != new}
-        if not changed:
+        if not reasons:
             return
         with transaction(self.factory) as session:
-            for chunk in chunks(list(changed)):
+            for chunk in chunks(list(reasons)):
                 for job in session.scalars(select(JobModel).where(JobModel.id.in_(chunk), JobModel.state == "pending")):
-                    job.reason = changed[job.id]
-                    events.record(session, "job.waiting", changed[job.id], job_id=job.id)
+                    if job.reason != reasons[job.id]:
+                        job.reason = reasons[job.id]
+                        events.record(session, "job.waiting", reasons[job.id], job_id=job.id)
 
 
 def chunks(ids: list[int], size: int = 1000) -> list[list[int]]:

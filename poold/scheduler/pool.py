@@ -149,6 +149,9 @@ class ColumnarPool:
     profiles: Codes = field(default_factory=Codes)
     shells: Codes = field(default_factory=Codes)
     layout: int = 0
+    # Moves whenever capacity may have been given back (a release, a node that came or came
+    # back, devices freed, healthy again, undrained): a request that failed before it may fit.
+    gains: int = 0
     n_devices: int = 0  # slots used (alive or not)
     n_nodes: int = 0
 
@@ -229,8 +232,10 @@ class ColumnarPool:
         if slot is None:
             slot = self._new_node_slot(node.id)
         previous = self.node_specs[slot]
+        before = self._capacity_of(slot) if previous is not None else None
         if previous is None or previous[1] != ordered:
             self._place_devices(slot, ordered)
+            before = None
         self.node_specs[slot] = (node, ordered)
         self.node_name[slot] = node.name
         self.node_ready[slot], self.node_drained[slot] = node.ready, node.drained
@@ -248,7 +253,31 @@ class ColumnarPool:
         for job_id in [job for job, held in self.holdings.items() if held.node == slot]:
             del self.holdings[job_id]
         self.node_gen[slot] += 1
+        if before is None or self._gained(before, self._capacity_of(slot)):
+            self.gains += 1
         return slot
+
+    def _capacity_of(self, slot: int) -> tuple:
+        """What a node offers now: up and undrained, CPU and memory free, per device free share,
+        free memory and health (compared by :meth:`_gained`)."""
+        span = slice(int(self.node_start[slot]), int(self.node_end[slot]))
+        return (
+            bool(self.node_ready[slot] and not self.node_drained[slot]),
+            float(self.node_cpu[slot] - self.node_cpu_held[slot]),
+            int(self.node_mem[slot] - self.node_mem_held[slot]),
+            self.dev_free[span].copy(),
+            (self.dev_mem_total[span] - self.dev_mem_held[span] - self.dev_mem_outside[span]).copy(),
+            self.dev_healthy[span].copy(),
+        )
+
+    @staticmethod
+    def _gained(before: tuple, after: tuple) -> bool:
+        up, cpu, mem, free, mem_free, healthy = before
+        up2, cpu2, mem2, free2, mem_free2, healthy2 = after
+        return (
+            (up2 and not up) or cpu2 > cpu + 1e-9 or mem2 > mem
+            or bool((free2 > free + EPSILON).any()) or bool((mem_free2 > mem_free).any()) or bool((healthy2 & ~healthy).any())
+        )
 
     def remove_node(self, node_id: int) -> None:
         slot = self.node_by_id.pop(node_id, None)
@@ -283,6 +312,7 @@ class ColumnarPool:
         self.node_cpu_held[holding.node] -= holding.cpu_cores
         self.node_mem_held[holding.node] -= holding.host_memory_mib
         self.node_gen[holding.node] += 1
+        self.gains += 1
         return holding
 
     # ---- slots ---------------------------------------------------------------------------

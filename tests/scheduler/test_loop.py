@@ -170,3 +170,21 @@ def test_memory_used_outside_poold_keeps_jobs_off_a_busy_gpu_unless_the_operator
     ignoring = settings.model_copy(deep=True)
     ignoring.scheduler.count_outside_memory = False
     assert Scheduler(pool.factory, ignoring).run_pass().placed == [seven]
+
+
+def test_a_block_of_jobs_that_cannot_be_placed_does_not_starve_the_jobs_behind_it(pool, settings):
+    """Two L4s, both held. Ahead of a CPU-only job wait 40 two-GPU jobs of higher priority,
+    in 3 shapes. With 2 decisions a pass, the 40 cost 2 decisions at most (a failed shape
+    fails its other jobs at once), and rotation brings the third shape and the CPU job forward."""
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    first = _submit(pool, count=2)
+    assert Scheduler(pool.factory, settings).run_pass().placed == [first]
+    with transaction(pool.factory) as session:
+        for i in range(40):
+            jobs.submit(session, job(count=2, cpu_cores=i % 3).model_copy(update={"priority": 5}))
+    cpu_job = _submit(pool, kind="cpu", cpu_cores=2)
+    limited = settings.model_copy(deep=True)
+    limited.scheduler.max_jobs_per_pass = 2
+    scheduler = Scheduler(pool.factory, limited)
+    placed = [job_id for _ in range(3) for job_id in scheduler.run_pass().placed]
+    assert placed == [cpu_job]
