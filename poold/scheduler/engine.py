@@ -213,10 +213,11 @@ class Engine:
         if len(valid) == 0:
             return Unplaceable(request, self.rejections(request, entry))
         weights = self.stack.weights(request.objective)
+        raw = entry.raw.take(valid, axis=1)  # take: several times faster than fancy indexing here
         total = np.zeros(len(valid))
         normalized = []
         for s, scorer in enumerate(self.stack.scorers):
-            scores = scorer.normalize(request, self.ctx, entry.raw[s, valid])
+            scores = scorer.normalize(request, self.ctx, raw[s])
             normalized.append(scores)
             total += weights[scorer.name] * scores
         best = float(total.max())
@@ -228,7 +229,7 @@ class Engine:
             # differently, rarely reach for the same node.
             pick = int(tied[np.argmin(self._node_rank()[entry.unit_node[valid[tied]]])])
         chosen = self._choice(entry, valid, pick, normalized, total)
-        others = np.flatnonzero(entry.rows.model[valid] != entry.rows.model[valid[pick]])
+        others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]])
         runner_up = None
         if len(others):
             second = int(others[np.argmax(total[others])])
@@ -400,8 +401,8 @@ class Engine:
         if failed.any():
             # A unit none of whose candidates passed keeps the first failure as its reason.
             entry.unit_code[owner[failed]] = code[failed]
-        keep = np.flatnonzero(~failed)
-        owner, fresh = owner[keep], fresh.take(keep)
+            keep = np.flatnonzero(~failed)
+            owner, fresh = owner[keep], fresh.take(keep)
         raw = np.array([scorer.raw(request, self.ctx, fresh) for scorer in self.stack.scorers]).reshape(len(self.stack.scorers), len(owner))
         if request.count == 1 and len(owner):
             weights = self.stack.weights(request.objective)
@@ -418,8 +419,10 @@ class Engine:
 
     def _first_failure(self, codes: np.ndarray, checks) -> None:
         """Write into ``codes`` the first failing check's code index, for each subject still OK."""
+        alive = codes == _OK
         for plugin_checks in checks:
             for code, ok in plugin_checks:
-                newly = (codes == _OK) & ~ok
+                newly = alive & ~ok
                 if newly.any():
                     codes[newly] = self._code_index[code]
+                    alive &= ok

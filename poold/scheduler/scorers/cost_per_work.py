@@ -24,7 +24,9 @@ class CostPerWork:
 
     def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
         cost = -raw
-        cheapest = float(cost.min())
+        cheapest, dearest = float(cost.min()), float(cost.max())
+        if dearest <= cheapest * (1.0 + ctx.options.cost_tolerance) + 1e-12:
+            return np.full(len(raw), 100.0)  # all within the band (a pool priced alike)
         band = cheapest * (1.0 + ctx.options.cost_tolerance) + 1e-12
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(cost <= band, 100.0, 100.0 * cheapest / cost)
