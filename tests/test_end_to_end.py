@@ -1,7 +1,7 @@
 """The whole pool: a live daemon and real agent processes over the fake-device harness.
 
 Covers what a user relies on across both programs: a MIG job sees exactly its slice, a
-cancelled job's whole process tree is gone, an agent killed (SIGKILL) and restarted in the
+CPU-only job sees no device, a cancelled job's whole process tree is gone, an agent killed (SIGKILL) and restarted in the
 middle of a job loses no outcome, and an XID reported by a fake GPU takes it out of service.
 """
 
@@ -90,6 +90,16 @@ def test_mig_job_sees_only_its_slice(site):
     assert alloc["device_uuid"].startswith("MIG-")
     log = wait_for(lambda: client.log(job_id).decode())
     assert log.strip() == f"CUDA={alloc['device_uuid']}"
+
+
+def test_cpu_only_job_runs_with_no_device_visible(site):
+    _, _, client, _ = site
+    job_id = submit(client, 'name = "prep"\ncommand = ["sh", "-c", "echo CUDA=[$CUDA_VISIBLE_DEVICES]"]\n'
+                            '[resources]\nkind = "cpu"\ncpu_cores = 2\nhost_memory = "1GiB"\n')
+    job = ended(client, job_id)
+    assert job["state"] == "succeeded", job
+    assert job["allocations"] == [] and job["node"] in {"hgx", "l4"}
+    assert wait_for(lambda: client.log(job_id).decode()).strip() == "CUDA=[]"
 
 
 def test_cancel_kills_the_whole_tree(site, tmp_path):
