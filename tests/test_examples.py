@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # file -> (node, model, devices, MIG slice?)
 EXPECTED = {
     "any-family.toml": ("ascend", "910B", 1, False),
+    "cpu-preprocess.toml": ("alveo", None, 0, False),
     "ascend-npu.toml": ("ascend", "910B", 2, False),
     "eval-fastest.toml": ("hgx-h100", "H100", 1, False),
     "fpga-u250.toml": ("alveo", "U250", 1, False),
