@@ -34,7 +34,9 @@ def test_demo_runs_every_example_and_cleans_up():
     refused = report["refused"]["error"]
     assert "spec.resources.count" in refused and "too_few_devices" in refused and "4 suitable A100" in refused
     seen = {job["name"]: job["log"] for job in report["jobs"]}
-    mig = next(job for job in report["jobs"] if job["allocations"][0]["device_uuid"].startswith("MIG-"))
+    mig = next(job for job in report["jobs"] if job["allocations"] and job["allocations"][0]["device_uuid"].startswith("MIG-"))
+    cpu = next(job for job in report["jobs"] if job["name"] == "tokenize-corpus")
+    assert cpu["allocations"] == [] and "GPUs visible: []" in cpu["log"]
     assert mig["allocations"][0]["device_uuid"] in seen[mig["name"]]
     assert leftovers() == []
 
