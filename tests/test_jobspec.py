@@ -38,8 +38,8 @@ def problems_of(text: str) -> list[str]:
 # --- the shipped examples ---------------------------------------------------------------
 
 
-def test_there_are_six_to_eight_examples():
-    assert 6 <= len(EXAMPLES) <= 8, [path.name for path in EXAMPLES]
+def test_there_are_six_to_ten_examples():
+    assert 6 <= len(EXAMPLES) <= 10, [path.name for path in EXAMPLES]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
@@ -62,6 +62,7 @@ def test_examples_cover_what_the_demo_needs():
     assert specs["fpga-u250.toml"].resources.fpga_shell == "xilinx_u250_gen3x16_xdma_shell_4_1"
     assert specs["any-family.toml"].resources.kind == "any"
     assert specs["eval-fastest.toml"].resources.objective == "time"
+    assert specs["cpu-preprocess.toml"].resources.cpu_only and specs["cpu-preprocess.toml"].resources.count == 0
 
 
 def test_example_queues_exist_in_the_default_config():
@@ -92,7 +93,7 @@ def test_example_commands_run_here_and_print_what_the_job_sees():
             out, _ = process.communicate(timeout=10)
             assert process.returncode == 0, name
             assert VISIBLE["POOLD_JOB_ID"] in out, name
-            kinds = ("gpu", "npu") if spec.resources.kind == "any" else (spec.resources.kind,)
+            kinds = {"any": ("gpu", "npu"), "cpu": ()}.get(spec.resources.kind, (spec.resources.kind,))
             for kind in kinds:
                 assert VISIBLE[SHOWN_FOR_KIND[kind]] in out, (name, out)
     finally:

@@ -19,6 +19,7 @@ from poold.scheduler.framework import Candidates, Context, EngineOptions, Reject
 from poold.scheduler.mix import JobMix
 from poold.scheduler.pool import ColumnarPool, Holding, concat_ranges
 from poold.scheduler.request import PlacementRequest
+from poold.scheduler.scorers.first_fit import place_in_order
 from poold.scheduler.stack import Stack
 
 TOO_FEW = "too_few_devices"
@@ -178,7 +179,6 @@ class Engine:
         self.ctx = Context(pool=pool, mix=mix or JobMix(), options=options)
         self.ctx.static_devices = lambda request: self._static_devices(request).devices
         self.stack = stack
-        self.rng = np.random.default_rng(options.seed)
         self.codes: list[str] = []
         self.code_owner: dict[str, object] = {}
         self.stage: dict[str, int] = {}
@@ -192,18 +192,10 @@ class Engine:
         self._code_index = {code: i for i, code in enumerate(self.codes)}
         self._static: dict[tuple, _Static] = {}
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self._rank = np.zeros(0)
 
     @property
     def pool(self) -> ColumnarPool:
         return self.ctx.pool
-
-    def _node_rank(self) -> np.ndarray:
-        """A random rank per node slot, drawn once per node from the engine's seed."""
-        missing = self.pool.n_nodes - len(self._rank)
-        if missing > 0:
-            self._rank = np.concatenate([self._rank, self.rng.random(missing)])
-        return self._rank
 
     # ---- deciding ------------------------------------------------------------------------
 
@@ -224,10 +216,10 @@ class Engine:
         tied = np.flatnonzero(total >= best - 1e-9)
         pick = int(tied[0])
         if len(tied) > 1:
-            # Ties go to the first node in this engine's own random order of the nodes: like
-            # first fit, it fills some nodes and keeps others whole, and two daemons, ordered
-            # differently, rarely reach for the same node.
-            pick = int(tied[np.argmin(self._node_rank()[entry.unit_node[valid[tied]]])])
+            # Ties go to the first node in this engine's seeded order of the nodes (the order
+            # first_fit scores): two daemons, seeded differently, rarely reach for one node.
+            nodes = entry.unit_node[valid[tied]]
+            pick = int(tied[np.argmin(place_in_order(self.pool.node_id[nodes], self.ctx.options.seed))])
         chosen = self._choice(entry, valid, pick, normalized, total)
         others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]])
         runner_up = None

@@ -165,6 +165,6 @@ def test_stack_holds_every_plugin_once():
     assert len(names) == len(set(names))
     assert {"node_ready", "node_resources", "device_kind", "accept_list", "device_health", "mig_profile", "device_free",
             "device_memory", "compute_capability", "fpga_shell", "interconnect", "max_price",
-            "cost_per_work", "speed", "best_fit", "locality", "fragmentation"} == set(names)
+            "cost_per_work", "speed", "best_fit", "locality", "fragmentation", "first_fit", "sum_of_squares"} == set(names)
     for objective in ("cost", "time", "pack"):
         assert set(STACK.weights(objective)) == {s.name for s in STACK.scorers}

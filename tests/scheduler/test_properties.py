@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poold.scheduler.engine import Engine, Placement
+from poold.scheduler.framework import EngineOptions
 from poold.scheduler.pool import KINDS, ColumnarPool, DeviceSpec, DeviceState, NodeSpec
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import build_stack
@@ -108,8 +109,7 @@ def assert_within_capacity(pool: ColumnarPool) -> None:
 @given(shapes=node_shapes, stream=requests, seed=st.integers(0, 2**16))
 def test_engine_never_over_commits_never_leaves_the_accept_list_and_gangs_are_whole(shapes, stream, seed):
     pool = build(shapes)
-    engine = Engine(pool, build_stack())
-    engine.rng = np.random.default_rng(seed)
+    engine = Engine(pool, build_stack(), EngineOptions(seed=seed))
     empty = snapshot(pool)
     placed = []
     for job_id, raw in enumerate(stream, start=1):

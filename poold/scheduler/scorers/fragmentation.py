@@ -1,36 +1,40 @@
-"""Fragmentation: how much capacity a placement makes unusable for the jobs the pool expects.
+"""Fragmentation: how much room a placement takes from the jobs the pool expects.
 
 Free capacity is only worth something if the jobs that come can use it. For a node n and a
 request shape t of the recent job mix (:mod:`poold.scheduler.mix`, probability p_t):
 
-    usable_t(n) = sum over the devices of n that a job of shape t could take now of
-                  (the device's free share if t takes a fraction, else 1),
-                  and 0 when a job of shape t does not fit on n at all
-                  (too few such devices, or too few CPU cores or host memory left)
-    Φ(n)        = Σ_t p_t · usable_t(n)      (devices; the expected usable capacity)
+    copies_t(n) = how many jobs of shape t fit on n now, counting device slots (a device with
+                  free share f holds ⌊f / share_t⌋ of them, fewer if its memory is short; the
+                  devices must be ones t accepts), CPU cores and host memory
+    Φ(n)        = Σ_t p_t · copies_t(n)      (jobs: how many of the next job fit, expected)
 
-This is FGD's measure (USENIX ATC'23, "Beware of Fragmentation"), whose fragment is the free
-GPU capacity minus Φ, generalised to every device kind, MIG slices (a slice is usable by the
-shapes that ask its profile), device memory, host memory, and the models each shape accepts
-(so a flexible job is kept off the chips that strict jobs need). NVLink wishes of gang shapes
-are not modelled. Unlike FGD's Kubernetes plugin, the measure is used exactly, not squashed
-through a sigmoid into integer scores.
+This follows FGD (USENIX ATC'23, "Beware of Fragmentation"), whose fragment is the free GPU
+capacity that the typical tasks cannot use, generalised to every device kind, MIG slices (a
+slice is usable by the shapes that ask its profile), device memory, host memory, and the
+models each shape accepts (so a flexible job is kept off the chips that strict jobs need).
+Counting copies rather than FGD's "fits or not" makes CPU cores and host memory count in
+proportion (a node whose cores run out before its devices holds fewer copies), and counting
+them by job rather than by device capacity keeps the small shares that fill other jobs' gaps
+in view. NVLink wishes of gang shapes are not modelled.
 
-raw   = Φ_after − Φ_before on the candidate's node (≤ 0 mostly; in devices)
-score = min-max over the decision's candidates onto 0..100 (the least loss 100)
+raw   = Φ_after − Φ_before on the candidate's node (jobs; ≤ 0)
+score = 100 − 100 × (best raw among the decision's candidates − raw), at least 0: 100 points
+        per expected job lost beyond the best candidate, absolute rather than min-max, so that
+        it weighs the same against ``first_fit`` in every decision (see
+        ``poold.scheduler.stack``). Range 0..100.
 
-Example, all jobs of one shape "half a GPU": placing one on a GPU that is half used leaves
-Φ unchanged (that GPU's 0.5 was usable and the other GPUs still are: raw −0.5, as anywhere
-the job goes it takes 0.5), but on a GPU 0.7 free it strands 0.2 that no half can use
-(raw −0.7). The half-used GPU scores 100, the other 0.
+Example, a mix of two shapes, "half a GPU" and "one GPU", each with p = 0.5: a half placed on
+a GPU that is half used takes the one half-copy there (raw = 0.5 × −1 = −0.5); on an idle GPU
+it takes one of two half-copies and the GPU's whole copy (raw = 0.5 × −1 + 0.5 × −1 = −1.0).
+The half-used GPU scores 100, the idle one 100 − 100 × 0.5 = 50.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from poold.scheduler.framework import Candidates, Context, min_max
-from poold.scheduler.pool import EPSILON, ColumnarPool
+from poold.scheduler.framework import Candidates, Context
+from poold.scheduler.pool import EPSILON, ColumnarPool, concat_ranges
 from poold.scheduler.request import PlacementRequest
 
 
@@ -44,7 +48,9 @@ class Fragmentation:
         return state.loss(request, ctx, candidates)
 
     def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
-        return min_max(raw)
+        if not len(raw):
+            return raw.astype(np.float64)
+        return np.clip(100.0 - 100.0 * (float(raw.max()) - raw), 0.0, 100.0)
 
 
 def _state(ctx: Context) -> "_MixState | None":
@@ -58,46 +64,48 @@ def _state(ctx: Context) -> "_MixState | None":
 
 
 class _MixState:
-    """Per-type device masks and per-node usable capacity for one mix version and pool layout;
-    node rows are recomputed when the node's generation moves."""
+    """Per-type device masks and per-node copies for one mix version and pool layout; node rows
+    are recomputed when the node's generation moves."""
 
     def __init__(self, ctx: Context):
         pool, types = ctx.pool, ctx.mix.types()
         self.version, self.layout = ctx.mix.version, pool.layout
         self.p = np.array([t.probability for t in types])
         requests = [t.request for t in types]
-        self.k = np.array([r.count for r in requests], dtype=np.int64)
+        self.k = np.array([r.count for r in requests], dtype=np.float64)
         self.share = np.array([r.share for r in requests])
-        self.fractional = self.share < 1
         self.cpu = np.array([r.cpu_cores for r in requests])
-        self.mem = np.array([r.host_memory_mib for r in requests], dtype=np.int64)
+        self.mem = np.array([r.host_memory_mib for r in requests], dtype=np.float64)
         self.mem_per_device = np.array([-1 if r.memory_per_device_mib is None else r.memory_per_device_mib for r in requests], dtype=np.int64)
+        self.per_share = 1.0 / self.share
         self.static = np.zeros((len(types), pool.n_devices), dtype=bool)
         for t, request in enumerate(requests):
             self.static[t, ctx.static_devices(request)] = True
         self.seen_gen = np.full(pool.n_nodes, -1, dtype=np.int64)
-        self.count = np.zeros((pool.n_nodes, len(types)))
-        self.usable = np.zeros((pool.n_nodes, len(types)))
+        self.slots = np.zeros((pool.n_nodes, len(types)))
         self.phi = np.zeros(pool.n_nodes)
+        # Per device, the jobs of each type it holds now (kept with the node rows).
+        self.device_slots = np.zeros((len(types), pool.n_devices))
+        with np.errstate(divide="ignore"):
+            self.per_cpu = np.where(self.cpu > 0, 1.0 / np.where(self.cpu > 0, self.cpu, 1.0), 0.0)[:, None]
+            self.per_mem = np.where(self.mem > 0, 1.0 / np.where(self.mem > 0, self.mem, 1.0), 0.0)[:, None]
+        self.no_cpu, self.no_mem = (self.cpu <= 0)[:, None], (self.mem <= 0)[:, None]
+        self.per_k = (1.0 / self.k)[:, None]
 
-    def _device_usable(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray):
-        """[types, slots]: whether each type could take each device at ``free`` share and
-        ``mem_free`` MiB, and the capacity it would count there."""
+    def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
+        """[types, slots]: how many jobs of each type each device could take at ``free`` share
+        and ``mem_free`` MiB (0 or 1 for whole devices)."""
         pool = ctx.pool
+        fits = np.floor((free[None, :] + EPSILON) * self.per_share[:, None])
         total = pool.dev_mem_total[slots]
-        need = np.where(
-            self.mem_per_device[:, None] >= 0,
-            self.mem_per_device[:, None],
-            np.where(total < 0, 0, np.floor(total[None, :] * self.share[:, None])),
-        )
-        ok = (
-            self.static[:, slots]
-            & pool.dev_healthy[slots][None, :]
-            & (free[None, :] + EPSILON >= self.share[:, None])
-            & ((total < 0)[None, :] | (need <= mem_free[None, :]))
-        )
-        value = np.where(self.fractional[:, None], free[None, :], 1.0)
-        return ok, value
+        known = total >= 0
+        if known.any():
+            need = np.where(self.mem_per_device[:, None] >= 0, self.mem_per_device[:, None], np.floor(total[None, :] * self.share[:, None]))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                by_memory = np.where(~known[None, :] | (need <= 0), np.inf, np.floor(np.maximum(mem_free, 0)[None, :] / need))
+            fits = np.minimum(fits, by_memory)
+        usable = self.static.take(slots, axis=1) & pool.dev_healthy[slots][None, :]
+        return np.where(usable, fits, 0.0)
 
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
         pool = ctx.pool
@@ -106,46 +114,46 @@ class _MixState:
         if not len(stale):
             return
         starts, ends = pool.node_start[stale].astype(np.int64), pool.node_end[stale].astype(np.int64)
-        lengths = ends - starts
-        slots = np.concatenate([np.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]) if len(stale) else np.zeros(0, np.int64)
-        ok, value = self._device_usable(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        count = _segment_sums(ok.astype(np.float64), bounds)
-        usable = _segment_sums(ok * value, bounds)
-        self.count[stale], self.usable[stale] = count.T, usable.T
-        self.phi[stale] = self._phi(pool, stale, count, usable, 0.0, 0)
+        slots = concat_ranges(starts, ends)
+        per_device = self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
+        self.device_slots[:, slots] = per_device
+        bounds = np.concatenate([[0], np.cumsum(ends - starts)])
+        node_slots = _segment_sums(per_device, bounds)
+        self.slots[stale] = node_slots.T
+        self.phi[stale] = self._phi(pool, stale, node_slots, 0.0, 0)
         self.seen_gen[stale] = pool.node_gen[stale]
 
-    def _phi(self, pool: ColumnarPool, nodes: np.ndarray, count: np.ndarray, usable: np.ndarray, cpu: float, mem: int) -> np.ndarray:
-        """Φ of ``nodes`` with [types, nodes] counts and capacities, after taking ``cpu`` and ``mem`` more."""
+    def _phi(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
+        """Φ of ``nodes`` given [types, nodes] device slots, after taking ``cpu`` and ``mem`` more."""
+        return (self.p[:, None] * self._copies(pool, nodes, slots, cpu, mem)).sum(axis=0)
+
+    def _copies(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
+        """[types, nodes]: how many jobs of each type fit on each node, given its device slots,
+        after taking ``cpu`` and ``mem`` more."""
         node_ok = pool.node_ready[nodes] & ~pool.node_drained[nodes]
-        cpu_free = pool.node_cpu[nodes] - pool.node_cpu_held[nodes] - cpu
-        mem_free = pool.node_mem[nodes] - pool.node_mem_held[nodes] - mem
-        fits = (
-            node_ok[None, :]
-            & (count + EPSILON >= self.k[:, None])
-            & (cpu_free[None, :] + 1e-9 >= self.cpu[:, None])
-            & (mem_free[None, :] >= self.mem[:, None])
-        )
-        return (self.p[:, None] * np.where(fits, usable, 0.0)).sum(axis=0)
+        cpu_free = np.maximum(pool.node_cpu[nodes] - pool.node_cpu_held[nodes] - cpu, 0.0)
+        mem_free = np.maximum(pool.node_mem[nodes] - pool.node_mem_held[nodes] - mem, 0.0)
+        by_cpu = np.where(self.no_cpu, np.inf, np.floor((cpu_free[None, :] + 1e-9) * self.per_cpu))
+        by_mem = np.where(self.no_mem, np.inf, np.floor(mem_free[None, :] * self.per_mem + 1e-9))
+        copies = np.minimum(np.minimum(np.floor((slots + EPSILON) * self.per_k), by_cpu), by_mem)
+        copies[:, ~node_ok] = 0.0
+        return copies
 
     def loss(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
         pool = ctx.pool
         nodes = candidates.node
         self._refresh(ctx, np.unique(nodes))
-        count = self.count[nodes].T.copy()
-        usable = self.usable[nodes].T.copy()
+        slots = self.slots.take(nodes, axis=0).T
         if request.count:
             rows, width = candidates.devices.shape
             flat = candidates.devices.ravel()
             free, mem_free = pool.dev_free[flat], _mem_free(pool, ctx, flat)
-            ok, value = self._device_usable(ctx, flat, free, mem_free)
             held = request.memory_to_hold(pool.dev_mem_total[flat])
-            ok_after, value_after = self._device_usable(ctx, flat, free - request.share, mem_free - held)
-            count += (ok_after.astype(np.float64) - ok).reshape(-1, rows, width).sum(axis=2)
-            usable += (ok_after * value_after - ok * value).reshape(-1, rows, width).sum(axis=2)
-        after = self._phi(pool, nodes, count, usable, request.cpu_cores, request.host_memory_mib)
-        return after - self.phi[nodes]
+            before = self.device_slots.take(flat, axis=1)
+            after = self._device_slots(ctx, flat, free - request.share, mem_free - held)
+            slots += (after - before).reshape(-1, rows, width).sum(axis=2)
+        after_phi = self._phi(pool, nodes, slots, request.cpu_cores, request.host_memory_mib)
+        return after_phi - self.phi[nodes]
 
 
 def _mem_free(pool: ColumnarPool, ctx: Context, slots: np.ndarray) -> np.ndarray:
