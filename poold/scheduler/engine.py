@@ -10,7 +10,9 @@ placing a stream of like jobs costs one node's work per job, not the pool's.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from poold.scheduler.framework import Candidates, Context, EngineOptions, Reject
 from poold.scheduler.mix import JobMix
 from poold.scheduler.pool import ColumnarPool, Holding, concat_ranges
 from poold.scheduler.request import PlacementRequest
-from poold.scheduler.scorers.first_fit import place_in_order
+from poold.scheduler.scorers.first_fit import node_order
 from poold.scheduler.stack import Stack
 
 TOO_FEW = "too_few_devices"
@@ -92,8 +94,15 @@ class Placement:
 
 @dataclass
 class Unplaceable:
+    """A request that fits nowhere now. Its reasons are counted and written when first asked
+    for (a simulation that only needs the verdict never pays for the sentences)."""
+
     request: PlacementRequest
-    rejections: Rejections
+    explain: Callable[[], Rejections]
+
+    @cached_property
+    def rejections(self) -> Rejections:
+        return self.explain()
 
     @property
     def reason(self) -> str:
@@ -163,6 +172,20 @@ def _index_by(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return order, ptr
 
 
+def _distinct_states(pool: ColumnarPool, devices: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Positions in ``devices`` of the first device (lowest slot) of each run of devices in the
+    same group (``owner``) and the same state: MIG profile, free share, memory."""
+    columns = np.stack([
+        owner.astype(np.float64), pool.dev_profile[devices].astype(np.float64), pool.dev_free[devices],
+        pool.dev_mem_total[devices].astype(np.float64), pool.dev_mem_held[devices].astype(np.float64),
+        pool.dev_mem_outside[devices].astype(np.float64),
+    ])
+    order = np.lexsort((devices, *columns[::-1]))
+    ordered = columns[:, order]
+    first = np.concatenate([[True], (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)])
+    return np.sort(order[first])
+
+
 def _positions(index: tuple[np.ndarray, np.ndarray], nodes: np.ndarray) -> np.ndarray:
     order, ptr = index
     if len(nodes) == 1:
@@ -203,15 +226,21 @@ class Engine:
         entry = self._entry(request)
         valid = np.flatnonzero(entry.unit_code == _OK)
         if len(valid) == 0:
-            return Unplaceable(request, self.rejections(request, entry))
+            # The entry's codes are current until the pool changes: read them now, lazily.
+            codes = (entry.node_code.copy(), entry.dev_code.copy(), entry.unit_code.copy())
+            return Unplaceable(request, lambda: self.rejections(request, entry, codes))
         weights = self.stack.weights(request.objective)
         raw = entry.raw.take(valid, axis=1)  # take: several times faster than fancy indexing here
         total = np.zeros(len(valid))
         normalized = []
+        constant = raw.min(axis=1) == raw.max(axis=1)
         for s, scorer in enumerate(self.stack.scorers):
-            scores = scorer.normalize(request, self.ctx, raw[s])
+            if constant[s]:
+                scores = None  # one value for every candidate: it cannot change the ranking
+            else:
+                scores = scorer.normalize(request, self.ctx, raw[s])
+                total += weights[scorer.name] * scores
             normalized.append(scores)
-            total += weights[scorer.name] * scores
         best = float(total.max())
         tied = np.flatnonzero(total >= best - 1e-9)
         pick = int(tied[0])
@@ -219,13 +248,13 @@ class Engine:
             # Ties go to the first node in this engine's seeded order of the nodes (the order
             # first_fit scores): two daemons, seeded differently, rarely reach for one node.
             nodes = entry.unit_node[valid[tied]]
-            pick = int(tied[np.argmin(place_in_order(self.pool.node_id[nodes], self.ctx.options.seed))])
-        chosen = self._choice(entry, valid, pick, normalized, total)
+            pick = int(tied[np.argmin(node_order(self.ctx)[nodes])])
+        chosen = self._choice(request, entry, valid, pick, normalized, raw, total)
         others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]])
         runner_up = None
         if len(others):
             second = int(others[np.argmax(total[others])])
-            runner_up = self._choice(entry, valid, second, normalized, total)
+            runner_up = self._choice(request, entry, valid, second, normalized, raw, total)
         return Placement(request, chosen, runner_up, self.pool)
 
     def apply(self, placement: Placement) -> Holding:
@@ -233,19 +262,21 @@ class Engine:
         self.pool.apply(holding)
         return holding
 
-    def rejections(self, request: PlacementRequest, entry: _Entry | None = None) -> Rejections:
-        """Every reason this request is turned down now, counted by code, one sentence each."""
+    def rejections(self, request: PlacementRequest, entry: _Entry | None = None, codes: tuple | None = None) -> Rejections:
+        """Every reason this request is turned down, counted by code, one sentence each: now,
+        or as the entry's ``codes`` (node, device, unit) were when they were kept."""
         entry = entry or self._entry(request)
+        node_code, dev_code, unit_code = codes or (entry.node_code, entry.dev_code, entry.unit_code)
         pool, rejections = self.pool, Rejections(stage=self.stage)
-        alive = pool.node_alive[: pool.n_nodes]
+        alive = pool.node_alive[: len(node_code)]
         if request.count:
             for code, count in entry.static.counts.items():
                 rejections.counts[code] = count
                 plugin = self.code_owner[code]
                 rejections.examples[code] = plugin.explain(code, request, self.ctx, entry.static.examples[code])
-        self._count(rejections, request, entry.node_code[: len(alive)], np.flatnonzero(alive), "node")
-        self._count(rejections, request, entry.dev_code, entry.static.devices, "device")
-        self._count(rejections, request, entry.unit_code, np.arange(len(entry.unit_code)), "unit", entry)
+        self._count(rejections, request, node_code, np.flatnonzero(alive), "node")
+        self._count(rejections, request, dev_code, entry.static.devices, "device")
+        self._count(rejections, request, unit_code, np.arange(len(unit_code)), "unit", entry)
         return rejections
 
     def _count(self, rejections: Rejections, request, codes: np.ndarray, subjects: np.ndarray, level: str, entry=None) -> None:
@@ -276,10 +307,14 @@ class Engine:
             return f"{feasible} suitable {pool.model_name(device)} free on {node}, {request.count} asked"
         return self.code_owner[code].explain(code, request, self.ctx, entry.rows, unit)
 
-    def _choice(self, entry: _Entry, valid: np.ndarray, i: int, normalized: list[np.ndarray], total: np.ndarray) -> Choice:
+    def _choice(self, request: PlacementRequest, entry: _Entry, valid: np.ndarray, i: int, normalized: list, raw: np.ndarray, total: np.ndarray) -> Choice:
         row = int(valid[i])
         rows, pool = entry.rows, self.pool
         model = int(rows.model[row])
+        scores = {}
+        for s, scorer in enumerate(self.stack.scorers):
+            values = normalized[s] if normalized[s] is not None else scorer.normalize(request, self.ctx, raw[s][i : i + 1])
+            scores[scorer.name] = float(values[i] if normalized[s] is not None else values[0])
         return Choice(
             node=int(rows.node[row]),
             devices=tuple(int(d) for d in rows.devices[row]),
@@ -287,7 +322,7 @@ class Engine:
             price_per_hour=float(rows.price[row]),
             speed=float(rows.speed[row]),
             tier=int(rows.tier[row]),
-            scores={scorer.name: float(normalized[s][i]) for s, scorer in enumerate(self.stack.scorers)},
+            scores=scores,
             total=float(total[i]),
         )
 
@@ -304,8 +339,14 @@ class Engine:
         else:
             self._entries.move_to_end(request.signature)
         if entry.mix_version != self.ctx.mix.version:
+            # The job mix changed: rescore the candidates the entry holds with the scorers that
+            # read the mix (nodes that change later get their candidates chosen anew).
             entry.mix_version = self.ctx.mix.version
-            entry.seen_gen[:] = -1
+            valid = np.flatnonzero(entry.unit_code == _OK)
+            rows = entry.rows.take(valid)
+            for s, scorer in enumerate(self.stack.scorers):
+                if getattr(scorer, "reads_mix", False):
+                    entry.raw[s, valid] = scorer.raw(request, self.ctx, rows)
         gens = pool.node_gen[: pool.n_nodes]
         stale = np.flatnonzero((entry.seen_gen != gens) & pool.node_alive[: pool.n_nodes])
         if len(stale):
@@ -362,10 +403,15 @@ class Engine:
         entry.dev_code[positions] = dev_code
         feasible = positions[dev_code == _OK]
         if request.count == 1:
-            # Every feasible device is a candidate; each group keeps its best one (below).
+            # Every feasible device is a candidate, but devices of one group in the same state
+            # are interchangeable: one of them (the lowest slot) is scored. Each group then
+            # keeps its best candidate (_finish).
             owner = entry.unit_of_position[feasible]
-            fresh = generate.single_devices(request, ctx, entry.static.devices[feasible], entry.speeds)
-            self._finish(request, entry, owner, fresh)
+            devices = entry.static.devices[feasible]
+            if len(devices) > 1:
+                keep = _distinct_states(self.pool, devices, owner)
+                owner, devices = owner[keep], devices[keep]
+            self._finish(request, entry, owner, generate.single_devices(request, ctx, devices, entry.speeds))
             return
         owner = entry.unit_of_position[feasible]
         order = np.argsort(owner, kind="stable")

@@ -106,9 +106,9 @@ class CandidateFilter(Protocol):
 
 
 class Scorer(Protocol):
-    """``raw`` is oriented so that higher is better. It may be cached per node generation and
-    job-mix version, so it must depend only on the request, the candidate's node and devices,
-    and the mix."""
+    """``raw`` is oriented so that higher is better. It is cached per node generation, so it
+    must depend only on the request, the candidate's node and devices, and (for a scorer that
+    sets ``reads_mix = True``, rescored when the mix changes) the job mix."""
 
     name: str
 

@@ -192,15 +192,17 @@ class ColumnarPool:
     def device_share_totals(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each of ``nodes``: the free share summed over its allocatable devices, and how
         many allocatable devices it has (MIG slices count, their split GPU does not)."""
+        distinct, runs = node_runs(nodes)
+        starts, ends = self.node_start[distinct], self.node_end[distinct]
         usable = self.dev_allocatable[: self.n_devices] & self.dev_alive[: self.n_devices]
-        starts, ends = self.node_start[nodes], self.node_end[nodes]
-        if len(nodes) <= 32:
+        if len(distinct) <= 32:
             free = np.array([self.dev_free[s:e][usable[s:e]].sum() for s, e in zip(starts, ends)], dtype=np.float64)
             count = np.array([np.count_nonzero(usable[s:e]) for s, e in zip(starts, ends)], dtype=np.float64)
-            return free, count
-        free_sum = np.concatenate([[0.0], np.cumsum(np.where(usable, self.dev_free[: self.n_devices], 0.0))])
-        count_sum = np.concatenate([[0], np.cumsum(usable)])
-        return free_sum[ends] - free_sum[starts], (count_sum[ends] - count_sum[starts]).astype(np.float64)
+        else:
+            free_sum = np.concatenate([[0.0], np.cumsum(np.where(usable, self.dev_free[: self.n_devices], 0.0))])
+            count_sum = np.concatenate([[0], np.cumsum(usable)])
+            free, count = free_sum[ends] - free_sum[starts], (count_sum[ends] - count_sum[starts]).astype(np.float64)
+        return np.repeat(free, runs), np.repeat(count, runs)
 
     def model_name(self, slot: int) -> str:
         return self.models.names[int(self.dev_model[slot])]
@@ -415,6 +417,16 @@ class ColumnarPool:
         self.n_devices = len(order)
         self._dead_slots = 0
         self.layout += 1
+
+
+def node_runs(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The node of each run of equal values in ``nodes`` and the run lengths, so that
+    ``np.repeat(per_run, lengths)`` lines up with ``nodes`` again. Candidates come grouped by
+    node, so this is their distinct nodes without sorting (``np.unique`` costs more)."""
+    if len(nodes) <= 1:
+        return nodes, np.ones(len(nodes), dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], nodes[1:] != nodes[:-1]]))
+    return nodes[starts], np.diff(np.append(starts, len(nodes)))
 
 
 def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -31,10 +31,19 @@ class FirstFit:
     name = "first_fit"
 
     def raw(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
-        return -place_in_order(ctx.pool.node_id[candidates.node], ctx.options.seed)
+        return -node_order(ctx)[candidates.node]
 
     def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
         return 100.0 + 100.0 * raw * min(ctx.pool.n_nodes, FULL_POOL) / FULL_POOL
+
+
+def node_order(ctx: Context) -> np.ndarray:
+    """``place_in_order`` of every node slot of the pool, kept until nodes are added."""
+    pool = ctx.pool
+    order = ctx.cache.get("first_fit")
+    if order is None or len(order) != pool.n_nodes:
+        order = ctx.cache["first_fit"] = place_in_order(pool.node_id[: pool.n_nodes], ctx.options.seed)
+    return order
 
 
 def place_in_order(node_ids: np.ndarray, seed: int) -> np.ndarray:

@@ -34,12 +34,13 @@ from __future__ import annotations
 import numpy as np
 
 from poold.scheduler.framework import Candidates, Context
-from poold.scheduler.pool import EPSILON, ColumnarPool, concat_ranges
+from poold.scheduler.pool import EPSILON, ColumnarPool, concat_ranges, node_runs
 from poold.scheduler.request import PlacementRequest
 
 
 class Fragmentation:
     name = "fragmentation"
+    reads_mix = True
 
     def raw(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
         state = _state(ctx)
@@ -89,7 +90,7 @@ class _MixState:
         with np.errstate(divide="ignore"):
             self.per_cpu = np.where(self.cpu > 0, 1.0 / np.where(self.cpu > 0, self.cpu, 1.0), 0.0)[:, None]
             self.per_mem = np.where(self.mem > 0, 1.0 / np.where(self.mem > 0, self.mem, 1.0), 0.0)[:, None]
-        self.no_cpu, self.no_mem = (self.cpu <= 0)[:, None], (self.mem <= 0)[:, None]
+        self.needs_cpu, self.needs_mem = (self.cpu > 0)[:, None], (self.mem > 0)[:, None]
         self.per_k = (1.0 / self.k)[:, None]
 
     def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
@@ -110,7 +111,7 @@ class _MixState:
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
         pool = ctx.pool
         gens = pool.node_gen[nodes]
-        stale = nodes[self.seen_gen[nodes] != gens]
+        stale = nodes[self.seen_gen[nodes] != gens]  # distinct: callers pass each node once
         if not len(stale):
             return
         starts, ends = pool.node_start[stale].astype(np.int64), pool.node_end[stale].astype(np.int64)
@@ -125,7 +126,7 @@ class _MixState:
 
     def _phi(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
         """Φ of ``nodes`` given [types, nodes] device slots, after taking ``cpu`` and ``mem`` more."""
-        return (self.p[:, None] * self._copies(pool, nodes, slots, cpu, mem)).sum(axis=0)
+        return self.p @ self._copies(pool, nodes, slots, cpu, mem)
 
     def _copies(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
         """[types, nodes]: how many jobs of each type fit on each node, given its device slots,
@@ -133,16 +134,16 @@ class _MixState:
         node_ok = pool.node_ready[nodes] & ~pool.node_drained[nodes]
         cpu_free = np.maximum(pool.node_cpu[nodes] - pool.node_cpu_held[nodes] - cpu, 0.0)
         mem_free = np.maximum(pool.node_mem[nodes] - pool.node_mem_held[nodes] - mem, 0.0)
-        by_cpu = np.where(self.no_cpu, np.inf, np.floor((cpu_free[None, :] + 1e-9) * self.per_cpu))
-        by_mem = np.where(self.no_mem, np.inf, np.floor(mem_free[None, :] * self.per_mem + 1e-9))
-        copies = np.minimum(np.minimum(np.floor((slots + EPSILON) * self.per_k), by_cpu), by_mem)
+        copies = np.floor((slots + EPSILON) * self.per_k)
+        np.minimum(copies, np.floor((cpu_free[None, :] + 1e-9) * self.per_cpu), out=copies, where=self.needs_cpu)
+        np.minimum(copies, np.floor(mem_free[None, :] * self.per_mem + 1e-9), out=copies, where=self.needs_mem)
         copies[:, ~node_ok] = 0.0
         return copies
 
     def loss(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
         pool = ctx.pool
         nodes = candidates.node
-        self._refresh(ctx, np.unique(nodes))
+        self._refresh(ctx, node_runs(nodes)[0])
         slots = self.slots.take(nodes, axis=0).T
         if request.count:
             rows, width = candidates.devices.shape
@@ -151,7 +152,8 @@ class _MixState:
             held = request.memory_to_hold(pool.dev_mem_total[flat])
             before = self.device_slots.take(flat, axis=1)
             after = self._device_slots(ctx, flat, free - request.share, mem_free - held)
-            slots += (after - before).reshape(-1, rows, width).sum(axis=2)
+            change = after - before
+            slots += change if width == 1 else change.reshape(-1, rows, width).sum(axis=2)
         after_phi = self._phi(pool, nodes, slots, request.cpu_cores, request.host_memory_mib)
         return after_phi - self.phi[nodes]
 
