@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, utcnow
@@ -67,13 +67,14 @@ def commit(factory: sessionmaker[Session], proposals: list[Proposal], count_outs
     with transaction(factory) as session:
         claimed = _claim(session, sorted(p.job_id for p in proposals))
         wanted = [p for p in proposals if p.job_id in claimed]
-        nodes = _lock(session, NodeModel, {p.node_id for p in wanted})
-        devices = _lock(session, DeviceModel, {d.device_id for p in wanted for d in p.devices})
+        nodes = _lock(session, _NODE_COLUMNS, {p.node_id for p in wanted})
+        devices = _lock(session, _DEVICE_COLUMNS, {d.device_id for p in wanted for d in p.devices})
         ledger = _Ledger(session, nodes, devices, count_outside_memory)
         accepted = [p for p in wanted if ledger.take(p)]
         _write(session, accepted)
     committed = [p.job_id for p in accepted]
-    lost = [p.job_id for p in proposals if p.job_id not in set(committed)]
+    kept = set(committed)
+    lost = [p.job_id for p in proposals if p.job_id not in kept]
     if lost:
         log.info("placements of jobs %s lost a race (claimed elsewhere or resources taken); they will be tried again", lost)
     return committed, lost
@@ -89,17 +90,27 @@ def _claim(session: Session, job_ids: list[int]) -> set[int]:
     return set(session.scalars(query))
 
 
-def _lock(session: Session, model, ids: set[int]) -> dict:
+# What the ledger reads of the rows it locks: plain rows, not ORM objects (a batch locks
+# hundreds of nodes and thousands of devices).
+_NODE_COLUMNS = (NodeModel.id, NodeModel.state, NodeModel.drained, NodeModel.cpu_cores, NodeModel.memory_total_mib)
+_DEVICE_COLUMNS = (
+    DeviceModel.id, DeviceModel.node_id, DeviceModel.present, DeviceModel.health,
+    DeviceModel.memory_total_mib, DeviceModel.memory_outside_mib,
+)
+
+
+def _lock(session: Session, columns: tuple, ids: set[int]) -> dict:
     if not ids:
         return {}
-    rows = session.scalars(select(model).where(model.id.in_(sorted(ids))).order_by(model.id).with_for_update())
+    key = columns[0]
+    rows = session.execute(select(*columns).where(key.in_(sorted(ids))).order_by(key).with_for_update())
     return {row.id: row for row in rows}
 
 
 class _Ledger:
     """What is held on the locked nodes and devices, updated as placements are accepted."""
 
-    def __init__(self, session: Session, nodes: dict[int, NodeModel], devices: dict[int, DeviceModel], count_outside: bool):
+    def __init__(self, session: Session, nodes: dict[int, Row], devices: dict[int, Row], count_outside: bool):
         self.nodes, self.devices, self.count_outside = nodes, devices, count_outside
         active = AllocationModel.released_at.is_(None)
         self.share: dict[int, float] = {}
@@ -163,10 +174,12 @@ def _write(session: Session, accepted: list[Proposal]) -> None:
             for d in p.devices
         )
     session.execute(AllocationModel.__table__.insert(), rows)
+    jobs = JobModel.__table__
     session.execute(
-        update(JobModel),
-        [{"id": p.job_id, "state": "assigned", "node_id": p.node_id, "placed_at": now, "price_per_hour": p.price_per_hour, "reason": p.reason}
-         for p in accepted],
+        update(jobs).where(jobs.c.id == bindparam("job_id")).values(
+            state="assigned", node_id=bindparam("node_id"), placed_at=now, price_per_hour=bindparam("price"), reason=bindparam("reason")
+        ),
+        [{"job_id": p.job_id, "node_id": p.node_id, "price": p.price_per_hour, "reason": p.reason} for p in accepted],
     )
     session.execute(
         EventModel.__table__.insert(),
