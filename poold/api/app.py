@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from poold import __version__
 from poold.api.context import AppContext
+from poold.api.retry import StoreBusy
 from poold.api.routes import agents, jobs, nodes
 from poold.services import ServiceError
 from poold.services.logs import OffsetMismatch
@@ -23,6 +24,11 @@ def create_app(ctx: AppContext) -> FastAPI:
     @app.exception_handler(OffsetMismatch)
     async def _offset(_request: Request, exc: OffsetMismatch) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": exc.message, "size": exc.size})
+
+    @app.exception_handler(StoreBusy)
+    async def _busy(_request: Request, exc: StoreBusy) -> JSONResponse:
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                            content={"detail": f"the store is busy (a transaction kept losing races: {exc}); try again"})
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:

@@ -8,9 +8,14 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 WRITE_OPTION = "poold_write"
+
+# PostgreSQL's answers that mean "this transaction lost a race; run it again": serialization
+# failure, deadlock detected (one of the two is chosen to fail), lock not available.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
 def make_engine(url: str) -> Engine:
@@ -59,3 +64,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session, session.begin():
         session.connection(execution_options={WRITE_OPTION: True})
         yield session
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a store error that running the same transaction again can cure: a
+    deadlock or serialization failure on PostgreSQL, a busy database on SQLite."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database table is locked" in message

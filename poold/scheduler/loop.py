@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from poold.db.models import JobModel, QueueModel
-from poold.db.session import transaction
+from poold.db.models import JobModel, QueueModel, utcnow
+from poold.db.session import is_retryable, transaction
 from poold.scheduler.commit import DeviceClaim, Proposal, commit
 from poold.scheduler.engine import Engine, Placement, Unplaceable
 from poold.scheduler.framework import EngineOptions
@@ -45,8 +45,18 @@ from poold.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A batch that loses a race in the store (deadlock, serialization failure) is committed again
+# this many times in all before the pass gives it back.
+COMMIT_ATTEMPTS = 3
+
 # Jobs counted into the job mix when a daemon starts: the most recent ones, whatever their state.
 MIX_WARMUP_JOBS = 2000
+
+
+class UnreadableJob(Exception):
+    def __init__(self, job_id: int, why: str):
+        super().__init__(f"job {job_id}: {why}")
+        self.job_id, self.why = job_id, why
 
 
 @dataclass
@@ -82,6 +92,10 @@ class Scheduler:
         self._failed: dict[tuple, tuple[int, Unplaceable]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
+        # What was said about culprits set aside (nodes that cannot be read, jobs the engine
+        # failed on), so each is said once, not every pass.
+        self._said_nodes: dict[int, tuple[str, str]] = {}
+        self._said_jobs: dict[int, str] = {}
 
     def run_pass(self) -> PassResult:
         with self.lock:
@@ -93,20 +107,32 @@ class Scheduler:
         self._observe_new_jobs(session)
 
     def request_of(self, job_id: int, spec: dict) -> PlacementRequest:
+        """The placement request of a job, parsed once; ``UnreadableJob`` if its stored file
+        cannot be read as one."""
         request = self._requests.get(job_id)
         if request is None:
-            request = self._requests[job_id] = PlacementRequest.from_spec(job_id, spec)
+            try:
+                request = PlacementRequest.from_spec(job_id, spec)
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with one stored row
+                raise UnreadableJob(job_id, f"{exc.__class__.__name__}: {exc}") from exc
+            self._requests[job_id] = request
         return request
 
     def _run_pass(self) -> PassResult:
         self._passes += 1
         result = PassResult()
+        unreadable: dict[int, str] = {}
         with self.factory() as session:
             self.refresh(session)
             order = self._pending(session)
             for chunk in chunks([job_id for job_id in order if job_id not in self._requests]):
                 for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(JobModel.id.in_(chunk))):
-                    self.request_of(job_id, spec)
+                    try:
+                        self.request_of(job_id, spec)
+                    except UnreadableJob as exc:
+                        unreadable[job_id] = exc.why
+        self._set_aside(unreadable)
+        order = [job_id for job_id in order if job_id not in unreadable]
         self._forget(set(order))
         pool = self.engine.pool
         batch: list[tuple[Placement, Proposal]] = []
@@ -121,7 +147,12 @@ class Scheduler:
                 if decisions >= self.settings.scheduler.max_jobs_per_pass:
                     break  # the rest wait for the next pass; rotation brings them forward
                 decisions += 1
-                decision = self.engine.place(request)
+                try:
+                    decision = self.engine.place(request)
+                except Exception as exc:  # noqa: BLE001 - one job must not stop the pass
+                    waiting[job_id] = self._engine_failed(job_id, exc)
+                    self._tried[job_id] = self._passes
+                    continue
             if isinstance(decision, Unplaceable):
                 self._failed[request.signature] = (pool.gains, decision)
                 waiting[job_id] = decision.reason
@@ -136,6 +167,31 @@ class Scheduler:
         result.waiting = list(waiting)
         self._record_waiting(waiting)
         return result
+
+    def _engine_failed(self, job_id: int, exc: Exception) -> str:
+        """The reason a job waits when the engine raised on it (logged and said once)."""
+        reason = f"set aside: placement failed on this job ({exc.__class__.__name__}: {exc}); it is tried again each pass"
+        if self._said_jobs.get(job_id) != reason:
+            log.exception("placement of job %d failed; the pass goes on without it", job_id)
+            self._said_jobs[job_id] = reason
+            with transaction(self.factory) as session:
+                events.record(session, "job.set_aside", reason, job_id=job_id)
+        return reason
+
+    def _set_aside(self, unreadable: dict[int, str]) -> None:
+        """Say once which nodes the snapshot set aside, and fail jobs whose stored file cannot
+        be read (they could never be placed)."""
+        nodes = {node_id: said for node_id, said in self.snapshot.set_aside.items() if self._said_nodes.get(node_id) != said}
+        if not nodes and not unreadable:
+            return
+        with transaction(self.factory) as session:
+            for node_id, (name, why) in nodes.items():
+                events.record(session, "node.set_aside", f"node {name} is out of placement: its rows cannot be read ({why})", node_id=node_id)
+            for job in session.scalars(select(JobModel).where(JobModel.id.in_(list(unreadable)), JobModel.state == "pending").with_for_update()):
+                reason = f"its stored job file cannot be read for placement ({unreadable[job.id]})"
+                job.state, job.reason, job.ended_at = "failed", reason, utcnow()
+                events.record(session, "job.set_aside", f"failed: {reason}", job_id=job.id)
+        self._said_nodes = dict(self.snapshot.set_aside)
 
     def _pending(self, session: Session) -> list[int]:
         """Pending jobs in the order they are tried: queue priority, job priority, then the
@@ -165,7 +221,10 @@ class Scheduler:
         else:
             rows = list(session.execute(query.where(JobModel.id > self._mix_watermark).order_by(JobModel.id).limit(50000)))
         for job_id, spec in rows:
-            self.mix.observe(self.request_of(job_id, spec))
+            try:
+                self.mix.observe(self.request_of(job_id, spec))
+            except UnreadableJob:
+                continue  # a pending one is failed by the pass; others are history
         if rows:
             self._mix_watermark = rows[-1][0]
         elif self._mix_watermark is None:
@@ -194,8 +253,16 @@ class Scheduler:
         """Commit ``batch``; a placement that lost its race is given back to the pool."""
         if not batch:
             return
+        proposals = [proposal for _, proposal in batch]
         try:
-            committed, lost = commit(self.factory, [proposal for _, proposal in batch], self.settings.scheduler.count_outside_memory)
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    committed, lost = commit(self.factory, proposals, self.settings.scheduler.count_outside_memory)
+                    break
+                except Exception as exc:
+                    if not is_retryable(exc) or attempt + 1 == COMMIT_ATTEMPTS:
+                        raise
+                    log.info("a batch of %d placements lost a race in the store; committing it again", len(batch))
         except Exception:
             for placement, _ in batch:  # nothing was written: the pool must not keep them
                 self.engine.pool.release(placement.request.job_id)

@@ -9,6 +9,7 @@ rows they cover, so a change racing with the reload is seen again on the next pa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,8 @@ from agents.record import DeviceRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
 from poold.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RELOAD_CHUNK = 500
 
@@ -95,13 +98,17 @@ class StoreSnapshot:
         self.pool = pool or ColumnarPool()
         self.capacity_only = capacity_only
         self.generations: dict[int, int] = {}
+        # Nodes whose rows could not be read, out of the pool until they change: id -> (name, why).
+        self.set_aside: dict[int, tuple[str, str]] = {}
 
     def refresh(self, session: Session) -> int:
-        """Reload the nodes that changed in the store; returns how many were reloaded."""
+        """Reload the nodes that changed in the store; returns how many were reloaded. A node
+        whose rows cannot be read is taken out of the pool (``set_aside``) until it changes."""
         current = dict(session.execute(select(NodeModel.id, NodeModel.generation)).all())
         for node_id in set(self.generations) - set(current):
             self.pool.remove_node(node_id)
             del self.generations[node_id]
+            self.set_aside.pop(node_id, None)
         stale = [node_id for node_id, generation in current.items() if self.generations.get(node_id) != generation]
         for start in range(0, len(stale), RELOAD_CHUNK):
             chunk = stale[start : start + RELOAD_CHUNK]
@@ -134,16 +141,25 @@ class StoreSnapshot:
             )
         }
         for node in nodes:
-            rows = devices[node.id]
-            present = {row.id for row in rows}
-            specs = [
-                device_spec(row, id=row.id, parent_id=row.parent_id if row.parent_id in present else None, settings=self.settings)
-                for row in rows
-            ]
-            if self.capacity_only:
-                best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
-                self.pool.upsert_node(best, specs)
-                continue
-            states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0))) for row in rows}
-            cpu, memory = node_held.get(node.id, (0.0, 0))
-            self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)
+            try:
+                self._load_node(node, devices[node.id], device_held, node_held)
+                self.set_aside.pop(node.id, None)
+            except Exception as exc:  # noqa: BLE001 - one unreadable node must not stop the pool
+                self.pool.remove_node(node.id)
+                why = f"{exc.__class__.__name__}: {exc}"
+                log.exception("node %s set aside: its rows cannot be read for placement", node.name)
+                self.set_aside[node.id] = (node.name, why)
+
+    def _load_node(self, node: NodeModel, rows: list[DeviceModel], device_held: dict, node_held: dict) -> None:
+        present = {row.id for row in rows}
+        specs = [
+            device_spec(row, id=row.id, parent_id=row.parent_id if row.parent_id in present else None, settings=self.settings)
+            for row in rows
+        ]
+        if self.capacity_only:
+            best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
+            self.pool.upsert_node(best, specs)
+            return
+        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0))) for row in rows}
+        cpu, memory = node_held.get(node.id, (0.0, 0))
+        self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)

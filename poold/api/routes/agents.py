@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from poold import __version__
 from poold.api.context import AppContext
+from poold.api.retry import RetryingRoute
 from poold.api.routes import ctx_of
 from poold.api.schemas import (
     AssignmentsResponse,
@@ -19,7 +20,7 @@ from poold.api.schemas import (
 from poold.db.session import transaction
 from poold.services import jobs, nodes
 
-router = APIRouter(prefix="/agents", tags=["agents"])
+router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
 
 @router.post("/register", response_model=RegisterResponse)

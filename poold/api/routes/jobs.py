@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from poold.api import convert
 from poold.api.context import AppContext
+from poold.api.retry import RetryingRoute
 from poold.api.routes import ctx_of
 from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
 from poold.db.session import transaction
@@ -13,7 +14,7 @@ from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
 from poold.services import events, jobs, logs
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 
 
 @router.post("", response_model=JobOut, status_code=201)

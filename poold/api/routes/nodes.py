@@ -6,12 +6,13 @@ from fastapi import APIRouter, Depends
 
 from poold.api import convert
 from poold.api.context import AppContext
+from poold.api.retry import RetryingRoute
 from poold.api.routes import ctx_of
 from poold.api.schemas import DeviceOut, DrainRequest, NodeOut
 from poold.db.session import transaction
 from poold.services import nodes
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], route_class=RetryingRoute)
 
 
 @router.get("/nodes", response_model=list[NodeOut])
