@@ -1,9 +1,10 @@
 """Every periodic job the daemon runs, registered in one place with its interval.
 
 Each job is ``max_instances=1`` and coalesced: a pass that overruns is never run twice at
-once, and missed runs collapse into one. Correctness never depends on the timer: a pass
-commits under row locks (``poold.scheduler.commit``), so several daemons on one PostgreSQL
-can run these jobs side by side.
+once, and missed runs collapse into one. With several daemons on one store, the scheduling
+pass and the lost-node check run only on the replica holding the leader lock
+(``poold.leader``); another takes over within a tick when it dies. Correctness never depends
+on that: a pass commits under row locks (``poold.scheduler.commit``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     settings = ctx.settings
 
     def schedule() -> None:
+        if not ctx.leader.held():
+            return
         result = ctx.scheduler.run_pass()
         if result.placed or result.lost_races:
             log.info("scheduling pass: placed %d, waiting %d, lost races %d", len(result.placed), len(result.waiting), len(result.lost_races))
 
     def node_timeout() -> None:
+        if not ctx.leader.held():
+            return
         with transaction(ctx.factory) as session:
             down = nodes.mark_silent_nodes_down(session, settings.nodes.timeout_s)
         if down:

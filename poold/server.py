@@ -62,4 +62,5 @@ def serve(settings: Settings, upgrade: bool = True) -> None:
     finally:
         notify("STOPPING=1")
         scheduler.shutdown(wait=True)
+        ctx.leader.release()
         engine.dispose()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.leader import Leadership
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.plan import Capacity
 from poold.settings import Settings
@@ -18,6 +19,7 @@ class AppContext:
     factory: sessionmaker[Session]
     scheduler: Scheduler
     capacity: Capacity
+    leader: Leadership
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
 
     @classmethod
@@ -28,5 +30,6 @@ class AppContext:
             factory=factory,
             scheduler=Scheduler(factory, settings),
             capacity=Capacity(factory, settings),
+            leader=Leadership(factory.kw["bind"]),
             wake_scheduler=wake_scheduler or (lambda: None),
         )
