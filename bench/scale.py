@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from poold.db import migrate
+from bench.store import throwaway_store
 from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel, QueueModel, utcnow
-from poold.db.session import make_engine, make_sessionmaker
+from poold.db.session import make_sessionmaker
 from poold.jobspec import JobSpec
 from poold.scheduler.loop import Scheduler
 from poold.services import audit
@@ -78,35 +72,6 @@ class ScaleResult:
 
 def _spec(resources: dict, index: int) -> dict:
     return JobSpec.model_validate({"name": f"bench-{index}", "command": ["true"], "resources": resources}).model_dump(mode="json")
-
-
-@contextmanager
-def _store(db: str | None):
-    """A fresh, migrated store: SQLite in a temporary directory, or a throwaway database on the
-    PostgreSQL server of ``db`` (created and dropped here)."""
-    if db is None:
-        with TemporaryDirectory(prefix="poold-scale-") as tmp:
-            engine = make_engine(f"sqlite:///{Path(tmp) / 'scale.db'}")
-            migrate.upgrade(engine)
-            try:
-                yield engine, "sqlite"
-            finally:
-                engine.dispose()
-        return
-    url = make_url(db)
-    admin = create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    name = f"poold_scale_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    try:
-        migrate.upgrade(engine)
-        yield engine, "postgresql"
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _populate(engine, nodes: int, gpus_per_node: int, pending: int, seed: int) -> None:
@@ -185,7 +150,7 @@ def _violations(factory) -> list[str]:
 
 
 def run_scale(nodes: int, gpus_per_node: int, pending: int, db: str | None, seed: int = 1) -> ScaleResult:
-    with _store(db) as (engine, backend):
+    with throwaway_store(db, "scale") as (engine, backend):
         _populate(engine, nodes, gpus_per_node, pending, seed)
         factory = make_sessionmaker(engine)
         settings = Settings(state_dir=Path("/nonexistent"), database_url=str(engine.url))

@@ -42,6 +42,10 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
         if down:
             log.warning("nodes down (no heartbeat for %.0f s): %s", settings.nodes.timeout_s, ", ".join(down))
 
+    def flush_reports() -> None:
+        with transaction(ctx.factory) as session:
+            ctx.reports.flush(session)
+
     def watchdog() -> None:
         notify("WATCHDOG=1")
 
@@ -50,6 +54,8 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     scheduler.add_job(schedule, "interval", seconds=settings.scheduler.interval_s, id=SCHEDULE_JOB, **common)
     # Nodes that stopped heartbeating go down and take no new jobs.
     scheduler.add_job(node_timeout, "interval", seconds=max(1.0, settings.nodes.timeout_s / 3), id="node_timeout", jitter=1, **common)
+    # Heartbeats answered from memory: their seen marks to the store (every replica, its own).
+    scheduler.add_job(flush_reports, "interval", seconds=1, id="flush_reports", **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from poold.leader import Leadership
+from poold.telemetry import NodeReports
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.plan import Capacity
 from poold.settings import Settings
@@ -20,6 +21,7 @@ class AppContext:
     scheduler: Scheduler
     capacity: Capacity
     leader: Leadership
+    reports: NodeReports = field(default_factory=NodeReports)
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
 
     @classmethod

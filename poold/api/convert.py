@@ -12,6 +12,7 @@ from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price
 from poold.settings import Settings
+from poold.telemetry import Usage
 
 
 def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False) -> JobOut:
@@ -78,7 +79,11 @@ def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
     )
 
 
-def device_out(device: DeviceModel, names: dict[int, str], held: dict[int, float], settings: Settings, parents: dict[int, str]) -> DeviceOut:
+def device_out(
+    device: DeviceModel, names: dict[int, str], held: dict[int, float], settings: Settings, parents: dict[int, str], usage: Usage | None
+) -> DeviceOut:
+    """``usage``: the node's last figures as this daemon heard them (None: not since it started)."""
+    figures = usage.devices.get(device.uuid, {}) if usage is not None else {}
     return DeviceOut(
         uuid=device.uuid,
         node=names.get(device.node_id, "?"),
@@ -89,15 +94,15 @@ def device_out(device: DeviceModel, names: dict[int, str], held: dict[int, float
         index=device.index,
         parent_uuid=parents.get(device.parent_id) if device.parent_id else None,
         memory_total_mib=device.memory_total_mib,
-        memory_free_mib=device.memory_free_mib,
+        memory_free_mib=figures.get("memory_free_mib"),
         health=device.health,
         health_reason=device.health_reason,
         allocated_share=round(held.get(device.id, 0.0), 6),
         price_per_hour=device_price(settings, device.model, device.attributes),
         attributes=device.attributes,
-        utilization_pct=device.usage.get("utilization_pct"),
-        temperature_c=device.usage.get("temperature_c"),
-        power_w=device.usage.get("power_w"),
+        utilization_pct=figures.get("utilization_pct"),
+        temperature_c=figures.get("temperature_c"),
+        power_w=figures.get("power_w"),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,14 +57,33 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# SQLite takes one writer at a time; threads of one daemon wait for each other here, in a
+# queue, instead of in SQLite's busy handler, which polls with growing sleeps.
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+
+
+def _writer_lock(engine: Engine) -> threading.Lock | contextlib.nullcontext:
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    return _SQLITE_WRITERS.setdefault(str(engine.url), threading.Lock())
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back whole on any error.
 
     On SQLite it holds the database's write lock from the start (one writer at a time).
     """
-    with factory() as session, session.begin():
+    with _writer_lock(factory.kw["bind"]), factory() as session, session.begin():
         session.connection(execution_options={WRITE_OPTION: True})
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read-only unit of work: one consistent view, and on SQLite no write lock (readers
+    never wait for writers in WAL mode)."""
+    with factory() as session, session.begin():
         yield session
 
 

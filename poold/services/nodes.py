@@ -13,7 +13,10 @@ from agents.record import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
 from poold.services import NotFound, events
 
-_USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
+# Usage figures move with every heartbeat; they are kept in memory (``poold.telemetry``), never
+# in the store.
+DEVICE_USAGE = ("power_w", "power_limit_w", "temperature_c", "utilization_pct", "memory_free_mib")
+HOST_USAGE = ("load_1m", "memory_available_mib")
 # Device attributes placement reads; a change in any of them moves the node's generation.
 PLACEMENT_ATTRIBUTES = ("mig_profile", "mig_slices", "fpga_shell", "nvlink", "pcie")
 # Memory used outside poold moves the generation only when it changes by this much (MiB):
@@ -67,7 +70,7 @@ def _apply_report(session: Session, node: NodeModel, host: HostRecord, devices: 
     node.hostname = host.hostname
     node.cpu_cores = host.cpu_cores
     node.memory_total_mib = host.memory_total_mib
-    node.host = host.model_dump(mode="json")
+    node.host = host.model_dump(mode="json", exclude=set(HOST_USAGE))
     node.state = "ready"
     node.last_heartbeat_at = utcnow()
     changed = sync_devices(session, node, devices)
@@ -107,15 +110,13 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
             events.record(session, kind, f"{record.model} {record.uuid} is {record.health}{reason}", node_id=node.id)
         device.vendor, device.kind, device.model, device.name = record.vendor, record.kind, record.model, record.name
         device.index, device.bus_id = record.index, record.bus_id
-        device.memory_total_mib, device.memory_free_mib = record.memory_total_mib, record.memory_free_mib
+        device.memory_total_mib = record.memory_total_mib
         device.memory_outside_mib = record.memory_outside_mib
         device.compute_capability, device.architecture = record.compute_capability, record.architecture
         device.numa_node = record.numa_node
         device.health, device.health_reason = record.health, record.health_reason
         device.attributes = record.attributes
-        device.usage = {field: getattr(record, field) for field in _USAGE_FIELDS}
         device.present = True
-        device.updated_at = now
     session.flush()
     for record in records:
         parent = existing.get(record.parent_uuid) if record.parent_uuid else None
@@ -124,7 +125,12 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
         if uuid not in reported and device.present:
             device.present = False
             events.record(session, "device.gone", f"{device.model} {uuid} is no longer reported", node_id=node.id)
-    return any(before.get(uuid) != _placement_facts(device) for uuid, device in existing.items())
+    changed = False
+    for uuid, device in existing.items():
+        if before.get(uuid) != _placement_facts(device):
+            device.updated_at = now
+            changed = True
+    return changed
 
 
 def set_drained(session: Session, name: str, drained: bool, reason: str | None = None) -> NodeModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
 from poold.api.context import AppContext
@@ -17,7 +18,7 @@ from poold.api.schemas import (
     RegisterRequest,
     RegisterResponse,
 )
-from poold.db.session import transaction
+from poold.db.session import reading, transaction
 from poold.services import jobs, nodes
 
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
@@ -27,22 +28,33 @@ router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
     with transaction(ctx.factory) as session:
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__)
-        name = node.name
+        name, drained = node.name, node.drained
+    ctx.reports.written(name, body.host, body.devices, drained, extra=("registered",))
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
 
 @router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
-def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
-    with transaction(ctx.factory) as session:
-        row = nodes.heartbeat(session, node, body.host, body.devices)
-        drained = row.drained
+async def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+    """Written to the store only when it says something new (``poold.telemetry``): a repeated
+    report is answered from memory on the event loop, a new one written in a worker thread."""
+    running = tuple(sorted(body.running_jobs))
+    drained = ctx.reports.answer_from_memory(node, body.host, body.devices, running)
+    if drained is None:
+        drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, running)
     return HeartbeatResponse(drained=drained)
+
+
+def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, running: tuple[int, ...]) -> bool:
+    with transaction(ctx.factory) as session:
+        drained = nodes.heartbeat(session, node, body.host, body.devices).drained
+    ctx.reports.written(node, body.host, body.devices, drained, running)
+    return drained
 
 
 @router.get("/{node}/assignments", response_model=AssignmentsResponse)
 def assignments(node: str, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
-    with transaction(ctx.factory) as session:
+    with reading(ctx.factory) as session:
         return jobs.assignments(session, node)
 
 

@@ -9,7 +9,7 @@ from poold.api.context import AppContext
 from poold.api.retry import RetryingRoute
 from poold.api.routes import ctx_of
 from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
-from poold.db.session import transaction
+from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
 from poold.services import events, jobs, logs
@@ -38,14 +38,14 @@ def plan(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
 def list_jobs(
     state: list[JobState] | None = Query(default=None), limit: int = Query(default=200, ge=1, le=10000), ctx: AppContext = Depends(ctx_of)
 ) -> list[JobOut]:
-    with transaction(ctx.factory) as session:
+    with reading(ctx.factory) as session:
         names = convert.node_names(session)
         return [convert.job_out(job, names) for job in jobs.list_jobs(session, list(state or []), limit)]
 
 
 @router.get("/{job_id}", response_model=JobDetail)
 def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
-    with transaction(ctx.factory) as session:
+    with reading(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
         return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id))
 
@@ -61,7 +61,7 @@ def cancel(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobOut:
 
 @router.get("/{job_id}/log")
 def read_log(job_id: int, offset: int = Query(default=0, ge=0), ctx: AppContext = Depends(ctx_of)) -> Response:
-    with transaction(ctx.factory) as session:
+    with reading(ctx.factory) as session:
         jobs.get_job(session, job_id)
     return Response(content=logs.read(ctx.settings.state_dir, job_id, offset), media_type="application/octet-stream")
 

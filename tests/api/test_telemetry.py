@@ -1,0 +1,143 @@
+"""Heartbeats out of the transaction path: a repeated report touches no row, usage stays in
+memory, seen marks are flushed in one statement, and SQLite reads take no write lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, select, update
+
+from poold.api.app import create_app
+from poold.api.context import AppContext
+from poold.db.models import DeviceModel, NodeModel
+from poold.db.session import reading, transaction
+from tests.builders import make_node
+
+
+@pytest.fixture
+def ctx(pool, settings):
+    return AppContext.build(settings, pool.factory)
+
+
+@pytest.fixture
+def api(ctx):
+    with TestClient(create_app(ctx)) as client:
+        yield client
+
+
+def _body(builder, **usage):
+    devices = []
+    for device in builder.devices:
+        record = device.model_dump(mode="json")
+        record.update(usage)
+        devices.append(record)
+    return {"host": builder.host.model_dump(mode="json"), "devices": devices, "running_jobs": []}
+
+
+def _register(api, builder):
+    body = _body(builder)
+    response = api.post("/api/v1/agents/register", json={"node": builder.name, "host": body["host"], "devices": body["devices"]})
+    assert response.status_code == 200, response.text
+
+
+def _writes(engine):
+    """Count the statements that change rows (INSERT/UPDATE/DELETE) while the block runs."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    return statements, lambda: event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_repeated_heartbeat_writes_nothing_and_its_usage_is_served_from_memory(api, ctx, pool):
+    builder = make_node("hgx").gpus(2, "H100", nvlink=18)
+    _register(api, builder)
+    assert api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=10.0)).status_code == 200  # new: written
+    statements, stop = _writes(pool.engine)
+    try:
+        for load in (55.0, 97.0):
+            response = api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=load, temperature_c=70.0, memory_free_mib=1000))
+            assert response.status_code == 200 and response.json()["drained"] is False
+    finally:
+        stop()
+    assert statements == []
+    devices = api.get("/api/v1/devices").json()
+    assert {d["utilization_pct"] for d in devices} == {97.0}
+    assert {d["memory_free_mib"] for d in devices} == {1000}
+
+
+def test_a_heartbeat_that_says_something_new_is_written(api, pool):
+    builder = make_node("hgx").gpus(2, "H100", nvlink=18)
+    _register(api, builder)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder))
+    body = _body(builder)
+    body["devices"][0].update(health="unhealthy", health_reason="XID 79: fell off the bus")
+    assert api.post("/api/v1/agents/hgx/heartbeat", json=body).status_code == 200
+    with pool.factory() as session:
+        health = dict(session.execute(select(DeviceModel.uuid, DeviceModel.health)).all())
+    assert health[builder.devices[0].uuid] == "unhealthy"
+
+
+def test_seen_marks_are_flushed_and_the_drain_flag_read_back(api, ctx, pool):
+    builder = make_node("hgx").gpus(1, "L4")
+    _register(api, builder)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder))
+    with pool.factory() as session:
+        before = session.scalar(select(NodeModel.last_heartbeat_at))
+    time.sleep(0.01)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=5.0))  # from memory
+    with transaction(pool.factory) as session:
+        session.execute(update(NodeModel).values(drained=True))  # drained through another replica
+        assert ctx.reports.flush(session) == 1
+    with pool.factory() as session:
+        assert session.scalar(select(NodeModel.last_heartbeat_at)) > before
+    response = api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=6.0))
+    assert response.json()["drained"] is True
+
+
+def test_a_node_marked_lost_meanwhile_is_written_in_full_again(api, ctx, pool):
+    builder = make_node("hgx").gpus(1, "L4")
+    _register(api, builder)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder))
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=5.0))  # from memory
+    with transaction(pool.factory) as session:
+        session.execute(update(NodeModel).values(state="down"))  # the lost-node check ran elsewhere
+        ctx.reports.flush(session)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=6.0))
+    with pool.factory() as session:
+        assert session.scalar(select(NodeModel.state)) == "ready"
+
+
+def test_sqlite_reads_take_no_write_lock(pool):
+    if pool.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL readers never wait for writers")
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with transaction(pool.factory) as session:
+            session.execute(select(NodeModel.id))
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with reading(pool.factory) as session:
+            assert session.execute(select(NodeModel.id)).all() == []
+        assert time.monotonic() - started < 1.0
+        raw = sqlite3.connect(pool.engine.url.database, timeout=0.1)
+        with pytest.raises(sqlite3.OperationalError):  # while a write transaction would wait
+            raw.execute("BEGIN IMMEDIATE")
+        raw.close()
+    finally:
+        release.set()
+        thread.join()
