@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, process, log_path)
+            if os.environ.get("PROFILE_DAEMON"):  # sample the daemon with py-spy while the load runs
+                subprocess.Popen(["py-spy", "record", "-p", str(process.pid), "-o", os.environ["PROFILE_DAEMON"], "-f", "raw", "-d", "60", "-t"])
             result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid)))
         finally:
             process.terminate()

@@ -7,8 +7,8 @@ temperature, utilisation, free memory, load). :class:`NodeReports` keeps, per no
 fingerprint of the last report written to the store:
 
 - a heartbeat with the same fingerprint is answered from memory: its usage is kept here for
-  the API and metrics, and the node is marked seen. Seen marks are written to the store in
-  one statement a second (:meth:`flush`), which is what the lost-node check reads;
+  the API and metrics, and the node is marked seen. Seen marks are written to the store once
+  a second for all such nodes (:meth:`flush`), which is what the lost-node check reads;
 - anything else (a new fingerprint, a node this daemon has not written yet, a write older
   than ``REWRITE_AFTER_S``) takes the full path: one transaction that updates the rows that
   changed (``poold.services.nodes.heartbeat``), then the fingerprint is kept.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
@@ -60,7 +60,7 @@ class _Node:
 @dataclass
 class NodeReports:
     _nodes: dict[str, _Node] = field(default_factory=dict)
-    _seen: dict[str, datetime] = field(default_factory=dict)
+    _seen: dict[str, datetime] = field(default_factory=dict)  # answered from memory since the last flush
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer_from_memory(self, name: str, host: HostRecord, devices: list[DeviceRecord], extra: tuple = ()) -> bool | None:
@@ -94,21 +94,20 @@ class NodeReports:
             return node.usage if node is not None else None
 
     def flush(self, session: Session) -> int:
-        """Write the seen marks of nodes answered from memory (one statement), and read back
-        their drain flag and state; returns how many were written."""
+        """Mark the nodes answered from memory since the last flush as seen now (one statement
+        per thousand nodes: the mark is at most a flush interval late), and read back their
+        drain flag and state; returns how many were marked."""
         with self._lock:
             seen, self._seen = self._seen, {}
         if not seen:
             return 0
-        nodes = NodeModel.__table__
-        session.execute(
-            update(nodes).where(nodes.c.name == bindparam("node"), nodes.c.state == "ready").values(last_heartbeat_at=bindparam("at")),
-            [{"node": name, "at": at} for name, at in seen.items()],
-        )
-        names = sorted(seen)
-        current = {}
+        names, now, current = sorted(seen), utcnow(), {}
         for start in range(0, len(names), 1000):
-            query = select(NodeModel.name, NodeModel.state, NodeModel.drained).where(NodeModel.name.in_(names[start : start + 1000]))
+            chunk = names[start : start + 1000]
+            session.execute(
+                update(NodeModel).where(NodeModel.name.in_(chunk), NodeModel.state == "ready").values(last_heartbeat_at=now)
+            )
+            query = select(NodeModel.name, NodeModel.state, NodeModel.drained).where(NodeModel.name.in_(chunk))
             current.update({name: (state, drained) for name, state, drained in session.execute(query)})
         with self._lock:
             for name in names:

@@ -65,6 +65,8 @@ class Capacity:
         self.engine = Engine(self.snapshot.pool, stack or build_stack(), EngineOptions(count_outside_memory=False, seed=0))
         self.lock = threading.Lock()
         self._refreshed = float("-inf")
+        # Verdicts by request signature, until the pool at its best changes.
+        self._verdicts: dict[tuple, Unplaceable | None] = {}
 
     def never_fits(self, request: PlacementRequest) -> Unplaceable | None:
         """Why ``request`` could not be placed even on an idle pool; None when it could, or
@@ -72,12 +74,16 @@ class Capacity:
         with self.lock:
             if time.monotonic() - self._refreshed > self.refresh_s:
                 with self.factory() as session:
-                    self.snapshot.refresh(session)
+                    if self.snapshot.refresh(session):
+                        self._verdicts.clear()
                 self._refreshed = time.monotonic()
+            if request.signature in self._verdicts:
+                return self._verdicts[request.signature]
             if not len(self.snapshot.pool.alive_nodes()):
                 return None
             decision = self.engine.place(request)
-        return decision if isinstance(decision, Unplaceable) else None
+            verdict = self._verdicts[request.signature] = decision if isinstance(decision, Unplaceable) else None
+        return verdict
 
 
 @dataclass

@@ -29,7 +29,7 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
     with transaction(ctx.factory) as session:
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__)
         name, drained = node.name, node.drained
-    ctx.reports.written(name, body.host, body.devices, drained, extra=("registered",))
+    ctx.reports.written(name, body.host, body.devices, drained)  # as a heartbeat running no job
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
