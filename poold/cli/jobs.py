@@ -143,13 +143,21 @@ def show_job(ctx: click.Context, job_id: int) -> None:
 
 @click.command()
 @click.argument("job_id", type=int)
+@click.option("--force", is_flag=True, help="End the job now, whatever its state, and release its devices (administrators).")
 @click.pass_context
-def cancel(ctx: click.Context, job_id: int) -> None:
-    """Cancel a job: a pending one ends at once, a running one is killed by its agent."""
+def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
+    """Cancel a job: a pending one ends at once, a running one is killed by its agent.
+
+    With --force the job ends `cancelled` at once, in any state, without waiting for its
+    agent (one that cannot report, or is gone); its devices, CPU cores and memory are
+    released, and the agent, if it still runs the job, is told to kill it.
+    """
     with _client(ctx) as client:
-        job = client.cancel(job_id)
+        job = client.cancel(job_id, force)
     if ctx.obj["output"] == "json":
         emit_json(job)
+    elif force:
+        click.echo(f"job {job_id} cancelled by force: {job.get('reason')}; its devices are released")
     elif job["state"] == "cancelled":
         click.echo(f"job {job_id} cancelled")
     else:

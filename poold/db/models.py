@@ -76,6 +76,9 @@ class NodeModel(Base):
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    running_jobs: Mapped[list[int]] = mapped_column(
+        JSON, default=list, server_default="[]", doc="job ids the agent reported running in its last heartbeat"
+    )
 
     devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
 

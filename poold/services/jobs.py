@@ -16,6 +16,9 @@ from poold.services import Conflict, Invalid, NotFound, events
 from poold.services.nodes import get_node, touch
 
 ACTIVE_STATES = ("assigned", "running")
+# Ends the daemon decides without the agent (by force, or the node lost): the agent's later
+# report that it killed the job confirms it rather than contradicting it.
+GIVEN_UP_STATES = ("cancelled", "lost")
 
 
 def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None, never_fits_policy: str = "refuse") -> JobModel:
@@ -64,12 +67,23 @@ def list_jobs(session: Session, states: list[str] | None = None, limit: int = 20
     return list(session.scalars(query))
 
 
-def cancel(session: Session, job_id: int) -> JobModel:
-    """Pending jobs end at once; placed ones are killed by their agent, which reports the end."""
+def cancel(session: Session, job_id: int, *, force: bool = False) -> JobModel:
+    """Pending jobs end at once; placed ones are killed by their agent, which reports the end.
+
+    With ``force`` (an administrator's ``poold cancel --force``) a job in any state before
+    its end ends ``cancelled`` at once, without waiting for its agent: its allocations are
+    released and its node's generation moves, so the scheduler sees the capacity back. If the
+    agent still runs it, the agent is told to kill it (see :func:`assignments`); a job whose
+    agent is gone or cannot report is ended all the same.
+    """
     job = get_job(session, job_id, lock=True)
     if job.state in TERMINAL_STATES:
         raise Conflict(f"job {job_id} already ended ({job.state})")
-    if job.state == "pending":
+    if force:
+        where = f" on node {node_name_of(session, job)}" if job.node_id is not None else ""
+        job.reason = f"cancelled by force while {job.state}{where}"
+        _end(session, job, "cancelled", None, f"{job.reason}; its allocations are released")
+    elif job.state == "pending":
         _end(session, job, "cancelled", None, "cancelled before it was placed")
     elif not job.cancel_requested:
         job.cancel_requested = True
@@ -78,7 +92,9 @@ def cancel(session: Session, job_id: int) -> JobModel:
 
 
 def assignments(session: Session, node_name: str) -> AssignmentsResponse:
-    """What the node's agent must start (placed, not yet started) and kill (cancel requested)."""
+    """What the node's agent must start (placed, not yet started) and kill: jobs with a cancel
+    requested, and jobs its last heartbeat reported running that the daemon no longer holds on
+    this node (ended by force, lost, placed elsewhere, unknown)."""
     node = get_node(session, node_name)
     jobs = session.scalars(
         select(JobModel)
@@ -92,6 +108,8 @@ def assignments(session: Session, node_name: str) -> AssignmentsResponse:
             response.cancel.append(job.id)
         elif job.state == "assigned":
             response.start.append(_assignment(job))
+    held = {job.id for job in jobs}
+    response.cancel = sorted({*response.cancel, *(job_id for job_id in node.running_jobs or [] if job_id not in held)})
     return response
 
 
@@ -145,6 +163,12 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     outcome = event.outcome or ("succeeded" if event.exit_code == 0 else "failed")
     if job.state in TERMINAL_STATES:
         if job.state == outcome and job.exit_code == event.exit_code:
+            return result(True)
+        if outcome == "cancelled" and job.state in GIVEN_UP_STATES:
+            # The agent killed a copy the daemon had already given up on (the kill list).
+            code = f" (exit {event.exit_code})" if event.exit_code is not None else ""
+            events.record(session, "job.stopped", f"the agent on {node_name} stopped the job's processes{code}",
+                          job_id=job.id, node_id=node.id)
             return result(True)
         events.record(
             session,

@@ -54,10 +54,16 @@ def register(
     return node
 
 
-def heartbeat(session: Session, name: str, host: HostRecord, devices: list[DeviceRecord]) -> NodeModel:
+def heartbeat(
+    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], running_jobs: list[int] | None = None
+) -> NodeModel:
+    """Refresh the node from its agent's report; ``running_jobs`` (the ids the agent runs) is
+    kept, so that assignments can tell the agent to kill what the daemon no longer holds there."""
     node = get_node(session, name, lock=True)
     if node.state != "ready":
         events.record(session, "node.ready", f"node {name} is back", node_id=node.id)
+    if running_jobs is not None:
+        node.running_jobs = sorted(set(running_jobs))
     _apply_report(session, node, host, devices)
     return node
 

@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from poold.api.app import create_app
-from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel
+from tests.api.calls import NOW, register, submit
 from tests.builders import make_node
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
-
-
-@pytest.fixture
-def api(pool, settings):
-    ctx = AppContext.build(settings, pool.factory)
-    ctx.wake_scheduler = ctx.scheduler.run_pass
-    with TestClient(create_app(ctx)) as client:
-        yield client
-
-
-def register(api, builder):
-    body = {
-        "node": builder.name,
-        "host": builder.host.model_dump(mode="json"),
-        "devices": [d.model_dump(mode="json") for d in builder.devices],
-        "agent_version": "test",
-    }
-    response = api.post("/api/v1/agents/register", json=body)
-    assert response.status_code == 200, response.text
-    return body
-
-
-def submit(api, **resources):
-    spec = {"name": "train", "command": ["sh", "-c", "echo hi"], "resources": resources}
-    response = api.post("/api/v1/jobs", json={"spec": spec})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
 
 def test_register_heartbeat_assign_run_end(api):
     body = register(api, make_node("hgx").gpus(2, "H100", nvlink=18).mig(0, ["3g.40gb", "1g.10gb"]))

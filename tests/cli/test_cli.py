@@ -136,8 +136,20 @@ def test_submit_wait_exits_with_outcome(daemon, tmp_path):
     assert "failed" in process.stderr.read()
 
 
+def test_cancel_force_ends_a_placed_job_at_once(daemon, tmp_path):
+    """No agent runs here, so a plain cancel would wait for ever; --force does not wait."""
+    path = write(tmp_path, 'name = "stuck"\ncommand = "true"\n[resources]\n[[resources.accept]]\nmodel = "A100"\n')
+    job_id = poold(daemon, "submit", path, check=0).stdout.strip()
+    wait_for(lambda: json.loads(poold(daemon, "-o", "json", "job", job_id, check=0).stdout)["state"] == "assigned")
+    out = poold(daemon, "cancel", "--force", job_id, check=0).stdout.strip()
+    assert out == f"job {job_id} cancelled by force: cancelled by force while assigned on node a100; its devices are released"
+    assert json.loads(poold(daemon, "-o", "json", "job", job_id, check=0).stdout)["state"] == "cancelled"
+    assert poold(daemon, "cancel", "--force", job_id, check=1).stderr.strip() == f"error: job {job_id} already ended (cancelled)"
+
+
 def test_help_texts(daemon):
     text = poold(daemon, "--help", check=0).stdout
     for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "db", "serve", "demo"):
         assert command in text
     assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
+    assert "--force" in poold(daemon, "cancel", "--help", check=0).stdout

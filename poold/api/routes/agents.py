@@ -34,7 +34,7 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
 @router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     with transaction(ctx.factory) as session:
-        row = nodes.heartbeat(session, node, body.host, body.devices)
+        row = nodes.heartbeat(session, node, body.host, body.devices, body.running_jobs)
         drained = row.drained
     return HeartbeatResponse(drained=drained)
 

@@ -50,9 +50,13 @@ def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+def cancel(
+    job_id: int,
+    force: bool = Query(default=False, description="end the job now, in any state, and release its devices (administrators)"),
+    ctx: AppContext = Depends(ctx_of),
+) -> JobOut:
     with transaction(ctx.factory) as session:
-        job = jobs.cancel(session, job_id)
+        job = jobs.cancel(session, job_id, force=force)
         out = convert.job_out(job, convert.node_names(session))
     ctx.wake_scheduler()
     return out
