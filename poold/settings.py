@@ -55,7 +55,10 @@ class SchedulerSettings(_Section):
 
 class NodeSettings(_Section):
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    timeout_s: float = Field(default=30.0, gt=0, description="a node silent this long is marked down")
+    timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="a node silent this long is lost: its jobs end lost and are submitted again as their retries allow",
+    )
 
 
 class QueueSettings(_Section):

@@ -14,7 +14,7 @@ from poold.scheduler.snapshot import device_price
 from poold.settings import Settings
 
 
-def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False) -> JobOut:
+def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False, requeued_as: dict[int, int] | None = None) -> JobOut:
     allocations = [
         AllocationOut(
             device_uuid=alloc.device.uuid,
@@ -42,13 +42,16 @@ def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = Fals
         exit_code=job.exit_code,
         price_per_hour=job.price_per_hour,
         reason=job.reason,
+        attempt=job.attempt,
+        retry_of=job.retry_of,
+        requeued_as=(requeued_as or {}).get(job.id),
         allocations=allocations,
         spec=job.spec if with_spec else None,
     )
 
 
-def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel]) -> JobDetail:
-    base = job_out(job, node_names, with_spec=True)
+def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int]) -> JobDetail:
+    base = job_out(job, node_names, with_spec=True, requeued_as=requeued_as)
     return JobDetail(
         **base.model_dump(),
         events=[

@@ -137,6 +137,9 @@ class JobOut(Strict):
     exit_code: int | None = None
     price_per_hour: float | None = None
     reason: str | None = Field(default=None, description="why it waits, or why it went where it went")
+    attempt: int = Field(default=1, description="1 as submitted; a job lost with its node is submitted again as the next attempt")
+    retry_of: int | None = Field(default=None, description="the lost job this one was submitted again for")
+    requeued_as: int | None = Field(default=None, description="the job submitted again for this one, after it was lost")
     allocations: list[AllocationOut] = Field(default_factory=list)
     spec: dict[str, Any] | None = None
 

@@ -11,7 +11,12 @@ from poold.client import PooldClient
 @click.command(name="nodes")
 @click.pass_context
 def list_nodes(ctx: click.Context) -> None:
-    """List nodes with their state and free devices."""
+    """List nodes with their state and free devices.
+
+    A node is `ready`, or `lost` when its agent has not heartbeated for the daemon's
+    nodes.timeout_s (its jobs were ended lost and submitted again as their retries allow);
+    it is ready again with its next heartbeat.
+    """
     with PooldClient(ctx.obj["url"]) as client:
         nodes = client.nodes()
     if ctx.obj["output"] == "json":

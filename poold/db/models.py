@@ -54,7 +54,9 @@ class QueueModel(Base):
 
 
 class NodeModel(Base):
-    """A machine with an agent. ``state`` is ``ready`` or ``down`` (no heartbeat within the timeout).
+    """A machine with an agent. ``state`` is ``ready`` or ``lost`` (no heartbeat within
+    ``nodes.timeout_s``; its jobs were ended ``lost``, and it is ``ready`` again with its next
+    heartbeat).
 
     ``generation`` moves whenever something placement reads changes: the node's state, drain
     or capacity, its devices (what they are, health, memory used outside poold), or what is
@@ -122,7 +124,12 @@ class DeviceModel(Base):
 
 
 class JobModel(Base):
-    """A submitted job. ``spec`` is the validated job file; ``reason`` says why it waits or where it went."""
+    """A submitted job. ``spec`` is the validated job file; ``reason`` says why it waits or where it went.
+
+    A job lost with its node is submitted again as a new job (while its ``retries`` allow):
+    the new one has ``retry_of`` pointing at the lost one and the next ``attempt`` (1 for a
+    job as submitted).
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state_priority", "state", "priority"),)
@@ -138,6 +145,8 @@ class JobModel(Base):
     price_per_hour: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

@@ -1,4 +1,4 @@
-"""Jobs: submit, list, cancel, what each agent must start or kill, and the agents' reports."""
+"""Jobs: submit, list, cancel, lose, what each agent must start or kill, and the agents' reports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
-from poold.jobspec import JobSpec
+from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
@@ -48,6 +48,42 @@ def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None
     if never_fits is not None:
         events.record(session, "job.never_fits", reason, job_id=job.id)
     return job
+
+
+def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
+    """End ``job`` (locked, placed) ``lost`` because ``why``, releasing what it holds, and submit
+    it again as a new job while its job file's ``retries`` allow; returns the new job, if any.
+
+    A retry is a new job (new id, ``retry_of`` the lost one, the next ``attempt``), not the
+    same job back to pending: an agent that comes back still running the lost copy is told to
+    kill it by its id, which can never be confused with the retry's.
+    """
+    retries = int(job.spec.get("retries", DEFAULT_RETRIES))
+    retry = None
+    if job.cancel_requested:
+        fate = "a cancel was requested, so it is not submitted again"
+    elif job.attempt > retries:
+        fate = f"not submitted again: attempt {job.attempt} of {retries + 1} (retries = {retries})"
+    else:
+        retry = JobModel(name=job.name, queue_name=job.queue_name, priority=job.priority, state="pending", spec=job.spec,
+                         reason="waiting for the scheduler", attempt=job.attempt + 1, retry_of=job.id)
+        session.add(retry)
+        session.flush()
+        fate = f"submitted again as job {retry.id} (attempt {retry.attempt} of {retries + 1})"
+        events.record(session, "job.submitted",
+                      f"job {retry.id} ({retry.name}) submitted to queue {retry.queue_name} again: job {job.id} was lost "
+                      f"(attempt {retry.attempt} of {retries + 1})", job_id=retry.id)
+    job.reason = f"{why}; {fate}"
+    _end(session, job, "lost", None, job.reason)
+    return retry
+
+
+def requeued_as(session: Session, job_ids: list[int]) -> dict[int, int]:
+    """Lost job id -> the id of the job submitted again for it, for those of ``job_ids`` that have one."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(JobModel.retry_of, JobModel.id).where(JobModel.retry_of.in_(job_ids)))
+    return {lost: retry for lost, retry in rows}
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:

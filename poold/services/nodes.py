@@ -1,8 +1,6 @@
-"""Nodes and their devices: registration, heartbeats, drain, and marking silent nodes down."""
+"""Nodes and their devices: registration, heartbeats, drain (lost nodes: ``poold.services.recovery``)."""
 
 from __future__ import annotations
-
-from datetime import datetime, timedelta, timezone
 
 from typing import Any
 
@@ -142,19 +140,6 @@ def set_drained(session: Session, name: str, drained: bool, reason: str | None =
         verb = "drained" if drained else "undrained"
         events.record(session, f"node.{verb}", f"node {name} {verb}" + (f": {reason}" if reason else ""), node_id=node.id)
     return node
-
-
-def mark_silent_nodes_down(session: Session, timeout_s: float, now: datetime | None = None) -> list[str]:
-    """Nodes whose last heartbeat is older than ``timeout_s`` go ``down``; returns their names."""
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(seconds=timeout_s)
-    silent = session.scalars(
-        select(NodeModel).where(NodeModel.state == "ready", NodeModel.last_heartbeat_at < cutoff).with_for_update()
-    ).all()
-    for node in silent:
-        node.state = "down"
-        node.generation += 1
-        events.record(session, "node.down", f"node {node.name} missed heartbeats for {timeout_s:.0f} s", node_id=node.id)
-    return [node.name for node in silent]
 
 
 def list_nodes(session: Session) -> list[tuple[NodeModel, int, int]]:

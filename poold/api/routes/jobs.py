@@ -39,14 +39,16 @@ def list_jobs(
 ) -> list[JobOut]:
     with transaction(ctx.factory) as session:
         names = convert.node_names(session)
-        return [convert.job_out(job, names) for job in jobs.list_jobs(session, list(state or []), limit)]
+        listed = jobs.list_jobs(session, list(state or []), limit)
+        retries = jobs.requeued_as(session, [job.id for job in listed if job.state == "lost"])
+        return [convert.job_out(job, names, requeued_as=retries) for job in listed]
 
 
 @router.get("/{job_id}", response_model=JobDetail)
 def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
     with transaction(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
-        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id))
+        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
