@@ -10,7 +10,9 @@ One thread does everything, one ``step`` per ``poll_interval_s``:
 When the daemon is unreachable (connection errors, timeouts, 5xx) the agent keeps its jobs
 running, keeps queuing events on disk, and retries with exponential backoff and jitter
 (capped at ``retry_max_s``). A 404 for the node means the daemon forgot it: the agent
-registers again. A report the daemon refuses for good (a 4xx for one event or log chunk, or
+registers again. A 409 for a registration or a heartbeat means the node's name belongs to
+another machine (see ``agents.identity``): the agent keeps registering, with backoff, and
+polls for no work meanwhile. A report the daemon refuses for good (a 4xx for one event or log chunk, or
 an event answered ``accepted: false``) is written to ``state_dir/refused.jsonl`` and dropped,
 and the next one goes: no report can hold up the ones behind it. SIGTERM ends the loop and
 leaves the jobs running: the next agent adopts them from ``state_dir``.
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from agents import __version__
+from agents import __version__, identity
 from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
 from agents.config import AgentSettings
 from agents.record import HostRecord, Inventory
@@ -80,6 +82,7 @@ class Agent:
         self.runner = Runner(settings.state_dir, self.node, kill_grace_s=settings.kill_grace_s,
                              kill_untagged=settings.fake is None)
         self.refusals = RefusalJournal(settings.state_dir)
+        self.machine_id = identity.machine_id(settings.state_dir, settings.machine_id)
         self.heartbeat_interval_s = settings.heartbeat_interval_s
         self.registered = False
         self.inventory: Inventory | None = None
@@ -175,7 +178,7 @@ class Agent:
             self.registered = False
             self._wake.set()
             return
-        except DaemonRejected as exc:  # registration or an assignments poll refused: say so, retry later
+        except DaemonRejected as exc:  # registration, a claimed name's heartbeat, or a poll refused: say so, retry later
             delay = self.backoff.next_delay()
             self._retry_at = time.monotonic() + delay
             log.error("the daemon refused a request: %s; retrying in %.1f s", exc, delay)
@@ -203,7 +206,8 @@ class Agent:
 
     def _register(self) -> None:
         inventory = self.fresh_inventory()
-        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__)
+        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__,
+                                  machine_id=self.machine_id)
         answer = self.client.register(request)
         self.node = self.runner.node = answer.node
         self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s
@@ -213,12 +217,16 @@ class Agent:
 
     def _heartbeat(self, now: float) -> None:
         inventory = self.fresh_inventory()
-        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids())
+        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids(),
+                                   machine_id=self.machine_id)
         try:
             answer = self.client.heartbeat(self.node, request)
         except UnknownNode:
             raise
         except DaemonRejected as exc:
+            if exc.status == 409:  # the name went to another machine while this one was away
+                self.registered = False
+                raise
             log.error("heartbeat refused: %s", exc.detail)
         else:
             if answer.drained:

@@ -78,6 +78,7 @@ def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
         devices_free=free,
         last_heartbeat_at=node.last_heartbeat_at,
         agent_version=node.agent_version,
+        machine_id=node.machine_id,
     )
 
 

@@ -31,6 +31,8 @@ class RegisterRequest(Strict):
     host: HostRecord
     devices: list[DeviceRecord] = Field(default_factory=list)
     agent_version: str = ""
+    machine_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="the agent's machine (/etc/machine-id): a live node's name is not given to another")
 
 
 class RegisterResponse(Strict):
@@ -42,6 +44,7 @@ class HeartbeatRequest(Strict):
     host: HostRecord
     devices: list[DeviceRecord] = Field(default_factory=list)
     running_jobs: list[int] = Field(default_factory=list, description="ids of the jobs the agent is running")
+    machine_id: str | None = Field(default=None, min_length=1, max_length=200, description="as at register; another machine's is refused")
 
 
 class HeartbeatResponse(Strict):
@@ -189,6 +192,7 @@ class NodeOut(Strict):
     devices_free: int
     last_heartbeat_at: datetime | None
     agent_version: str
+    machine_id: str | None = None
 
 
 class PlanChoice(Strict):

@@ -15,7 +15,8 @@ def list_nodes(ctx: click.Context) -> None:
 
     A node is `ready`, or `lost` when its agent has not heartbeated for the daemon's
     nodes.timeout_s (its jobs were ended lost and submitted again as their retries allow);
-    it is ready again with its next heartbeat.
+    it is ready again with its next heartbeat. MACHINE is the start of the machine id of
+    the agent that holds the node's name.
     """
     with PooldClient(ctx.obj["url"]) as client:
         nodes = client.nodes()
@@ -30,11 +31,12 @@ def list_nodes(ctx: click.Context) -> None:
             n["cpu_cores"],
             gib(n["memory_total_mib"]),
             when(n["last_heartbeat_at"]),
+            (n.get("machine_id") or "")[:12] or None,
             n.get("drain_reason"),
         ]
         for n in nodes
     ]
-    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "DRAIN REASON"], rows)
+    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
 
 
 @click.command(name="devices")

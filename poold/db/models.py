@@ -38,6 +38,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC time: SQLite hands stored times back without their zone."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
@@ -81,6 +86,7 @@ class NodeModel(Base):
     running_jobs: Mapped[list[int]] = mapped_column(
         JSON, default=list, server_default="[]", doc="job ids the agent reported running in its last heartbeat"
     )
+    machine_id: Mapped[str | None] = mapped_column(String(200), doc="the agent's machine (/etc/machine-id): who may use the name")
 
     devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
 
@@ -146,6 +152,7 @@ class JobModel(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column()

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
-from poold.services import NotFound, events
+from poold.services import Conflict, NotFound, events
 
 _USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
 # Device attributes placement reads; a change in any of them moves the node's generation.
@@ -36,20 +36,47 @@ def get_node(session: Session, name: str, *, lock: bool = False) -> NodeModel:
 
 
 def register(
-    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], agent_version: str
+    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], agent_version: str,
+    machine_id: str | None = None,
 ) -> NodeModel:
-    """Create the node or refresh it. A drained node stays drained across agent restarts."""
+    """Create the node or refresh it. A drained node stays drained across agent restarts.
+
+    The name belongs to the machine that registered it (``machine_id``): another machine may
+    take it over only once the node is lost; while it lives, the claim is refused with 409.
+    """
     node = session.scalars(select(NodeModel).where(NodeModel.name == name).with_for_update()).one_or_none()
     if node is None:
-        node = NodeModel(name=name, hostname=host.hostname)
+        node = NodeModel(name=name, hostname=host.hostname, machine_id=machine_id)
         session.add(node)
         session.flush()
         events.record(session, "node.registered", f"node {name} registered", node_id=node.id)
+    elif _other_machine(node, machine_id):
+        if node.state != "lost":
+            raise Conflict(
+                f"node {name} belongs to machine {node.machine_id}, whose agent is alive (last heartbeat "
+                f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); this agent runs on machine {machine_id}. "
+                "Give it another node_name, or stop the other agent and wait until the node is lost"
+            )
+        events.record(session, "node.machine_changed",
+                      f"node {name} is now machine {machine_id} (was {node.machine_id}, lost)", node_id=node.id)
+        node.running_jobs = []
     elif node.state != "ready":
         events.record(session, "node.ready", f"node {name} is back", node_id=node.id)
+    node.machine_id = machine_id or node.machine_id
     node.agent_version = agent_version
     _apply_report(session, node, host, devices)
     return node
+
+
+def check_machine(node: NodeModel, machine_id: str | None) -> None:
+    """Refuse (409) a report about ``node`` from another machine than the one holding its name."""
+    if _other_machine(node, machine_id):
+        raise Conflict(f"node {node.name} belongs to machine {node.machine_id}; this report comes from machine {machine_id}")
+
+
+def _other_machine(node: NodeModel, machine_id: str | None) -> bool:
+    """Whether ``machine_id`` is known to differ from the node's (agents too old to send one are let be)."""
+    return node.machine_id is not None and machine_id is not None and machine_id != node.machine_id
 
 
 def heartbeat(

@@ -1,11 +1,19 @@
-"""Lost nodes: a node silent past ``nodes.timeout_s`` is ``lost``, and so are the jobs placed on it.
+"""Lost nodes and returning agents.
 
-Each such job ends ``lost`` with what it held released, and is submitted again as a new job
-while its job file's ``retries`` allow (``poold.services.jobs.lose``). The node is ``ready``
-again with its next heartbeat; jobs its agent still runs that the daemon gave up on are on
-that agent's kill list (``poold.services.jobs.assignments``).
+A node silent past ``nodes.timeout_s`` is ``lost``, and so are the jobs placed on it: each
+ends ``lost`` with what it held released, and is submitted again as a new job while its job
+file's ``retries`` allow (``poold.services.jobs.lose``).
 
-Lock order, as everywhere: the jobs first, then the nodes (by id), each re-checked once locked.
+Each heartbeat reconciles both sides from the jobs the agent says it runs: a job the daemon
+holds on the node as ``assigned`` that the agent runs is adopted (``running``); one it holds
+as ``running`` that the agent stopped listing is lost once it has been missing for
+``nodes.timeout_s`` (its ``ended`` report would have landed by then); and a job the agent
+runs that the daemon gave up on (ended, lost, placed elsewhere, unknown) is on the agent's
+kill list (``poold.services.jobs.assignments``). The node is ``ready`` again with its next
+heartbeat.
+
+Lock order, as everywhere: the jobs first, then the nodes (by id), then devices; what was
+read before a lock is re-checked once it is held.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from poold.db.models import JobModel, NodeModel
-from poold.services import events, jobs
+from agents.record import DeviceRecord, HostRecord
+from poold.db.models import JobModel, NodeModel, as_utc, utcnow
+from poold.services import events, jobs, nodes
 
 
 @dataclass
@@ -60,3 +69,46 @@ def mark_silent_nodes_lost(session: Session, timeout_s: float, now: datetime | N
             if retry is not None:
                 found.retries.append(retry.id)
     return found
+
+
+def heartbeat(
+    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], running_jobs: list[int],
+    machine_id: str | None, grace_s: float, now: datetime | None = None,
+) -> NodeModel:
+    """A heartbeat from ``name``'s agent: refused (409) from another machine than the node's;
+    otherwise the node's jobs are reconciled with ``running_jobs``, then the node and its
+    devices are refreshed."""
+    node = nodes.get_node(session, name)
+    nodes.check_machine(node, machine_id)
+    reconcile(session, node, running_jobs, grace_s, now)
+    node = nodes.heartbeat(session, name, host, devices, running_jobs)
+    node.machine_id = node.machine_id or machine_id
+    return node
+
+
+def reconcile(session: Session, node: NodeModel, running_jobs: list[int], grace_s: float, now: datetime | None = None) -> None:
+    """Adopt the jobs held on ``node`` that its agent runs; lose the running ones it has not
+    listed for ``grace_s``. Jobs it runs that are not held there go on its kill list by
+    themselves: assignments compare the node's ``running_jobs`` with what is held."""
+    now = now or utcnow()
+    node_id, name = node.id, node.name
+    reported = set(running_jobs)
+    held = session.scalars(
+        select(JobModel)
+        .where(JobModel.node_id == node_id, JobModel.state.in_(jobs.ACTIVE_STATES))
+        .order_by(JobModel.id)
+        .options(selectinload(JobModel.allocations))
+        .with_for_update()
+    ).all()
+    for job in held:
+        if job.id in reported:
+            job.unreported_since = None
+            if job.state == "assigned":  # its started report has not landed (or was refused)
+                job.state, job.started_at = "running", job.started_at or now
+                events.record(session, "job.started", f"adopted: the agent on {name} reports it running",
+                              job_id=job.id, node_id=node_id)
+        elif job.state == "running":
+            if job.unreported_since is None:
+                job.unreported_since = now
+            elif (now - as_utc(job.unreported_since)).total_seconds() >= grace_s:
+                jobs.lose(session, job, f"the agent on {name} no longer runs it (not in its heartbeats for {grace_s:.0f} s)")

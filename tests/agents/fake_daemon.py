@@ -3,10 +3,12 @@
 It keeps the daemon's rules that the agent relies on: a job is listed in ``start`` until its
 ``started`` event is accepted; the same ``ended`` twice is accepted, a different outcome is
 refused; a log upload at the wrong offset gets 409 with the real size; a node it does not
-know gets 404. ``down = True`` makes every request fail as a refused connection. As a daemon
+know gets 404; a node another machine owns (``owners``) answers registrations and
+heartbeats 409. ``down = True`` makes every request fail as a refused connection. As a daemon
 that checks reports at the door would, ``refuse_event`` (event -> reason, or None) answers a
 whole events request 422 when one event in it is refused; ``fail_events`` answers that many
-events requests 500 first; ``refuse_logs`` answers those jobs' log uploads 413. Every call is recorded, so tests can assert on order and counts.
+events requests 500 first; ``refuse_logs`` answers those jobs' log uploads 413. Every call
+is recorded, so tests can assert on order and counts.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class FakeDaemon:
     events: list[JobEvent] = field(default_factory=list)  # accepted, in arrival order
     refused_events: list[JobEventResult] = field(default_factory=list)
     heartbeats: list[HeartbeatRequest] = field(default_factory=list)
+    registrations: list[RegisterRequest] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # node -> machine id: others get 409
     logs: dict[int, bytearray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,7 +123,10 @@ class FakeDaemon:
                 if node not in self.nodes:
                     return httpx.Response(404, json={"detail": f"no node {node}"})
                 if what == "heartbeat":
-                    self.heartbeats.append(HeartbeatRequest.model_validate_json(request.content))
+                    body = HeartbeatRequest.model_validate_json(request.content)
+                    if (refused := self._claimed(node, body.machine_id)) is not None:
+                        return refused
+                    self.heartbeats.append(body)
                     return httpx.Response(200, json=HeartbeatResponse().model_dump())
                 if what == "assignments":
                     return self._assignments(node)
@@ -128,7 +135,16 @@ class FakeDaemon:
                 return self._log(int(match.group(1)), int(request.url.params["offset"]), request.content)
             return httpx.Response(404, json={"detail": f"no route {request.method} {path}"})
 
+    def _claimed(self, node: str, machine_id: str | None) -> httpx.Response | None:
+        owner = self.owners.get(node)
+        if owner is not None and machine_id != owner:
+            return httpx.Response(409, json={"detail": f"node {node} belongs to machine {owner}; this is machine {machine_id}"})
+        return None
+
     def _register(self, body: RegisterRequest) -> httpx.Response:
+        self.registrations.append(body)
+        if (refused := self._claimed(body.node, body.machine_id)) is not None:
+            return refused
         self.nodes.add(body.node)
         return httpx.Response(200, json=RegisterResponse(node=body.node, heartbeat_interval_s=self.heartbeat_interval_s).model_dump())
 

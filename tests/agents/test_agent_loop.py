@@ -129,3 +129,23 @@ def test_stopping_the_agent_leaves_jobs_running_for_the_next_one(harness: Harnes
     time.sleep(0.2)
     assert daemon.event_kinds(1) == [("started", None, None), ("ended", "failed", 4)]
     assert os.path.exists(harness.settings.state_dir / "jobs" / "1" / "exit.json")
+
+
+def test_the_agent_sends_its_machine_id_at_register_and_in_heartbeats(harness: Harness, daemon: FakeDaemon) -> None:
+    harness.start()
+    daemon.wait_for(lambda: len(daemon.heartbeats) >= 2, what="heartbeats")
+    assert [r.machine_id for r in daemon.registrations] == ["machine-1"]
+    assert {hb.machine_id for hb in daemon.heartbeats} == {"machine-1"}
+
+
+def test_a_name_held_by_another_machine_stops_the_agent_until_it_is_free(harness: Harness, daemon: FakeDaemon) -> None:
+    harness.start()
+    daemon.wait_for(lambda: daemon.count("GET", "/assignments") >= 1, what="the first poll")
+    daemon.owners["node-1"] = "machine-2"  # the node was lost meanwhile, and another machine took the name
+    daemon.wait_for(lambda: len(daemon.registrations) >= 2, what="registering again after the refused heartbeat")
+    polls = daemon.count("GET", "/assignments")
+    time.sleep(0.5)
+    assert daemon.count("GET", "/assignments") == polls  # no work is taken under a name it does not hold
+    assert daemon.count("POST", "/register") >= 3  # it keeps trying, with backoff (0.05 s doubling, cap 0.4 s)
+    del daemon.owners["node-1"]
+    daemon.wait_for(lambda: daemon.count("GET", "/assignments") > polls, what="polls once the name is free")

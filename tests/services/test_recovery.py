@@ -11,7 +11,7 @@ from poold.api.schemas import JobEvent
 from poold.db.models import AllocationModel, EventModel, JobModel, NodeModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
-from poold.services import jobs, nodes, recovery
+from poold.services import events, jobs, nodes, recovery
 from tests.builders import job, make_node
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -36,6 +36,16 @@ def submit(pool, spec) -> int:
 def started(pool, node: str, job_id: int) -> None:
     with transaction(pool.factory) as session:
         jobs.apply_event(session, node, JobEvent(job_id=job_id, kind="started", at=NOW))
+
+
+def running_on(pool, settings, builder) -> int:
+    """Register ``builder``'s node and run one job on it (placed, started); its id."""
+    with transaction(pool.factory) as session:
+        builder.register(session)
+    job_id = submit(pool, job())
+    assert Scheduler(pool.factory, settings).run_pass().placed == [job_id]
+    started(pool, builder.name, job_id)
+    return job_id
 
 
 def row(pool, model, id_: int):
@@ -101,11 +111,7 @@ def test_jobs_without_retries_or_with_a_cancel_requested_are_not_submitted_again
 
 def test_a_lost_node_comes_back_with_its_next_heartbeat_and_kills_what_was_given_up(pool, settings):
     builder = make_node("a").gpus(1, "L4")
-    with transaction(pool.factory) as session:
-        builder.register(session)
-    job_id = submit(pool, job())
-    Scheduler(pool.factory, settings).run_pass()
-    started(pool, "a", job_id)
+    job_id = running_on(pool, settings, builder)
     silence(pool, "a", NOW - timedelta(hours=1))
     lose_silent(pool)
     with transaction(pool.factory) as session:
@@ -118,3 +124,52 @@ def test_a_lost_node_comes_back_with_its_next_heartbeat_and_kills_what_was_given
         assert [e.message for e in last] == ["node a is back"]
         stopped = jobs.apply_event(session, "a", JobEvent(job_id=job_id, kind="ended", at=NOW, outcome="cancelled", exit_code=143))
     assert stopped.accepted and row(pool, JobModel, job_id).state == "lost"
+
+
+def test_a_heartbeat_reconciles_the_jobs_held_on_the_node_with_those_the_agent_runs(pool, settings):
+    builder = make_node("a").gpus(4, "L4")
+    with transaction(pool.factory) as session:
+        builder.register(session)
+    ids = [submit(pool, job()) for _ in range(4)]
+    assert sorted(Scheduler(pool.factory, settings).run_pass().placed) == ids
+    adopted, waiting, vanished, kept = ids  # all assigned on a
+    for job_id in (vanished, kept):
+        started(pool, "a", job_id)
+    with transaction(pool.factory) as session:
+        gone = jobs.submit(session, job())
+        gone.state = "lost"  # a job the daemon gave up on, that the agent still runs
+
+    def beat(at: datetime) -> None:
+        # The agent runs: adopted (its started report never landed), kept, the lost one, and one nobody knows.
+        with transaction(pool.factory) as session:
+            recovery.heartbeat(session, "a", builder.host, builder.devices, [adopted, kept, gone.id, 999], "machine-a", grace_s=30, now=at)
+
+    beat(NOW)
+    assert row(pool, JobModel, adopted).state == "running"
+    assert row(pool, JobModel, waiting).state == "assigned"  # not started yet: the agent will
+    assert row(pool, JobModel, kept).state == "running"
+    assert row(pool, JobModel, vanished).state == "running" and row(pool, JobModel, vanished).unreported_since is not None
+    with transaction(pool.factory) as session:
+        assert jobs.assignments(session, "a").cancel == [gone.id, 999]
+        assert [e.message for e in events.for_job(session, adopted)][-1] == "adopted: the agent on a reports it running"
+    # Missing for less than the grace (its ended report may be on its way), then lost and retried.
+    beat(NOW + timedelta(seconds=29))
+    assert row(pool, JobModel, vanished).state == "running"
+    beat(NOW + timedelta(seconds=30))
+    lost = row(pool, JobModel, vanished)
+    assert lost.state == "lost"
+    assert lost.reason.startswith("the agent on a no longer runs it (not in its heartbeats for 30 s); submitted again as job ")
+    with pool.factory() as session:
+        assert session.scalar(select(func.count()).select_from(AllocationModel)
+                              .where(AllocationModel.job_id == vanished, AllocationModel.released_at.is_(None))) == 0
+    assert row(pool, JobModel, kept).state == "running"
+
+
+def test_a_job_listed_again_before_the_grace_ends_is_not_lost(pool, settings):
+    builder = make_node("a").gpus(1, "L4")
+    job_id = running_on(pool, settings, builder)
+    for seconds, running in ((0, []), (20, [job_id]), (40, []), (60, [])):
+        with transaction(pool.factory) as session:
+            recovery.heartbeat(session, "a", builder.host, builder.devices, running, None, grace_s=30, now=NOW + timedelta(seconds=seconds))
+    # missing since 40 s, not since 0 s: 20 s of the 30 s grace have passed
+    assert row(pool, JobModel, job_id).state == "running"
