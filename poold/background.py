@@ -16,11 +16,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agents.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
-from poold.services import recovery
+from poold.services import nodes, recovery
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_JOB = "schedule"
+QUARANTINE_CHECK_S = 5.0  # a device returns at most this late after its quarantine ends
 
 
 def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
@@ -39,6 +40,13 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
                         settings.nodes.timeout_s, ", ".join(lost.nodes), lost.jobs or "none", lost.retries or "none")
             ctx.wake_scheduler()
 
+    def quarantine_ends() -> None:
+        with transaction(ctx.factory) as session:
+            returned = nodes.release_quarantines(session)
+        if returned:
+            log.info("devices back in service after their quarantine: %s", ", ".join(returned))
+            ctx.wake_scheduler()
+
     def watchdog() -> None:
         notify("WATCHDOG=1")
 
@@ -47,6 +55,8 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     scheduler.add_job(schedule, "interval", seconds=settings.scheduler.interval_s, id=SCHEDULE_JOB, **common)
     # Nodes that stopped heartbeating are lost: no new jobs; their jobs lost, and retried.
     scheduler.add_job(node_timeout, "interval", seconds=max(1.0, settings.nodes.timeout_s / 3), id="node_timeout", jitter=1, **common)
+    # Devices healthy again for nodes.quarantine_s return to service.
+    scheduler.add_job(quarantine_ends, "interval", seconds=QUARANTINE_CHECK_S, id="quarantine_ends", jitter=1, **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
 

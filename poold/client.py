@@ -64,6 +64,9 @@ class PooldClient:
     def devices(self, node: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/devices", params={"node": node} if node else {}).json()
 
+    def return_device(self, uuid: str, node: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/devices/{uuid}/return", params={"node": node} if node else {}).json()
+
     def drain(self, node: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/nodes/{node}/drain", json={"reason": reason}).json()
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection
+from poold.api.schemas import (
+    AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
+)
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
 from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
@@ -96,6 +98,8 @@ def device_out(device: DeviceModel, names: dict[int, str], held: dict[int, float
         memory_free_mib=device.memory_free_mib,
         health=device.health,
         health_reason=device.health_reason,
+        quarantine=QuarantineOut(since=device.quarantined_at, reason=device.quarantine_reason, until=device.quarantine_until,
+                                 held=device.quarantine_held) if device.quarantined_at is not None else None,
         allocated_share=round(held.get(device.id, 0.0), 6),
         price_per_hour=device_price(settings, device.model, device.attributes),
         attributes=device.attributes,

@@ -159,6 +159,15 @@ class JobDetail(JobOut):
     events: list[EventOut] = Field(default_factory=list)
 
 
+class QuarantineOut(Strict):
+    """Why a device is out of service for its health, since when, and until when."""
+
+    since: datetime
+    reason: str | None
+    until: datetime | None = Field(description="when it returns by itself; null while it is unhealthy, or when held")
+    held: bool = Field(description="it flapped: out until an administrator returns it (poold devices return)")
+
+
 class DeviceOut(Strict):
     uuid: str
     node: str
@@ -172,6 +181,7 @@ class DeviceOut(Strict):
     memory_free_mib: int | None
     health: str
     health_reason: str | None
+    quarantine: QuarantineOut | None = None
     allocated_share: float
     price_per_hour: float | None
     attributes: dict[str, Any]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,6 +121,13 @@ class DeviceModel(Base):
     numa_node: Mapped[int | None] = mapped_column(Integer)
     health: Mapped[str] = mapped_column(String(20), default="ok")
     health_reason: Mapped[str | None] = mapped_column(Text)
+    quarantined_at: Mapped[datetime | None] = mapped_column(doc="out of service for its health since (poold.services.quarantine)")
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    quarantine_until: Mapped[datetime | None] = mapped_column(doc="returns by itself then; null while unhealthy or held")
+    quarantine_held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), doc="until an admin returns it")
+    unhealthy_reports: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default="[]", doc="when it turned unhealthy (ISO times) within the flap window"
+    )
     present: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     usage: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="power_w, temperature_c, utilization_pct...")
@@ -127,6 +135,15 @@ class DeviceModel(Base):
 
     node: Mapped[NodeModel] = relationship(back_populates="devices")
     parent: Mapped["DeviceModel | None"] = relationship(remote_side="DeviceModel.id")
+
+    @property
+    def in_service(self) -> bool:
+        return in_service(self.health, self.quarantined_at)
+
+
+def in_service(health: str, quarantined_at: datetime | None) -> bool:
+    """Whether placement may use a device: reported healthy, and not quarantined."""
+    return health == "ok" and quarantined_at is None
 
 
 class JobModel(Base):

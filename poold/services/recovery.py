@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import JobModel, NodeModel, as_utc, utcnow
 from poold.services import events, jobs, nodes
+from poold.settings import NodeSettings
 
 
 @dataclass
@@ -73,15 +74,16 @@ def mark_silent_nodes_lost(session: Session, timeout_s: float, now: datetime | N
 
 def heartbeat(
     session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], running_jobs: list[int],
-    machine_id: str | None, grace_s: float, now: datetime | None = None,
+    machine_id: str | None, settings: NodeSettings, now: datetime | None = None,
 ) -> NodeModel:
     """A heartbeat from ``name``'s agent: refused (409) from another machine than the node's;
-    otherwise the node's jobs are reconciled with ``running_jobs``, then the node and its
-    devices are refreshed."""
+    otherwise the node's jobs are reconciled with ``running_jobs`` (a job missing for
+    ``settings.timeout_s`` is lost), then the node and its devices are refreshed."""
+    now = now or utcnow()
     node = nodes.get_node(session, name)
     nodes.check_machine(node, machine_id)
-    reconcile(session, node, running_jobs, grace_s, now)
-    node = nodes.heartbeat(session, name, host, devices, running_jobs)
+    reconcile(session, node, running_jobs, settings.timeout_s, now)
+    node = nodes.heartbeat(session, name, host, devices, running_jobs, settings, now)
     node.machine_id = node.machine_id or machine_id
     return node
 

@@ -56,6 +56,27 @@ def test_unhealthy_device_report_writes_event_and_blocks_placement(api):
     assert job["state"] == "pending" and "device_unhealthy" in job["reason"]
     devices = api.get("/api/v1/devices").json()
     assert devices[0]["health"] == "unhealthy" and devices[0]["health_reason"] == "XID 79"
+    quarantine = devices[0]["quarantine"]
+    assert (quarantine["reason"], quarantine["until"], quarantine["held"]) == ("XID 79", None, False)
+
+
+def test_a_quarantined_device_is_shown_and_an_operator_returns_it(api):
+    builder = make_node("l4").gpus(1, "L4")
+    body = register(api, builder)
+    uuid = body["devices"][0]["uuid"]
+    assert api.post(f"/api/v1/devices/{uuid}/return").json()["detail"] == f"device {uuid} is not quarantined"
+    body["devices"][0].update(health="unhealthy", health_reason="XID 79")
+    api.post("/api/v1/agents/l4/heartbeat", json={"host": body["host"], "devices": body["devices"]})
+    body["devices"][0].update(health="ok", health_reason=None)
+    api.post("/api/v1/agents/l4/heartbeat", json={"host": body["host"], "devices": body["devices"]})
+    [device] = api.get("/api/v1/devices").json()
+    assert device["health"] == "ok" and device["quarantine"]["until"] is not None  # 300 s from now
+    job_id = submit(api)
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "pending"
+    returned = api.post(f"/api/v1/devices/{uuid}/return")
+    assert returned.status_code == 200 and returned.json()["quarantine"] is None
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "assigned"  # the return woke the scheduler
+    assert api.post("/api/v1/devices/GPU-nope/return").status_code == 404
 
 
 def test_cancel_pending_and_running(api):

@@ -12,6 +12,7 @@ from poold.db.models import AllocationModel, EventModel, JobModel, NodeModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.services import events, jobs, nodes, recovery
+from poold.settings import NodeSettings
 from tests.builders import job, make_node
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -142,7 +143,7 @@ def test_a_heartbeat_reconciles_the_jobs_held_on_the_node_with_those_the_agent_r
     def beat(at: datetime) -> None:
         # The agent runs: adopted (its started report never landed), kept, the lost one, and one nobody knows.
         with transaction(pool.factory) as session:
-            recovery.heartbeat(session, "a", builder.host, builder.devices, [adopted, kept, gone.id, 999], "machine-a", grace_s=30, now=at)
+            recovery.heartbeat(session, "a", builder.host, builder.devices, [adopted, kept, gone.id, 999], "machine-a", NodeSettings(timeout_s=30), now=at)
 
     beat(NOW)
     assert row(pool, JobModel, adopted).state == "running"
@@ -170,6 +171,7 @@ def test_a_job_listed_again_before_the_grace_ends_is_not_lost(pool, settings):
     job_id = running_on(pool, settings, builder)
     for seconds, running in ((0, []), (20, [job_id]), (40, []), (60, [])):
         with transaction(pool.factory) as session:
-            recovery.heartbeat(session, "a", builder.host, builder.devices, running, None, grace_s=30, now=NOW + timedelta(seconds=seconds))
+            recovery.heartbeat(session, "a", builder.host, builder.devices, running, None, NodeSettings(timeout_s=30),
+                               now=NOW + timedelta(seconds=seconds))
     # missing since 40 s, not since 0 s: 20 s of the 30 s grace have passed
     assert row(pool, JobModel, job_id).state == "running"

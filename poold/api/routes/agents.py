@@ -25,7 +25,8 @@ router = APIRouter(prefix="/agents", tags=["agents"])
 @router.post("/register", response_model=RegisterResponse)
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
     with transaction(ctx.factory) as session:
-        node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id)
+        node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
+                              ctx.settings.nodes)
         name = node.name
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
@@ -34,8 +35,7 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
 @router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     with transaction(ctx.factory) as session:
-        row = recovery.heartbeat(session, node, body.host, body.devices, body.running_jobs, body.machine_id,
-                                 grace_s=ctx.settings.nodes.timeout_s)
+        row = recovery.heartbeat(session, node, body.host, body.devices, body.running_jobs, body.machine_id, ctx.settings.nodes)
         drained = row.drained
     return HeartbeatResponse(drained=drained)
 
