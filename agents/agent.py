@@ -10,12 +10,13 @@ One thread does everything, one ``step`` per ``poll_interval_s``:
 When the daemon is unreachable (connection errors, timeouts, 5xx) the agent keeps its jobs
 running, keeps queuing events on disk, and retries with exponential backoff and jitter
 (capped at ``retry_max_s``). A 404 for the node means the daemon forgot it: the agent
-registers again. A 409 for a registration or a heartbeat means the node's name belongs to
-another machine (see ``agents.identity``): the agent keeps registering, with backoff, and
-polls for no work meanwhile. A report the daemon refuses for good (a 4xx for one event or log chunk, or
-an event answered ``accepted: false``) is written to ``state_dir/refused.jsonl`` and dropped,
-and the next one goes: no report can hold up the ones behind it. SIGTERM ends the loop and
-leaves the jobs running: the next agent adopts them from ``state_dir``.
+registers again. A 409 for a registration, a heartbeat or a poll means the node's name
+belongs to another machine (see ``agents.identity``): the agent keeps registering, with
+backoff, and polls for no work meanwhile. A report the daemon refuses for good (a 4xx for
+one event or log chunk, or an event answered ``accepted: false``) is written to
+``state_dir/refused.jsonl`` and dropped, and the next one goes: no report can hold up the
+ones behind it. SIGTERM ends the loop and leaves the jobs running: the next agent adopts
+them from ``state_dir``.
 """
 
 from __future__ import annotations
@@ -224,9 +225,7 @@ class Agent:
         except UnknownNode:
             raise
         except DaemonRejected as exc:
-            if exc.status == 409:  # the name went to another machine while this one was away
-                self.registered = False
-                raise
+            self._check_name_held(exc)
             log.error("heartbeat refused: %s", exc.detail)
         else:
             if answer.drained:
@@ -234,8 +233,21 @@ class Agent:
         self._heartbeat_now = False
         self._next_heartbeat = now + self.heartbeat_interval_s
 
+    def _check_name_held(self, refusal: DaemonRejected) -> None:
+        """A 409 for the node: its name went to another machine while this one was away. Stop
+        taking work under it and register again (refused while the other machine holds it)."""
+        if refusal.status == 409:
+            self.registered = False
+            raise refusal
+
     def _poll_assignments(self, now: float) -> None:
-        answer = self.client.assignments(self.node)
+        try:
+            answer = self.client.assignments(self.node, self.machine_id)
+        except UnknownNode:
+            raise
+        except DaemonRejected as exc:
+            self._check_name_held(exc)
+            raise
         self._next_poll = now + self.settings.poll_interval_s
         for assignment in answer.start:
             if not self.runner.known(assignment.job_id):  # listed until its started event lands

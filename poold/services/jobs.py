@@ -13,7 +13,7 @@ from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
-from poold.services.nodes import get_node, touch
+from poold.services.nodes import check_machine, get_node, touch
 
 ACTIVE_STATES = ("assigned", "running")
 # Ends the daemon decides without the agent (by force, or the node lost): the agent's later
@@ -127,11 +127,13 @@ def cancel(session: Session, job_id: int, *, force: bool = False) -> JobModel:
     return job
 
 
-def assignments(session: Session, node_name: str) -> AssignmentsResponse:
+def assignments(session: Session, node_name: str, machine_id: str | None = None) -> AssignmentsResponse:
     """What the node's agent must start (placed, not yet started) and kill: jobs with a cancel
     requested, and jobs its last heartbeat reported running that the daemon no longer holds on
-    this node (ended by force, lost, placed elsewhere, unknown)."""
+    this node (ended by force, lost, placed elsewhere, unknown). An agent on another machine
+    than the node's gets nothing (409)."""
     node = get_node(session, node_name)
+    check_machine(node, machine_id)
     jobs = session.scalars(
         select(JobModel)
         .where(JobModel.node_id == node.id, JobModel.state.in_(ACTIVE_STATES))

@@ -3,8 +3,8 @@
 It keeps the daemon's rules that the agent relies on: a job is listed in ``start`` until its
 ``started`` event is accepted; the same ``ended`` twice is accepted, a different outcome is
 refused; a log upload at the wrong offset gets 409 with the real size; a node it does not
-know gets 404; a node another machine owns (``owners``) answers registrations and
-heartbeats 409. ``down = True`` makes every request fail as a refused connection. As a daemon
+know gets 404; a node another machine owns (``owners``) answers registrations, heartbeats
+and assignments polls 409. ``down = True`` makes every request fail as a refused connection. As a daemon
 that checks reports at the door would, ``refuse_event`` (event -> reason, or None) answers a
 whole events request 422 when one event in it is refused; ``fail_events`` answers that many
 events requests 500 first; ``refuse_logs`` answers those jobs' log uploads 413. Every call
@@ -129,6 +129,8 @@ class FakeDaemon:
                     self.heartbeats.append(body)
                     return httpx.Response(200, json=HeartbeatResponse().model_dump())
                 if what == "assignments":
+                    if (refused := self._claimed(node, request.url.params.get("machine_id"))) is not None:
+                        return refused
                     return self._assignments(node)
                 return self._events(node, JobEventsRequest.model_validate_json(request.content))
             if (match := re.fullmatch(r"/api/v1/jobs/(\d+)/log", path)) and request.method == "PUT":

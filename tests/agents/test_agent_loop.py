@@ -149,3 +149,16 @@ def test_a_name_held_by_another_machine_stops_the_agent_until_it_is_free(harness
     assert daemon.count("POST", "/register") >= 3  # it keeps trying, with backoff (0.05 s doubling, cap 0.4 s)
     del daemon.owners["node-1"]
     daemon.wait_for(lambda: daemon.count("GET", "/assignments") > polls, what="polls once the name is free")
+
+
+def test_a_poll_refused_for_another_machine_makes_the_agent_register_again(tmp_path: Path, daemon: FakeDaemon) -> None:
+    daemon.heartbeat_interval_s = 30  # no heartbeat comes to find out: the poll must
+    h = Harness(tmp_path / "agent", daemon)
+    try:
+        h.start()
+        daemon.wait_for(lambda: daemon.count("GET", "/assignments") >= 1, what="the first poll")
+        daemon.owners["node-1"] = "machine-2"
+        daemon.wait_for(lambda: len(daemon.registrations) >= 2, what="registering again after the refused poll")
+        assert daemon.count("POST", "/heartbeat") <= 1
+    finally:
+        h.stop()

@@ -34,7 +34,10 @@ def test_a_second_machine_cannot_take_a_live_nodes_name(api):
     assert beat.status_code == 409
     assert beat.json()["detail"] == "node gpu-01 belongs to machine aaaa1111; this report comes from machine bbbb2222"
     assert [d["model"] for d in api.get("/api/v1/devices").json()] == ["L4", "L4"]
+    # Nor does it get work.
+    assert api.get("/api/v1/agents/gpu-01/assignments", params={"machine_id": "bbbb2222"}).status_code == 409
     # The rightful agent goes on.
+    assert api.get("/api/v1/agents/gpu-01/assignments", params={"machine_id": "aaaa1111"}).status_code == 200
     assert heartbeat(api, first, machine_id="aaaa1111").status_code == 200
     assert post_register(api, first, "aaaa1111").status_code == 200
     assert api.get("/api/v1/nodes").json()[0]["machine_id"] == "aaaa1111"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from poold import __version__
 from poold.api.context import AppContext
@@ -41,9 +41,13 @@ def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_o
 
 
 @router.get("/{node}/assignments", response_model=AssignmentsResponse)
-def assignments(node: str, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
+def assignments(
+    node: str,
+    machine_id: str | None = Query(default=None, max_length=200, description="as at register; another machine's is refused (409)"),
+    ctx: AppContext = Depends(ctx_of),
+) -> AssignmentsResponse:
     with transaction(ctx.factory) as session:
-        return jobs.assignments(session, node)
+        return jobs.assignments(session, node, machine_id)
 
 
 @router.post("/{node}/events", response_model=JobEventsResponse)
