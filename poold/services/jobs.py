@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
@@ -76,6 +76,18 @@ def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
     job.reason = f"{why}; {fate}"
     _end(session, job, "lost", None, job.reason)
     return retry
+
+
+def lock_placed(session: Session, *where: ColumnElement[bool]) -> list[JobModel]:
+    """The placed jobs (``assigned`` or ``running``) matching ``where``, locked in id order,
+    with their allocations (for :func:`lose`)."""
+    return list(session.scalars(
+        select(JobModel)
+        .where(JobModel.state.in_(ACTIVE_STATES), *where)
+        .order_by(JobModel.id)
+        .options(selectinload(JobModel.allocations))
+        .with_for_update()
+    ))
 
 
 def requeued_as(session: Session, job_ids: list[int]) -> dict[int, int]:

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
-from poold.settings import NodeSettings
 from poold.services import Conflict, NotFound, events, quarantine
+from poold.settings import NodeSettings
 
 _USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
 # Device attributes placement reads; a change in any of them moves the node's generation.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import JobModel, NodeModel, as_utc, utcnow
@@ -48,13 +48,7 @@ def mark_silent_nodes_lost(session: Session, timeout_s: float, now: datetime | N
     found = LostNodes()
     if not candidates:
         return found
-    held = session.scalars(
-        select(JobModel)
-        .where(JobModel.node_id.in_(candidates), JobModel.state.in_(jobs.ACTIVE_STATES))
-        .order_by(JobModel.id)
-        .options(selectinload(JobModel.allocations))
-        .with_for_update()
-    ).all()
+    held = jobs.lock_placed(session, JobModel.node_id.in_(candidates))
     # A heartbeat may have come in since the first look: only nodes still silent once locked.
     lost = session.scalars(select(NodeModel).where(NodeModel.id.in_(candidates), *silent).order_by(NodeModel.id).with_for_update()).all()
     names = {node.id: node.name for node in lost}
@@ -91,26 +85,31 @@ def heartbeat(
 def reconcile(session: Session, node: NodeModel, running_jobs: list[int], grace_s: float, now: datetime | None = None) -> None:
     """Adopt the jobs held on ``node`` that its agent runs; lose the running ones it has not
     listed for ``grace_s``. Jobs it runs that are not held there go on its kill list by
-    themselves: assignments compare the node's ``running_jobs`` with what is held."""
+    themselves: assignments compare the node's ``running_jobs`` with what is held.
+
+    Only jobs with something to change are locked (most heartbeats lock none), and each is
+    looked at again once locked.
+    """
     now = now or utcnow()
-    node_id, name = node.id, node.name
     reported = set(running_jobs)
-    held = session.scalars(
-        select(JobModel)
-        .where(JobModel.node_id == node_id, JobModel.state.in_(jobs.ACTIVE_STATES))
-        .order_by(JobModel.id)
-        .options(selectinload(JobModel.allocations))
-        .with_for_update()
+    placed = session.execute(
+        select(JobModel.id, JobModel.state, JobModel.unreported_since)
+        .where(JobModel.node_id == node.id, JobModel.state.in_(jobs.ACTIVE_STATES))
     ).all()
-    for job in held:
+    changing = [job_id for job_id, state, since in placed
+                if (job_id in reported and (state == "assigned" or since is not None))
+                or (job_id not in reported and state == "running")]
+    if not changing:
+        return
+    for job in jobs.lock_placed(session, JobModel.id.in_(changing), JobModel.node_id == node.id):
         if job.id in reported:
             job.unreported_since = None
             if job.state == "assigned":  # its started report has not landed (or was refused)
                 job.state, job.started_at = "running", job.started_at or now
-                events.record(session, "job.started", f"adopted: the agent on {name} reports it running",
-                              job_id=job.id, node_id=node_id)
+                events.record(session, "job.started", f"adopted: the agent on {node.name} reports it running",
+                              job_id=job.id, node_id=node.id)
         elif job.state == "running":
             if job.unreported_since is None:
                 job.unreported_since = now
             elif (now - as_utc(job.unreported_since)).total_seconds() >= grace_s:
-                jobs.lose(session, job, f"the agent on {name} no longer runs it (not in its heartbeats for {grace_s:.0f} s)")
+                jobs.lose(session, job, f"the agent on {node.name} no longer runs it (not in its heartbeats for {grace_s:.0f} s)")
