@@ -7,10 +7,16 @@ One thread does everything, one ``step`` per ``poll_interval_s``:
 3. unless backing off: register if needed, heartbeat when due (a fresh inventory each time),
    poll assignments when due, ship new log bytes, send queued events in order.
 
-When the daemon is unreachable the agent keeps its jobs running, keeps queuing events on
-disk, and retries with exponential backoff and jitter (capped at ``retry_max_s``). A 404 for
-the node means the daemon forgot it: the agent registers again. SIGTERM ends the loop and
-leaves the jobs running: the next agent adopts them from ``state_dir``.
+When the daemon is unreachable (connection errors, timeouts, 5xx) the agent keeps its jobs
+running, keeps queuing events on disk, and retries with exponential backoff and jitter
+(capped at ``retry_max_s``). A 404 for the node means the daemon forgot it: the agent
+registers again. A 409 for a registration, a heartbeat or a poll means the node's name
+belongs to another machine (see ``agents.identity``): the agent keeps registering, with
+backoff, and polls for no work meanwhile. A report the daemon refuses for good (a 4xx for
+one event or log chunk, or an event answered ``accepted: false``) is written to
+``state_dir/refused.jsonl`` and dropped, and the next one goes: no report can hold up the
+ones behind it. SIGTERM ends the loop and leaves the jobs running: the next agent adopts
+them from ``state_dir``.
 """
 
 from __future__ import annotations
@@ -22,17 +28,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
 
-from agents import __version__
+from agents import __version__, identity
 from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
 from agents.config import AgentSettings
 from agents.record import HostRecord, Inventory
 from agents.runner import Runner
+from agents.state import RefusalJournal
 from agents.sdnotify import notify as sd_notify
-from poold.api.schemas import HeartbeatRequest, RegisterRequest
+from poold.api.schemas import HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,8 @@ class Agent:
         self.backoff = backoff or Backoff(base_s=min(1.0, settings.poll_interval_s), cap_s=settings.retry_max_s)
         self.runner = Runner(settings.state_dir, self.node, kill_grace_s=settings.kill_grace_s,
                              kill_untagged=settings.fake is None)
+        self.refusals = RefusalJournal(settings.state_dir)
+        self.machine_id = identity.machine_id(settings.state_dir, settings.machine_id)
         self.heartbeat_interval_s = settings.heartbeat_interval_s
         self.registered = False
         self.inventory: Inventory | None = None
@@ -169,7 +179,7 @@ class Agent:
             self.registered = False
             self._wake.set()
             return
-        except DaemonRejected as exc:  # a request the daemon will not take: say so, retry later
+        except DaemonRejected as exc:  # registration, a claimed name's heartbeat, or a poll refused: say so, retry later
             delay = self.backoff.next_delay()
             self._retry_at = time.monotonic() + delay
             log.error("the daemon refused a request: %s; retrying in %.1f s", exc, delay)
@@ -197,7 +207,8 @@ class Agent:
 
     def _register(self) -> None:
         inventory = self.fresh_inventory()
-        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__)
+        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__,
+                                  machine_id=self.machine_id)
         answer = self.client.register(request)
         self.node = self.runner.node = answer.node
         self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s
@@ -207,12 +218,14 @@ class Agent:
 
     def _heartbeat(self, now: float) -> None:
         inventory = self.fresh_inventory()
-        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids())
+        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids(),
+                                   machine_id=self.machine_id)
         try:
             answer = self.client.heartbeat(self.node, request)
         except UnknownNode:
             raise
         except DaemonRejected as exc:
+            self._check_name_held(exc)
             log.error("heartbeat refused: %s", exc.detail)
         else:
             if answer.drained:
@@ -220,8 +233,21 @@ class Agent:
         self._heartbeat_now = False
         self._next_heartbeat = now + self.heartbeat_interval_s
 
+    def _check_name_held(self, refusal: DaemonRejected) -> None:
+        """A 409 for the node: its name went to another machine while this one was away. Stop
+        taking work under it and register again (refused while the other machine holds it)."""
+        if refusal.status == 409:
+            self.registered = False
+            raise refusal
+
     def _poll_assignments(self, now: float) -> None:
-        answer = self.client.assignments(self.node)
+        try:
+            answer = self.client.assignments(self.node, self.machine_id)
+        except UnknownNode:
+            raise
+        except DaemonRejected as exc:
+            self._check_name_held(exc)
+            raise
         self._next_poll = now + self.settings.poll_interval_s
         for assignment in answer.start:
             if not self.runner.known(assignment.job_id):  # listed until its started event lands
@@ -248,7 +274,8 @@ class Agent:
                 except LogOffsetMismatch as exc:
                     offset = exc.size  # the daemon's copy is the truth: resend from there
                 except DaemonRejected as exc:
-                    log.warning("job %d: log upload refused (%s); not shipping it", state.job_id, exc.detail)
+                    self._refuse("log", state.job_id, f"log upload at byte {offset} refused ({exc}); not shipping the rest",
+                                 {"offset": offset, "bytes": len(data)})
                     state.log_done = True
                     break
             done = state.log_done or (state.outcome is not None and offset >= size)
@@ -257,17 +284,67 @@ class Agent:
                 self.runner.save(state)
 
     def _flush_outbox(self) -> None:
+        """Send queued events in order. A batch the daemon refuses with a 4xx is sent again one
+        event at a time, so that only the event at fault is refused; see :meth:`_send_alone`."""
         pending = self.runner.outbox.pending()
         for start in range(0, len(pending), EVENTS_PER_REQUEST):
             batch = pending[start : start + EVENTS_PER_REQUEST]
-            answer = self.client.send_events(self.node, [event for _, event in batch])
+            try:
+                answer = self.client.send_events(self.node, [event for _, event in batch])
+            except UnknownNode:
+                raise
+            except DaemonRejected as exc:
+                for path, event in batch:
+                    self._send_alone(path, event, exc if len(batch) == 1 else None)
+                continue
             for (path, event), result in zip(batch, answer.results):
-                if not result.accepted:
-                    log.warning("job %d: %s event refused: %s", event.job_id, event.kind, result.reason)
-                    if event.kind == "started":
-                        self.runner.cancel(event.job_id, f"the daemon refused its start: {result.reason}")
-                self.runner.outbox.remove(path)
+                self._settle(path, event, result)
 
+    def _send_alone(self, path: Path, event: JobEvent, answer: JobEventResult | DaemonRejected | None = None) -> None:
+        """Send one event; on a 4xx record the refusal and drop it, so the next one can go.
+
+        An ``ended`` event with a message is tried once more without it: the message is the only
+        free text an agent sends (it can hold whatever a failed command printed), and the outcome
+        is worth more than the sentence. Transient errors (``DaemonUnavailable``) propagate: the
+        event stays queued and the agent backs off.
+        """
+        answer = answer or self._send_one(event)
+        if isinstance(answer, JobEventResult):
+            self._settle(path, event, answer)
+            return
+        self._refuse("event", event.job_id, f"{event.kind} event refused: {answer}", event.model_dump(mode="json"))
+        if event.kind == "ended" and event.message is not None:
+            bare = event.model_copy(update={"message": None})
+            answer = self._send_one(bare)
+            if isinstance(answer, JobEventResult):
+                log.info("job %d: ended event delivered without its message", event.job_id)
+                self._settle(path, bare, answer)
+                return
+            self._refuse("event", event.job_id, f"ended event without its message refused too: {answer}",
+                         bare.model_dump(mode="json"))
+        self.runner.outbox.remove(path)
+
+    def _send_one(self, event: JobEvent) -> JobEventResult | DaemonRejected:
+        """The daemon's answer to one event, or its 4xx; ``UnknownNode`` and transient errors propagate."""
+        try:
+            [result] = self.client.send_events(self.node, [event]).results
+        except UnknownNode:
+            raise
+        except DaemonRejected as exc:
+            return exc
+        return result
+
+    def _settle(self, path: Path, event: JobEvent, result: JobEventResult) -> None:
+        """The daemon answered this event: it leaves the outbox, accepted or not."""
+        if not result.accepted:
+            self._refuse("event", event.job_id, f"{event.kind} event not accepted: {result.reason}", event.model_dump(mode="json"))
+            if event.kind == "started":
+                self.runner.cancel(event.job_id, f"the daemon refused its start: {result.reason}")
+        self.runner.outbox.remove(path)
+
+    def _refuse(self, what: str, job_id: int, detail: str, report: dict[str, Any] | None = None) -> None:
+        log.warning("job %d: %s; recorded in %s, going on", job_id, detail, self.refusals.path)
+        self.refusals.record(what, job_id, detail, report)
 
 def _bare_host() -> HostRecord:
     return HostRecord(hostname=socket.gethostname() or "localhost", cpu_cores=os.cpu_count() or 0,

@@ -71,8 +71,9 @@ class DaemonClient:
         return self._call("POST", f"/api/v1/agents/{node}/heartbeat", HeartbeatResponse,
                           json=request.model_dump(mode="json"), node=True)
 
-    def assignments(self, node: str) -> AssignmentsResponse:
-        return self._call("GET", f"/api/v1/agents/{node}/assignments", AssignmentsResponse, node=True)
+    def assignments(self, node: str, machine_id: str | None = None) -> AssignmentsResponse:
+        params = {"machine_id": machine_id} if machine_id else {}
+        return self._call("GET", f"/api/v1/agents/{node}/assignments", AssignmentsResponse, node=True, params=params)
 
     def send_events(self, node: str, events: list[JobEvent]) -> JobEventsResponse:
         body = JobEventsRequest(events=events).model_dump(mode="json")

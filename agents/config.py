@@ -33,6 +33,10 @@ class AgentSettings(BaseModel):
         default_factory=default_node_name, min_length=1, max_length=200, pattern=NODE_NAME_PATTERN
     )
     state_dir: Path = Field(default=Path("/var/lib/poold-agent"), description="job dirs and queued events")
+    machine_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="this machine's id for the daemon; default /etc/machine-id (or one generated in state_dir)",
+    )
     heartbeat_interval_s: float = Field(
         default=5.0, gt=0, le=3600, description="until the daemon names its own interval at registration"
     )

@@ -9,6 +9,7 @@ Layout under ``state_dir``::
     jobs/<id>/exit.json    how the command ended                                      shim
     jobs/<id>/output.log   the command's stdout and stderr                            job
     outbox/<seq>.json      job events not yet answered by the daemon, sent in order   agent
+    refused.jsonl          reports the daemon refused for good, one JSON line each    agent
 
 Every JSON file is written atomically (temporary file, fsync, rename), so a reader sees the
 old content or the new, never half of it. Invariant: ``JobState.outcome`` is written once;
@@ -17,6 +18,8 @@ nothing rewrites it, and the ``ended`` event is built from it.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -140,3 +143,41 @@ class Outbox:
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+
+class RefusalJournal:
+    """``refused.jsonl``: every report the daemon refused for good (a 4xx, or an event it
+    answered ``accepted: false``), with the daemon's reason, one JSON line each, oldest first.
+
+    The agent goes on with the next report after writing the line, so one report the daemon
+    will never take cannot hold up the ones behind it; the journal is where an operator finds
+    what was dropped. At ``max_bytes`` the file moves to ``refused.jsonl.1`` (replacing the
+    one before), so it stays bounded.
+    """
+
+    def __init__(self, state_dir: Path, max_bytes: int = 1024 * 1024) -> None:
+        self.path = Path(state_dir) / "refused.jsonl"
+        self.max_bytes = max_bytes
+
+    def record(self, what: str, job_id: int, detail: str, report: dict[str, Any] | None = None) -> None:
+        """Append one refusal: ``what`` was refused (``event``, ``log``), for ``job_id``, because ``detail``."""
+        line = json.dumps({"at": utcnow().isoformat(), "what": what, "job_id": job_id, "detail": detail,
+                           "report": report}, default=str)
+        if self.path.exists() and self.path.stat().st_size > self.max_bytes:
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The refusals in the current file, oldest first (a torn last line is skipped)."""
+        if not self.path.exists():
+            return []
+        entries = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries

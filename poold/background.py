@@ -17,11 +17,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agents.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
-from poold.services import nodes
+from poold.services import nodes, recovery
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_JOB = "schedule"
+QUARANTINE_CHECK_S = 5.0  # a device returns at most this late after its quarantine ends
 
 
 def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
@@ -38,9 +39,20 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
         if not ctx.leader.held():
             return
         with transaction(ctx.factory) as session:
-            down = nodes.mark_silent_nodes_down(session, settings.nodes.timeout_s)
-        if down:
-            log.warning("nodes down (no heartbeat for %.0f s): %s", settings.nodes.timeout_s, ", ".join(down))
+            lost = recovery.mark_silent_nodes_lost(session, settings.nodes.timeout_s)
+        if lost.nodes:
+            log.warning("nodes lost (no heartbeat for %.0f s): %s; jobs lost: %s; submitted again as: %s",
+                        settings.nodes.timeout_s, ", ".join(lost.nodes), lost.jobs or "none", lost.retries or "none")
+            ctx.wake_scheduler()
+
+    def quarantine_ends() -> None:
+        if not ctx.leader.held():
+            return
+        with transaction(ctx.factory) as session:
+            returned = nodes.release_quarantines(session)
+        if returned:
+            log.info("devices back in service after their quarantine: %s", ", ".join(returned))
+            ctx.wake_scheduler()
 
     def flush_reports() -> None:
         with transaction(ctx.factory) as session:
@@ -52,10 +64,12 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     # Placement of pending jobs; also woken right after each submit (see wake()).
     scheduler.add_job(schedule, "interval", seconds=settings.scheduler.interval_s, id=SCHEDULE_JOB, **common)
-    # Nodes that stopped heartbeating go down and take no new jobs.
+    # Nodes that stopped heartbeating are lost: no new jobs; their jobs lost, and retried.
     scheduler.add_job(node_timeout, "interval", seconds=max(1.0, settings.nodes.timeout_s / 3), id="node_timeout", jitter=1, **common)
     # Heartbeats answered from memory: their seen marks to the store (every replica, its own).
     scheduler.add_job(flush_reports, "interval", seconds=1, id="flush_reports", **common)
+    # Devices healthy again for nodes.quarantine_s return to service.
+    scheduler.add_job(quarantine_ends, "interval", seconds=QUARANTINE_CHECK_S, id="quarantine_ends", jitter=1, **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
 

@@ -52,8 +52,8 @@ class PooldClient:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}").json()
 
-    def cancel(self, job_id: int) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{job_id}/cancel").json()
+    def cancel(self, job_id: int, force: bool = False) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/cancel", params={"force": "true"} if force else {}).json()
 
     def log(self, job_id: int, offset: int = 0) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/log", params={"offset": offset}).content
@@ -63,6 +63,9 @@ class PooldClient:
 
     def devices(self, node: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/devices", params={"node": node} if node else {}).json()
+
+    def return_device(self, uuid: str, node: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/devices/{uuid}/return", params={"node": node} if node else {}).json()
 
     def drain(self, node: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/nodes/{node}/drain", json={"reason": reason}).json()

@@ -22,6 +22,11 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR = re.compile(r"[^,\]}\n#]*")  # a number, boolean or date: up to the next separator
 # 1 PiB in MiB: far above any device or host, and keeps sizes inside a 64-bit database column.
 _MAX_SIZE_MIB = 1024**3
+# A job lost with its node runs once more by default, as Slurm requeues batch jobs after a
+# node failure (JobRequeue=1) and a Kubernetes Job makes a new pod; ``retries = 0`` is for
+# jobs that must never run twice. The cap bounds a job that keeps taking its nodes down.
+DEFAULT_RETRIES = 1
+MAX_RETRIES = 10
 
 
 def _parse_size_mib(value: Any) -> Any:
@@ -157,6 +162,10 @@ class JobSpec(_Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     user: str | None = Field(default=None, description="run as this user (the agent must be root)")
     max_runtime: DurationS | None = Field(default=None, description="seconds; the agent kills the job after it")
+    retries: int = Field(
+        default=DEFAULT_RETRIES, ge=0, le=MAX_RETRIES,
+        description="times the job is submitted again when its node is lost while it is placed there",
+    )
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="before")

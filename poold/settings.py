@@ -55,7 +55,17 @@ class SchedulerSettings(_Section):
 
 class NodeSettings(_Section):
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    timeout_s: float = Field(default=30.0, gt=0, description="a node silent this long is marked down")
+    timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="a node silent this long is lost: its jobs end lost and are submitted again as their retries allow",
+    )
+    quarantine_s: float = Field(
+        default=300.0, ge=0, description="a device that was unhealthy stays out of placement this long once healthy again"
+    )
+    quarantine_flaps: int = Field(
+        default=3, ge=1, description="unhealthy this many times within quarantine_flap_window_s: out until an admin returns it"
+    )
+    quarantine_flap_window_s: float = Field(default=3600.0, gt=0, description="the window quarantine_flaps counts in")
 
 
 class QueueSettings(_Section):

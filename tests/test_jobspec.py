@@ -170,6 +170,8 @@ def test_the_other_keys_are_read():
 def test_defaults():
     spec = parse_job_text(job(""))
     assert (spec.env, spec.workdir, spec.queue, spec.priority, spec.user, spec.max_runtime) == ({}, None, "default", 0, None, None)
+    assert spec.retries == 1  # a job lost with its node runs once more, as Slurm's JobRequeue=1 does
+    assert parse_job_text(job("retries = 0\n")).retries == 0
     res = spec.resources
     assert (res.count, res.kind, res.memory_per_device, res.share, res.cpu_cores, res.host_memory) == (1, "gpu", None, None, 0, 0)
     assert (res.mig_profile, res.compute_capability, res.fpga_shell) == (None, None, None)
@@ -273,6 +275,9 @@ BAD = [
     pytest.param(job('max_runtime = "2 weeks"\n'), "line 3: max_runtime: not a duration: '2 weeks'", id="duration-bad-unit"),
     pytest.param(job("max_runtime = 0\n"), "line 3: max_runtime: Input should be greater than 0", id="duration-zero"),
     pytest.param(job("max_runtime = inf\n"), "line 3: max_runtime: Input should be a finite number", id="duration-inf"),
+    pytest.param(job("retries = 11\n"), "line 3: retries: Input should be less than or equal to 10", id="retries-above-10"),
+    pytest.param(job("retries = -1\n"), "line 3: retries: Input should be greater than or equal to 0", id="retries-negative"),
+    pytest.param(job("retries = true\n"), "line 3: retries: Input should be a valid integer", id="retries-as-bool"),
     pytest.param(job("[resources]\ncpu_cores = nan\n"), "line 4: resources.cpu_cores: Input should be a finite number", id="cpu-nan"),
     pytest.param(job("[resources]\nshare = 1.5\n"), "line 4: resources.share: Input should be less than or equal to 1", id="share-above-1"),
     pytest.param(
@@ -389,7 +394,7 @@ def test_parse_job_file_reports_a_missing_file(tmp_path):
 
 # --- property: anything TOML either parses or raises JobFileError ------------------------
 
-TOP_KEYS = ["name", "command", "env", "workdir", "queue", "priority", "user", "max_runtime", "resources"]
+TOP_KEYS = ["name", "command", "env", "workdir", "queue", "priority", "user", "max_runtime", "retries", "resources"]
 RESOURCE_KEYS = [
     "count", "kind", "memory_per_device", "share", "cpu_cores", "host_memory", "mig_profile",
     "compute_capability", "fpga_shell", "same_node", "interconnect", "accept", "objective", "max_price_per_hour",

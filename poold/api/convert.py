@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from poold.api.schemas import AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection
+from poold.api.schemas import (
+    AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
+)
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
 from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
@@ -15,7 +17,7 @@ from poold.settings import Settings
 from poold.telemetry import Usage
 
 
-def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False) -> JobOut:
+def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False, requeued_as: dict[int, int] | None = None) -> JobOut:
     allocations = [
         AllocationOut(
             device_uuid=alloc.device.uuid,
@@ -43,13 +45,16 @@ def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = Fals
         exit_code=job.exit_code,
         price_per_hour=job.price_per_hour,
         reason=job.reason,
+        attempt=job.attempt,
+        retry_of=job.retry_of,
+        requeued_as=(requeued_as or {}).get(job.id),
         allocations=allocations,
         spec=job.spec if with_spec else None,
     )
 
 
-def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel]) -> JobDetail:
-    base = job_out(job, node_names, with_spec=True)
+def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int]) -> JobDetail:
+    base = job_out(job, node_names, with_spec=True, requeued_as=requeued_as)
     return JobDetail(
         **base.model_dump(),
         events=[
@@ -76,6 +81,7 @@ def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
         devices_free=free,
         last_heartbeat_at=node.last_heartbeat_at,
         agent_version=node.agent_version,
+        machine_id=node.machine_id,
     )
 
 
@@ -97,6 +103,8 @@ def device_out(
         memory_free_mib=figures.get("memory_free_mib"),
         health=device.health,
         health_reason=device.health_reason,
+        quarantine=QuarantineOut(since=device.quarantined_at, reason=device.quarantine_reason, until=device.quarantine_until,
+                                 held=device.quarantine_held) if device.quarantined_at is not None else None,
         allocated_share=round(held.get(device.id, 0.0), 6),
         price_per_hour=device_price(settings, device.model, device.attributes),
         attributes=device.attributes,

@@ -31,6 +31,8 @@ class RegisterRequest(Strict):
     host: HostRecord
     devices: list[DeviceRecord] = Field(default_factory=list)
     agent_version: str = ""
+    machine_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="the agent's machine (/etc/machine-id): a live node's name is not given to another")
 
 
 class RegisterResponse(Strict):
@@ -42,6 +44,7 @@ class HeartbeatRequest(Strict):
     host: HostRecord
     devices: list[DeviceRecord] = Field(default_factory=list)
     running_jobs: list[int] = Field(default_factory=list, description="ids of the jobs the agent is running")
+    machine_id: str | None = Field(default=None, min_length=1, max_length=200, description="as at register; another machine's is refused")
 
 
 class HeartbeatResponse(Strict):
@@ -137,6 +140,9 @@ class JobOut(Strict):
     exit_code: int | None = None
     price_per_hour: float | None = None
     reason: str | None = Field(default=None, description="why it waits, or why it went where it went")
+    attempt: int = Field(default=1, description="1 as submitted; a job lost with its node is submitted again as the next attempt")
+    retry_of: int | None = Field(default=None, description="the lost job this one was submitted again for")
+    requeued_as: int | None = Field(default=None, description="the job submitted again for this one, after it was lost")
     allocations: list[AllocationOut] = Field(default_factory=list)
     spec: dict[str, Any] | None = None
 
@@ -153,6 +159,15 @@ class JobDetail(JobOut):
     events: list[EventOut] = Field(default_factory=list)
 
 
+class QuarantineOut(Strict):
+    """Why a device is out of service for its health, since when, and until when."""
+
+    since: datetime
+    reason: str | None
+    until: datetime | None = Field(description="when it returns by itself; null while it is unhealthy, or when held")
+    held: bool = Field(description="it flapped: out until an administrator returns it (poold devices return)")
+
+
 class DeviceOut(Strict):
     uuid: str
     node: str
@@ -166,6 +181,7 @@ class DeviceOut(Strict):
     memory_free_mib: int | None
     health: str
     health_reason: str | None
+    quarantine: QuarantineOut | None = None
     allocated_share: float
     price_per_hour: float | None
     attributes: dict[str, Any]
@@ -186,6 +202,7 @@ class NodeOut(Strict):
     devices_free: int
     last_heartbeat_at: datetime | None
     agent_version: str
+    machine_id: str | None = None
 
 
 class PlanChoice(Strict):

@@ -37,7 +37,8 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
     """Submit JOB_FILE (job.toml) and print the job id.
 
     With --wait, exit 0 when the job succeeds, its exit code when it fails, 124 when it ran
-    past max_runtime, 130 when it was cancelled.
+    past max_runtime, 130 when it was cancelled. A job lost with its node and submitted again
+    (its `retries`) is followed to the retry's end.
     """
     spec = parse_job_file(job_file)
     with _client(ctx) as client:
@@ -49,10 +50,13 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
         if not wait:
             return
         last = None
-        while job["state"] not in TERMINAL:
-            time.sleep(poll)
-            job = client.job(job["id"])
-            line = (job["state"], job.get("node"), job.get("reason"))
+        while job["state"] not in TERMINAL or job.get("requeued_as"):
+            if job["state"] in TERMINAL:  # lost, and submitted again: follow the retry
+                job = client.job(job["requeued_as"])
+            else:
+                time.sleep(poll)
+                job = client.job(job["id"])
+            line = (job["id"], job["state"], job.get("node"), job.get("reason"))
             if line != last:
                 where = f" on {job['node']}" if job.get("node") else ""
                 click.echo(f"job {job['id']} {job['state']}{where}: {job.get('reason') or ''}".rstrip(": "), err=True)
@@ -128,9 +132,13 @@ def show_job(ctx: click.Context, job_id: int) -> None:
     console.print(f"[bold]job {job['id']}[/bold] {job['name']}  state: [bold]{job['state']}[/bold]  queue: {job['queue']}  priority: {job['priority']}")
     if job.get("node"):
         console.print(f"node: {job['node']}  price: {job.get('price_per_hour') or 0:.2f}/h")
-    label = "why it waits" if job["state"] == "pending" else "placement"
+    label = {"pending": "why it waits", "assigned": "placement", "running": "placement"}.get(job["state"], "reason")
     if job.get("reason"):
         console.print(f"{label}: {job['reason']}")
+    if job.get("retry_of"):
+        console.print(f"attempt {job['attempt']}: submitted again after job {job['retry_of']} was lost")
+    if job.get("requeued_as"):
+        console.print(f"submitted again as job {job['requeued_as']}")
     if job.get("exit_code") is not None:
         console.print(f"exit code: {job['exit_code']}")
     if job.get("allocations"):
@@ -143,13 +151,21 @@ def show_job(ctx: click.Context, job_id: int) -> None:
 
 @click.command()
 @click.argument("job_id", type=int)
+@click.option("--force", is_flag=True, help="End the job now, whatever its state, and release its devices (administrators).")
 @click.pass_context
-def cancel(ctx: click.Context, job_id: int) -> None:
-    """Cancel a job: a pending one ends at once, a running one is killed by its agent."""
+def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
+    """Cancel a job: a pending one ends at once, a running one is killed by its agent.
+
+    With --force the job ends `cancelled` at once, in any state, without waiting for its
+    agent (one that cannot report, or is gone); its devices, CPU cores and memory are
+    released, and the agent, if it still runs the job, is told to kill it.
+    """
     with _client(ctx) as client:
-        job = client.cancel(job_id)
+        job = client.cancel(job_id, force)
     if ctx.obj["output"] == "json":
         emit_json(job)
+    elif force:
+        click.echo(f"job {job_id} cancelled by force: {job.get('reason')}; its devices are released")
     elif job["state"] == "cancelled":
         click.echo(f"job {job_id} cancelled")
     else:

@@ -1,4 +1,4 @@
-"""Commands on nodes and devices: nodes, devices, drain, undrain."""
+"""Commands on nodes and devices: nodes, devices (and devices return), drain, undrain."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from poold.client import PooldClient
 @click.command(name="nodes")
 @click.pass_context
 def list_nodes(ctx: click.Context) -> None:
-    """List nodes with their state and free devices."""
+    """List nodes with their state and free devices.
+
+    A node is `ready`, or `lost` when its agent has not heartbeated for the daemon's
+    nodes.timeout_s (its jobs were ended lost and submitted again as their retries allow);
+    it is ready again with its next heartbeat. MACHINE is the start of the machine id of
+    the agent that holds the node's name.
+    """
     with PooldClient(ctx.obj["url"]) as client:
         nodes = client.nodes()
     if ctx.obj["output"] == "json":
@@ -25,18 +31,26 @@ def list_nodes(ctx: click.Context) -> None:
             n["cpu_cores"],
             gib(n["memory_total_mib"]),
             when(n["last_heartbeat_at"]),
+            (n.get("machine_id") or "")[:12] or None,
             n.get("drain_reason"),
         ]
         for n in nodes
     ]
-    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "DRAIN REASON"], rows)
+    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
 
 
-@click.command(name="devices")
+@click.group(name="devices", invoke_without_command=True)
 @click.option("--node", help="Only this node's devices.")
 @click.pass_context
 def list_devices(ctx: click.Context, node: str | None) -> None:
-    """List devices: model, memory, health, how much is allocated, price per hour."""
+    """List devices: model, memory, health, quarantine, how much is allocated, price per hour.
+
+    A device reported unhealthy is quarantined: out of placement while unhealthy and for the
+    daemon's nodes.quarantine_s once healthy again; one that flapped stays out until
+    `poold devices return UUID`. QUARANTINE says since when, until when, and why.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     with PooldClient(ctx.obj["url"]) as client:
         devices = client.devices(node)
     if ctx.obj["output"] == "json":
@@ -50,8 +64,36 @@ def list_devices(ctx: click.Context, node: str | None) -> None:
             model += " (MIG)"
         health = d["health"] if d["health"] == "ok" else f"{d['health']}: {d.get('health_reason') or ''}"
         price = f"{d['price_per_hour']:.2f}" if d.get("price_per_hour") is not None else None
-        rows.append([d["node"], d["index"], d["kind"], model, d["uuid"], gib(d["memory_total_mib"]), health, f"{d['allocated_share']:g}", price])
-    emit_table(["NODE", "IDX", "KIND", "MODEL", "UUID", "MEMORY", "HEALTH", "ALLOCATED", "PRICE/H"], rows)
+        rows.append([d["node"], d["index"], d["kind"], model, d["uuid"], gib(d["memory_total_mib"]), health,
+                     quarantine_text(d.get("quarantine")), f"{d['allocated_share']:g}", price])
+    emit_table(["NODE", "IDX", "KIND", "MODEL", "UUID", "MEMORY", "HEALTH", "QUARANTINE", "ALLOCATED", "PRICE/H"], rows)
+
+
+def quarantine_text(quarantine: dict | None) -> str | None:
+    """Since when, until when and why a device is out of service (None for one in service)."""
+    if not quarantine:
+        return None
+    if quarantine["held"]:
+        until = "until returned by an admin"
+    elif quarantine.get("until"):
+        until = f"until {when(quarantine['until'])}"
+    else:
+        until = "while unhealthy"
+    return f"since {when(quarantine['since'])} {until}: {quarantine.get('reason') or ''}".rstrip(": ")
+
+
+@list_devices.command(name="return")
+@click.argument("uuid")
+@click.option("--node", help="The device's node, when its uuid is on several (NPU and FPGA ids are per node).")
+@click.pass_context
+def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
+    """Return a quarantined device to service now (one that flapped stays out until this).
+
+    Refused while the device still reports unhealthy.
+    """
+    with PooldClient(ctx.obj["url"]) as client:
+        out = client.return_device(uuid, node or ctx.parent.params.get("node"))
+    emit_json(out) if ctx.obj["output"] == "json" else click.echo(f"device {uuid} on {out['node']} is back in service")
 
 
 @click.command()

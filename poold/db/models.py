@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -36,6 +37,11 @@ NAMING_CONVENTION = {
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC time: SQLite hands stored times back without their zone."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -54,7 +60,9 @@ class QueueModel(Base):
 
 
 class NodeModel(Base):
-    """A machine with an agent. ``state`` is ``ready`` or ``down`` (no heartbeat within the timeout).
+    """A machine with an agent. ``state`` is ``ready`` or ``lost`` (no heartbeat within
+    ``nodes.timeout_s``; its jobs were ended ``lost``, and it is ``ready`` again with its next
+    heartbeat).
 
     ``generation`` moves whenever something placement reads changes: the node's state, drain
     or capacity, its devices (what they are, health, memory used outside poold), or what is
@@ -76,6 +84,10 @@ class NodeModel(Base):
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    running_jobs: Mapped[list[int]] = mapped_column(
+        JSON, default=list, server_default="[]", doc="job ids the agent reported running in its last heartbeat"
+    )
+    machine_id: Mapped[str | None] = mapped_column(String(200), doc="the agent's machine (/etc/machine-id): who may use the name")
 
     devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
 
@@ -109,6 +121,13 @@ class DeviceModel(Base):
     numa_node: Mapped[int | None] = mapped_column(Integer)
     health: Mapped[str] = mapped_column(String(20), default="ok")
     health_reason: Mapped[str | None] = mapped_column(Text)
+    quarantined_at: Mapped[datetime | None] = mapped_column(doc="out of service for its health since (poold.services.quarantine)")
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    quarantine_until: Mapped[datetime | None] = mapped_column(doc="returns by itself then; null while unhealthy or held")
+    quarantine_held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), doc="until an admin returns it")
+    unhealthy_reports: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default="[]", doc="when it turned unhealthy (ISO times) within the flap window"
+    )
     present: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     usage: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="power_w, temperature_c, utilization_pct...")
@@ -117,9 +136,23 @@ class DeviceModel(Base):
     node: Mapped[NodeModel] = relationship(back_populates="devices")
     parent: Mapped["DeviceModel | None"] = relationship(remote_side="DeviceModel.id")
 
+    @property
+    def in_service(self) -> bool:
+        return in_service(self.health, self.quarantined_at)
+
+
+def in_service(health: str, quarantined_at: datetime | None) -> bool:
+    """Whether placement may use a device: reported healthy, and not quarantined."""
+    return health == "ok" and quarantined_at is None
+
 
 class JobModel(Base):
-    """A submitted job. ``spec`` is the validated job file; ``reason`` says why it waits or where it went."""
+    """A submitted job. ``spec`` is the validated job file; ``reason`` says why it waits or where it went.
+
+    A job lost with its node is submitted again as a new job (while its ``retries`` allow):
+    the new one has ``retry_of`` pointing at the lost one and the next ``attempt`` (1 for a
+    job as submitted).
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state_priority", "state", "priority"),)
@@ -135,6 +168,9 @@ class JobModel(Base):
     price_per_hour: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

@@ -11,7 +11,7 @@ A batch
    host memory) and walks the placements in order, keeping each one only if the whole
    resource vector still fits: device share ≤ 1, device memory booked ≤ total and the memory
    the job needs free after what is booked and what runs outside poold (when counted), node
-   CPU and host memory ≤ the node's;
+   CPU and host memory ≤ the node's; every device present, healthy and not quarantined;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events, and moves the nodes' generation.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, utcnow
+from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, in_service, utcnow
 from poold.db.session import transaction
 from poold.scheduler.pool import EPSILON
 from poold.services.nodes import touch
@@ -94,7 +94,7 @@ def _claim(session: Session, job_ids: list[int]) -> set[int]:
 # hundreds of nodes and thousands of devices).
 _NODE_COLUMNS = (NodeModel.id, NodeModel.state, NodeModel.drained, NodeModel.cpu_cores, NodeModel.memory_total_mib)
 _DEVICE_COLUMNS = (
-    DeviceModel.id, DeviceModel.node_id, DeviceModel.present, DeviceModel.health,
+    DeviceModel.id, DeviceModel.node_id, DeviceModel.present, DeviceModel.health, DeviceModel.quarantined_at,
     DeviceModel.memory_total_mib, DeviceModel.memory_outside_mib,
 )
 
@@ -143,7 +143,9 @@ class _Ledger:
             return False
         for claim in proposal.devices:
             device = self.devices.get(claim.device_id)
-            if device is None or device.node_id != node.id or not device.present or device.health != "ok":
+            if device is None or device.node_id != node.id or not device.present:
+                return False
+            if not in_service(device.health, device.quarantined_at):
                 return False
             if self.share.get(device.id, 0.0) + claim.share > 1.0 + EPSILON:
                 return False

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from agents.record import DeviceRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
+from poold.services import quarantine
 from poold.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,14 @@ def device_spec(source: DeviceModel | DeviceRecord, *, id: int, parent_id: int |
     )
 
 
-def device_state(source: DeviceModel | DeviceRecord, held_share: float = 0.0, held_memory_mib: int = 0) -> DeviceState:
+def device_state(
+    source: DeviceModel | DeviceRecord, held_share: float = 0.0, held_memory_mib: int = 0, quarantined: str | None = None
+) -> DeviceState:
+    """What changes often on a device. ``quarantined`` (why a device that reports healthy is
+    still out of service) makes it unhealthy for placement, with that reason."""
     return DeviceState(
-        healthy=source.health == "ok",
-        health_reason=source.health_reason,
+        healthy=source.health == "ok" and quarantined is None,
+        health_reason=source.health_reason if source.health != "ok" else quarantined,
         memory_outside_mib=source.memory_outside_mib or 0,
         held_share=held_share,
         held_memory_mib=held_memory_mib,
@@ -160,6 +165,6 @@ class StoreSnapshot:
             best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
             self.pool.upsert_node(best, specs)
             return
-        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0))) for row in rows}
+        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0)), quarantine.placement_note(row)) for row in rows}
         cpu, memory = node_held.get(node.id, (0.0, 0))
         self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)

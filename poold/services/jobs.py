@@ -1,21 +1,24 @@
-"""Jobs: submit, list, cancel, what each agent must start or kill, and the agents' reports."""
+"""Jobs: submit, list, cancel, lose, what each agent must start or kill, and the agents' reports."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
-from poold.jobspec import JobSpec
+from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
-from poold.services.nodes import get_node, touch
+from poold.services.nodes import check_machine, get_node, touch
 
 ACTIVE_STATES = ("assigned", "running")
+# Ends the daemon decides without the agent (by force, or the node lost): the agent's later
+# report that it killed the job confirms it rather than contradicting it.
+GIVEN_UP_STATES = ("cancelled", "lost")
 
 
 def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None, never_fits_policy: str = "refuse") -> JobModel:
@@ -47,6 +50,61 @@ def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None
     return job
 
 
+def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
+    """End ``job`` (locked, placed) ``lost`` because ``why``, releasing what it holds, and submit
+    it again as a new job while its job file's ``retries`` allow; returns the new job, if any.
+
+    A retry is a new job (new id, ``retry_of`` the lost one, the next ``attempt``), not the
+    same job back to pending: an agent that comes back still running the lost copy is told to
+    kill it by its id, which can never be confused with the retry's.
+    """
+    retries = int(job.spec.get("retries", DEFAULT_RETRIES))
+    retry = None
+    if job.cancel_requested:
+        fate = "a cancel was requested, so it is not submitted again"
+    elif job.attempt > retries:
+        fate = f"not submitted again: attempt {job.attempt} of {retries + 1} (retries = {retries})"
+    else:
+        retry = JobModel(name=job.name, queue_name=job.queue_name, priority=job.priority, state="pending", spec=job.spec,
+                         reason="waiting for the scheduler", attempt=job.attempt + 1, retry_of=job.id)
+        session.add(retry)
+        session.flush()
+        fate = f"submitted again as job {retry.id} (attempt {retry.attempt} of {retries + 1})"
+        events.record(session, "job.submitted",
+                      f"job {retry.id} ({retry.name}) submitted to queue {retry.queue_name} again: job {job.id} was lost "
+                      f"(attempt {retry.attempt} of {retries + 1})", job_id=retry.id)
+    job.reason = f"{why}; {fate}"
+    _end(session, job, "lost", None, job.reason)
+    return retry
+
+
+def lock_placed(session: Session, *where: ColumnElement[bool]) -> list[JobModel]:
+    """The placed jobs (``assigned`` or ``running``) matching ``where``, locked in id order,
+    with their allocations (for :func:`lose`)."""
+    return list(session.scalars(
+        select(JobModel)
+        .where(JobModel.state.in_(ACTIVE_STATES), *where)
+        .order_by(JobModel.id)
+        .options(selectinload(JobModel.allocations))
+        .with_for_update()
+    ))
+
+
+def unreported_on(session: Session, node_id: int) -> bool:
+    """Whether a job running on the node is missing from its agent's heartbeats (and will be
+    lost once its grace is over: ``poold.services.recovery.reconcile``)."""
+    query = select(JobModel.id).where(JobModel.node_id == node_id, JobModel.state == "running", JobModel.unreported_since.is_not(None))
+    return session.scalar(query.limit(1)) is not None
+
+
+def requeued_as(session: Session, job_ids: list[int]) -> dict[int, int]:
+    """Lost job id -> the id of the job submitted again for it, for those of ``job_ids`` that have one."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(JobModel.retry_of, JobModel.id).where(JobModel.retry_of.in_(job_ids)))
+    return {lost: retry for lost, retry in rows}
+
+
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
@@ -64,12 +122,23 @@ def list_jobs(session: Session, states: list[str] | None = None, limit: int = 20
     return list(session.scalars(query))
 
 
-def cancel(session: Session, job_id: int) -> JobModel:
-    """Pending jobs end at once; placed ones are killed by their agent, which reports the end."""
+def cancel(session: Session, job_id: int, *, force: bool = False) -> JobModel:
+    """Pending jobs end at once; placed ones are killed by their agent, which reports the end.
+
+    With ``force`` (an administrator's ``poold cancel --force``) a job in any state before
+    its end ends ``cancelled`` at once, without waiting for its agent: its allocations are
+    released and its node's generation moves, so the scheduler sees the capacity back. If the
+    agent still runs it, the agent is told to kill it (see :func:`assignments`); a job whose
+    agent is gone or cannot report is ended all the same.
+    """
     job = get_job(session, job_id, lock=True)
     if job.state in TERMINAL_STATES:
         raise Conflict(f"job {job_id} already ended ({job.state})")
-    if job.state == "pending":
+    if force:
+        where = f" on node {node_name_of(session, job)}" if job.node_id is not None else ""
+        job.reason = f"cancelled by force while {job.state}{where}"
+        _end(session, job, "cancelled", None, f"{job.reason}; its allocations are released")
+    elif job.state == "pending":
         _end(session, job, "cancelled", None, "cancelled before it was placed")
     elif not job.cancel_requested:
         job.cancel_requested = True
@@ -77,9 +146,13 @@ def cancel(session: Session, job_id: int) -> JobModel:
     return job
 
 
-def assignments(session: Session, node_name: str) -> AssignmentsResponse:
-    """What the node's agent must start (placed, not yet started) and kill (cancel requested)."""
+def assignments(session: Session, node_name: str, machine_id: str | None = None) -> AssignmentsResponse:
+    """What the node's agent must start (placed, not yet started) and kill: jobs with a cancel
+    requested, and jobs its last heartbeat reported running that the daemon no longer holds on
+    this node (ended by force, lost, placed elsewhere, unknown). An agent on another machine
+    than the node's gets nothing (409)."""
     node = get_node(session, node_name)
+    check_machine(node, machine_id)
     jobs = session.scalars(
         select(JobModel)
         .where(JobModel.node_id == node.id, JobModel.state.in_(ACTIVE_STATES))
@@ -92,6 +165,8 @@ def assignments(session: Session, node_name: str) -> AssignmentsResponse:
             response.cancel.append(job.id)
         elif job.state == "assigned":
             response.start.append(_assignment(job))
+    held = {job.id for job in jobs}
+    response.cancel = sorted({*response.cancel, *(job_id for job_id in node.running_jobs or [] if job_id not in held)})
     return response
 
 
@@ -145,6 +220,12 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     outcome = event.outcome or ("succeeded" if event.exit_code == 0 else "failed")
     if job.state in TERMINAL_STATES:
         if job.state == outcome and job.exit_code == event.exit_code:
+            return result(True)
+        if outcome == "cancelled" and job.state in GIVEN_UP_STATES:
+            # The agent killed a copy the daemon had already given up on (the kill list).
+            code = f" (exit {event.exit_code})" if event.exit_code is not None else ""
+            events.record(session, "job.stopped", f"the agent on {node_name} stopped the job's processes{code}",
+                          job_id=job.id, node_id=node.id)
             return result(True)
         events.record(
             session,

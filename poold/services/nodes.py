@@ -1,9 +1,8 @@
-"""Nodes and their devices: registration, heartbeats, drain, and marking silent nodes down."""
+"""Nodes and their devices: registration, heartbeats, drain (lost nodes: ``poold.services.recovery``)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -11,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from agents.record import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
-from poold.services import NotFound, events
+from poold.services import Conflict, NotFound, events, quarantine
+from poold.settings import NodeSettings
 
 # Usage figures move with every heartbeat; they are kept in memory (``poold.telemetry``), never
 # in the store.
@@ -41,39 +41,76 @@ def get_node(session: Session, name: str, *, lock: bool = False) -> NodeModel:
 
 
 def register(
-    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], agent_version: str
+    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], agent_version: str,
+    machine_id: str | None = None, settings: NodeSettings | None = None,
 ) -> NodeModel:
-    """Create the node or refresh it. A drained node stays drained across agent restarts."""
+    """Create the node or refresh it. A drained node stays drained across agent restarts.
+
+    The name belongs to the machine that registered it (``machine_id``): another machine may
+    take it over only once the node is lost; while it lives, the claim is refused with 409.
+    """
     node = session.scalars(select(NodeModel).where(NodeModel.name == name).with_for_update()).one_or_none()
     if node is None:
-        node = NodeModel(name=name, hostname=host.hostname)
+        node = NodeModel(name=name, hostname=host.hostname, machine_id=machine_id)
         session.add(node)
         session.flush()
         events.record(session, "node.registered", f"node {name} registered", node_id=node.id)
+    elif _other_machine(node, machine_id):
+        if node.state != "lost":
+            raise Conflict(
+                f"node {name} belongs to machine {node.machine_id}, whose agent is alive (last heartbeat "
+                f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); this agent runs on machine {machine_id}. "
+                "Give it another node_name, or stop the other agent and wait until the node is lost"
+            )
+        events.record(session, "node.machine_changed",
+                      f"node {name} is now machine {machine_id} (was {node.machine_id}, lost)", node_id=node.id)
+        node.running_jobs = []
     elif node.state != "ready":
         events.record(session, "node.ready", f"node {name} is back", node_id=node.id)
+    node.machine_id = machine_id or node.machine_id
     node.agent_version = agent_version
-    _apply_report(session, node, host, devices)
+    _apply_report(session, node, host, devices, settings or NodeSettings(), utcnow())
     return node
 
 
-def heartbeat(session: Session, name: str, host: HostRecord, devices: list[DeviceRecord]) -> NodeModel:
+def check_machine(node: NodeModel, machine_id: str | None) -> None:
+    """Refuse (409) a report about ``node`` from another machine than the one holding its name."""
+    if _other_machine(node, machine_id):
+        raise Conflict(f"node {node.name} belongs to machine {node.machine_id}; this report comes from machine {machine_id}")
+
+
+def _other_machine(node: NodeModel, machine_id: str | None) -> bool:
+    """Whether ``machine_id`` is known to differ from the node's (agents too old to send one are let be)."""
+    return node.machine_id is not None and machine_id is not None and machine_id != node.machine_id
+
+
+def heartbeat(
+    session: Session, name: str, host: HostRecord, devices: list[DeviceRecord], running_jobs: list[int] | None = None,
+    settings: NodeSettings | None = None, now: datetime | None = None,
+) -> NodeModel:
+    """Refresh the node from its agent's report; ``running_jobs`` (the ids the agent runs) is
+    kept, so that assignments can tell the agent to kill what the daemon no longer holds there.
+    ``settings`` rule the devices' quarantine (``poold.services.quarantine``)."""
     node = get_node(session, name, lock=True)
     if node.state != "ready":
         events.record(session, "node.ready", f"node {name} is back", node_id=node.id)
-    _apply_report(session, node, host, devices)
+    if running_jobs is not None:
+        node.running_jobs = sorted(set(running_jobs))
+    _apply_report(session, node, host, devices, settings or NodeSettings(), now or utcnow())
     return node
 
 
-def _apply_report(session: Session, node: NodeModel, host: HostRecord, devices: list[DeviceRecord]) -> None:
+def _apply_report(
+    session: Session, node: NodeModel, host: HostRecord, devices: list[DeviceRecord], settings: NodeSettings, now: datetime
+) -> None:
     before = (node.cpu_cores, node.memory_total_mib, node.state)
     node.hostname = host.hostname
     node.cpu_cores = host.cpu_cores
     node.memory_total_mib = host.memory_total_mib
     node.host = host.model_dump(mode="json", exclude=set(HOST_USAGE))
     node.state = "ready"
-    node.last_heartbeat_at = utcnow()
-    changed = sync_devices(session, node, devices)
+    node.last_heartbeat_at = now
+    changed = sync_devices(session, node, devices, settings, now)
     if changed or before != (node.cpu_cores, node.memory_total_mib, node.state):
         node.generation = (node.generation or 0) + 1
 
@@ -83,21 +120,26 @@ def _placement_facts(device: DeviceModel) -> tuple[Any, ...]:
     return (
         device.present, device.vendor, device.kind, device.model, device.index, device.memory_total_mib,
         device.compute_capability, device.numa_node, device.health, device.health_reason, device.parent_id,
+        device.quarantined_at, device.quarantine_held,
         tuple(repr(attributes.get(key)) for key in PLACEMENT_ATTRIBUTES),
         (device.memory_outside_mib or 0) // OUTSIDE_MEMORY_STEP_MIB,
     )
 
 
-def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord]) -> bool:
+def sync_devices(
+    session: Session, node: NodeModel, records: list[DeviceRecord], settings: NodeSettings | None = None, now: datetime | None = None
+) -> bool:
     """Upsert the node's devices by uuid, link slices to parents, and mark vanished ones absent.
 
-    A device changing health writes an event, so ``poold job``/``poold devices`` can say why.
-    Returns whether anything placement reads changed (usage figures alone do not count).
+    A device changing health writes an event, so ``poold job``/``poold devices`` can say why,
+    and starts or times its quarantine. Returns whether anything placement reads changed
+    (usage figures alone do not count).
     """
+    settings = settings or NodeSettings()
     existing = {device.uuid: device for device in session.scalars(select(DeviceModel).where(DeviceModel.node_id == node.id))}
     before = {uuid: _placement_facts(device) for uuid, device in existing.items()}
     reported = {record.uuid for record in records}
-    now = utcnow()
+    now = now or utcnow()
     for record in records:
         device = existing.get(record.uuid)
         if device is None:
@@ -114,9 +156,10 @@ def sync_devices(session: Session, node: NodeModel, records: list[DeviceRecord])
         device.memory_outside_mib = record.memory_outside_mib
         device.compute_capability, device.architecture = record.compute_capability, record.architecture
         device.numa_node = record.numa_node
-        device.health, device.health_reason = record.health, record.health_reason
+        was, device.health, device.health_reason = device.health, record.health, record.health_reason
         device.attributes = record.attributes
         device.present = True
+        quarantine.observe(session, device, was, settings, now)
     session.flush()
     for record in records:
         parent = existing.get(record.parent_uuid) if record.parent_uuid else None
@@ -144,17 +187,50 @@ def set_drained(session: Session, name: str, drained: bool, reason: str | None =
     return node
 
 
-def mark_silent_nodes_down(session: Session, timeout_s: float, now: datetime | None = None) -> list[str]:
-    """Nodes whose last heartbeat is older than ``timeout_s`` go ``down``; returns their names."""
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(seconds=timeout_s)
-    silent = session.scalars(
-        select(NodeModel).where(NodeModel.state == "ready", NodeModel.last_heartbeat_at < cutoff).with_for_update()
-    ).all()
-    for node in silent:
-        node.state = "down"
-        node.generation += 1
-        events.record(session, "node.down", f"node {node.name} missed heartbeats for {timeout_s:.0f} s", node_id=node.id)
-    return [node.name for node in silent]
+def release_quarantines(session: Session, now: datetime | None = None) -> list[str]:
+    """Return to service the devices whose timed quarantine has run out; their uuids.
+
+    Locks the devices' nodes, then the devices (the lock order), re-checks each under lock,
+    and moves the nodes' generation so the scheduler sees the devices back.
+    """
+    now = now or utcnow()
+    due = (DeviceModel.quarantine_until <= now, DeviceModel.quarantine_held.is_(False), DeviceModel.health == "ok")
+    node_ids = sorted(set(session.scalars(select(DeviceModel.node_id).where(*due))))
+    if not node_ids:
+        return []
+    session.execute(select(NodeModel.id).where(NodeModel.id.in_(node_ids)).order_by(NodeModel.id).with_for_update())
+    devices = session.scalars(select(DeviceModel).where(DeviceModel.node_id.in_(node_ids), *due).order_by(DeviceModel.id).with_for_update()).all()
+    for device in devices:
+        quarantine.release(session, device, "healthy for the whole quarantine")
+    touch(session, {device.node_id for device in devices})
+    return [device.uuid for device in devices]
+
+
+def return_device(session: Session, uuid: str, node: str | None = None) -> DeviceModel:
+    """An administrator returns a quarantined device to service (``poold devices return``).
+
+    Refused while the device still reports unhealthy. ``node`` names the node when the uuid is
+    not unique (NPU and FPGA ids are built from bus ids, unique per node only).
+    """
+    query = select(DeviceModel.id, NodeModel.id, NodeModel.name).join(NodeModel).where(DeviceModel.uuid == uuid, DeviceModel.present.is_(True))
+    if node is not None:
+        query = query.where(NodeModel.name == node)
+    found = session.execute(query).all()
+    if not found:
+        raise NotFound(f"no device {uuid}" + (f" on node {node}" if node else ""))
+    if len(found) > 1:
+        raise Conflict(f"device {uuid} is on several nodes ({', '.join(sorted(row[2] for row in found))}): name one")
+    [(device_id, node_id, node_name)] = found
+    get_node(session, node_name, lock=True)
+    device = session.scalars(select(DeviceModel).where(DeviceModel.id == device_id).with_for_update()).one()
+    if device.quarantined_at is None:
+        raise Conflict(f"device {uuid} is not quarantined")
+    if device.health != "ok":
+        raise Conflict(f"device {uuid} still reports {device.health} ({device.health_reason or 'no reason given'}); "
+                       "it can be returned once it reports healthy")
+    quarantine.release(session, device, "returned by an administrator")
+    touch(session, [node_id])
+    return device
 
 
 def list_nodes(session: Session) -> list[tuple[NodeModel, int, int]]:
@@ -168,7 +244,7 @@ def list_nodes(session: Session) -> list[tuple[NodeModel, int, int]]:
         if device.id in parents:
             continue  # a GPU split into MIG slices is counted through its slices
         totals[device.node_id][0] += 1
-        if held.get(device.id, 0.0) == 0 and device.health == "ok":
+        if held.get(device.id, 0.0) == 0 and device.in_service:
             totals[device.node_id][1] += 1
     return [(node, *totals[node.id]) for node in nodes]
 

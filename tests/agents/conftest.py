@@ -1,5 +1,6 @@
-"""Shared pieces for the collector tests: a fake-state directory, inventories of fake nodes,
-fixture files written on the fly, and live processes to claim fake devices with."""
+"""Shared pieces for the agent tests: a fake daemon and an agent over it (the loop tests); a
+fake-state directory, inventories of fake nodes, fixture files written on the fly, and live
+processes to claim fake devices with (the collector tests)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,32 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agents.fake import STATE_ENV
 from agents.inventory import close_collectors, collect, load_collectors
 from agents.record import DeviceRecord, Inventory
+from tests.agents.agent_harness import Harness
+from tests.agents.fake_daemon import FakeDaemon
+
+
+@pytest.fixture
+def daemon() -> FakeDaemon:
+    return FakeDaemon(heartbeat_interval_s=0.2)
+
+
+@pytest.fixture
+def harness(tmp_path: Path, daemon: FakeDaemon) -> Iterator[Harness]:
+    h = Harness(tmp_path / "agent", daemon)
+    yield h
+    h.stop()
+    # Nothing a test started may outlive it.
+    for state_file in (tmp_path / "agent" / "jobs").glob("*/shim.json"):
+        try:
+            psutil.Process(int(state_file.read_text().split('"pid": ')[1].split(",")[0])).kill()
+        except (psutil.Error, IndexError, ValueError):
+            pass
 
 
 @pytest.fixture

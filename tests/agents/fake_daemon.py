@@ -3,7 +3,11 @@
 It keeps the daemon's rules that the agent relies on: a job is listed in ``start`` until its
 ``started`` event is accepted; the same ``ended`` twice is accepted, a different outcome is
 refused; a log upload at the wrong offset gets 409 with the real size; a node it does not
-know gets 404. ``down = True`` makes every request fail as a refused connection. Every call
+know gets 404; a node another machine owns (``owners``) answers registrations, heartbeats
+and assignments polls 409. ``down = True`` makes every request fail as a refused connection. As a daemon
+that checks reports at the door would, ``refuse_event`` (event -> reason, or None) answers a
+whole events request 422 when one event in it is refused; ``fail_events`` answers that many
+events requests 500 first; ``refuse_logs`` answers those jobs' log uploads 413. Every call
 is recorded, so tests can assert on order and counts.
 """
 
@@ -54,12 +58,17 @@ class FakeDaemon:
     heartbeat_interval_s: float = 0.2
     down: bool = False
     go_down_after_listing: bool = False  # go down right after answering an assignments call that starts a job
+    refuse_event: Callable[[JobEvent], str | None] | None = None
+    fail_events: int = 0
+    refuse_logs: set[int] = field(default_factory=set)  # job ids whose log uploads get 413
     calls: list[Call] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
     jobs: dict[int, FakeJob] = field(default_factory=dict)
     events: list[JobEvent] = field(default_factory=list)  # accepted, in arrival order
     refused_events: list[JobEventResult] = field(default_factory=list)
     heartbeats: list[HeartbeatRequest] = field(default_factory=list)
+    registrations: list[RegisterRequest] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # node -> machine id: others get 409
     logs: dict[int, bytearray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,16 +123,30 @@ class FakeDaemon:
                 if node not in self.nodes:
                     return httpx.Response(404, json={"detail": f"no node {node}"})
                 if what == "heartbeat":
-                    self.heartbeats.append(HeartbeatRequest.model_validate_json(request.content))
+                    body = HeartbeatRequest.model_validate_json(request.content)
+                    if (refused := self._claimed(node, body.machine_id)) is not None:
+                        return refused
+                    self.heartbeats.append(body)
                     return httpx.Response(200, json=HeartbeatResponse().model_dump())
                 if what == "assignments":
+                    if (refused := self._claimed(node, request.url.params.get("machine_id"))) is not None:
+                        return refused
                     return self._assignments(node)
                 return self._events(node, JobEventsRequest.model_validate_json(request.content))
             if (match := re.fullmatch(r"/api/v1/jobs/(\d+)/log", path)) and request.method == "PUT":
                 return self._log(int(match.group(1)), int(request.url.params["offset"]), request.content)
             return httpx.Response(404, json={"detail": f"no route {request.method} {path}"})
 
+    def _claimed(self, node: str, machine_id: str | None) -> httpx.Response | None:
+        owner = self.owners.get(node)
+        if owner is not None and machine_id != owner:
+            return httpx.Response(409, json={"detail": f"node {node} belongs to machine {owner}; this is machine {machine_id}"})
+        return None
+
     def _register(self, body: RegisterRequest) -> httpx.Response:
+        self.registrations.append(body)
+        if (refused := self._claimed(body.node, body.machine_id)) is not None:
+            return refused
         self.nodes.add(body.node)
         return httpx.Response(200, json=RegisterResponse(node=body.node, heartbeat_interval_s=self.heartbeat_interval_s).model_dump())
 
@@ -136,6 +159,13 @@ class FakeDaemon:
         return httpx.Response(200, json=answer.model_dump(mode="json"))
 
     def _events(self, node: str, body: JobEventsRequest) -> httpx.Response:
+        if self.fail_events > 0:
+            self.fail_events -= 1
+            return httpx.Response(500, text="Internal Server Error")
+        for index, event in enumerate(body.events):
+            reason = self.refuse_event(event) if self.refuse_event else None
+            if reason is not None:
+                return httpx.Response(422, json={"detail": f"invalid request: events.{index}: {reason}"})
         results = []
         for event in body.events:
             job = self.jobs.get(event.job_id)
@@ -157,6 +187,8 @@ class FakeDaemon:
         return httpx.Response(200, json=JobEventsResponse(results=results).model_dump())
 
     def _log(self, job_id: int, offset: int, data: bytes) -> httpx.Response:
+        if job_id in self.refuse_logs:
+            return httpx.Response(413, json={"detail": f"job {job_id}: the log is over its size limit"})
         log = self.logs.setdefault(job_id, bytearray())
         if offset != len(log):
             return httpx.Response(409, json={"size": len(log)})

@@ -3,86 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
-from agents.agent import Agent
-from agents.client import Backoff, DaemonClient
-from agents.config import AgentSettings
-from agents.record import DeviceRecord, HostRecord, Inventory
-from poold.api.schemas import AssignedDevice, Assignment
+from tests.agents.agent_harness import Harness, ended, job
 from tests.agents.fake_daemon import FakeDaemon
-
-GPU = DeviceRecord(uuid="GPU-aaaa", vendor="nvidia", kind="gpu", model="H100", index=0, memory_total_mib=81559)
-INVENTORY = Inventory(host=HostRecord(hostname="node-1", cpu_cores=8, memory_total_mib=65536), devices=[GPU],
-                      collectors={"host": "ok", "nvidia": "ok"})
-
-
-def job(job_id: int, script: str, **kwargs) -> Assignment:
-    return Assignment(job_id=job_id, name=f"job-{job_id}", command=["sh", "-c", script],
-                      devices=[AssignedDevice(uuid="GPU-aaaa", kind="gpu", vendor="nvidia", model="H100", index=0)],
-                      **kwargs)
-
-
-class Harness:
-    """An agent over a fake daemon, run in a thread; what it told systemd in ``notes``."""
-
-    def __init__(self, state_dir: Path, daemon: FakeDaemon, heartbeat_interval_s: float = 0.2) -> None:
-        self.daemon = daemon
-        self.notes: list[str] = []
-        self.xid_callback = None
-        self.settings = AgentSettings(server_url="http://poold.test", node_name="node-1", state_dir=state_dir,
-                                      heartbeat_interval_s=heartbeat_interval_s, poll_interval_s=0.05,
-                                      kill_grace_s=0.5, retry_max_s=0.4)
-        self.agent: Agent | None = None
-        self.thread: threading.Thread | None = None
-
-    def _watcher(self, on_event):
-        self.xid_callback = on_event
-        return None
-
-    def start(self) -> Agent:
-        self.agent = Agent(self.settings, inventory_source=lambda: INVENTORY, watcher_factory=self._watcher,
-                           client=DaemonClient(self.settings.server_url, transport=self.daemon.transport()),
-                           notify=self.notes.append, backoff=Backoff(base_s=0.05, cap_s=0.4))
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-        self.thread.start()
-        return self.agent
-
-    def stop(self) -> None:
-        if self.agent is not None and self.thread is not None:
-            self.agent.stop()
-            self.thread.join(timeout=10)
-            assert not self.thread.is_alive(), "the agent did not stop"
-            self.agent = self.thread = None
-
-
-@pytest.fixture
-def daemon() -> FakeDaemon:
-    return FakeDaemon(heartbeat_interval_s=0.2)
-
-
-@pytest.fixture
-def harness(tmp_path: Path, daemon: FakeDaemon) -> Iterator[Harness]:
-    h = Harness(tmp_path / "agent", daemon)
-    yield h
-    h.stop()
-    # Nothing a test started may outlive it.
-    for state_file in (tmp_path / "agent" / "jobs").glob("*/shim.json"):
-        try:
-            psutil.Process(int(state_file.read_text().split('"pid": ')[1].split(",")[0])).kill()
-        except (psutil.Error, IndexError, ValueError):
-            pass
-
-
-def ended(daemon: FakeDaemon, job_id: int) -> bool:
-    return any(kind == "ended" for kind, _, _ in daemon.event_kinds(job_id))
-
 
 def test_register_heartbeat_start_and_report(harness: Harness, daemon: FakeDaemon) -> None:
     daemon.assign(job(1, "echo hello; sleep 0.4; echo bye"))
@@ -202,3 +129,36 @@ def test_stopping_the_agent_leaves_jobs_running_for_the_next_one(harness: Harnes
     time.sleep(0.2)
     assert daemon.event_kinds(1) == [("started", None, None), ("ended", "failed", 4)]
     assert os.path.exists(harness.settings.state_dir / "jobs" / "1" / "exit.json")
+
+
+def test_the_agent_sends_its_machine_id_at_register_and_in_heartbeats(harness: Harness, daemon: FakeDaemon) -> None:
+    harness.start()
+    daemon.wait_for(lambda: len(daemon.heartbeats) >= 2, what="heartbeats")
+    assert [r.machine_id for r in daemon.registrations] == ["machine-1"]
+    assert {hb.machine_id for hb in daemon.heartbeats} == {"machine-1"}
+
+
+def test_a_name_held_by_another_machine_stops_the_agent_until_it_is_free(harness: Harness, daemon: FakeDaemon) -> None:
+    harness.start()
+    daemon.wait_for(lambda: daemon.count("GET", "/assignments") >= 1, what="the first poll")
+    daemon.owners["node-1"] = "machine-2"  # the node was lost meanwhile, and another machine took the name
+    daemon.wait_for(lambda: len(daemon.registrations) >= 2, what="registering again after the refused heartbeat")
+    polls = daemon.count("GET", "/assignments")
+    time.sleep(0.5)
+    assert daemon.count("GET", "/assignments") == polls  # no work is taken under a name it does not hold
+    assert daemon.count("POST", "/register") >= 3  # it keeps trying, with backoff (0.05 s doubling, cap 0.4 s)
+    del daemon.owners["node-1"]
+    daemon.wait_for(lambda: daemon.count("GET", "/assignments") > polls, what="polls once the name is free")
+
+
+def test_a_poll_refused_for_another_machine_makes_the_agent_register_again(tmp_path: Path, daemon: FakeDaemon) -> None:
+    daemon.heartbeat_interval_s = 30  # no heartbeat comes to find out: the poll must
+    h = Harness(tmp_path / "agent", daemon)
+    try:
+        h.start()
+        daemon.wait_for(lambda: daemon.count("GET", "/assignments") >= 1, what="the first poll")
+        daemon.owners["node-1"] = "machine-2"
+        daemon.wait_for(lambda: len(daemon.registrations) >= 2, what="registering again after the refused poll")
+        assert daemon.count("POST", "/heartbeat") <= 1
+    finally:
+        h.stop()

@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from poold.api.app import create_app
-from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel
+from tests.api.calls import NOW, register, submit
 from tests.builders import make_node
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
-
-
-@pytest.fixture
-def api(pool, settings):
-    ctx = AppContext.build(settings, pool.factory)
-    ctx.wake_scheduler = ctx.scheduler.run_pass
-    with TestClient(create_app(ctx)) as client:
-        yield client
-
-
-def register(api, builder):
-    body = {
-        "node": builder.name,
-        "host": builder.host.model_dump(mode="json"),
-        "devices": [d.model_dump(mode="json") for d in builder.devices],
-        "agent_version": "test",
-    }
-    response = api.post("/api/v1/agents/register", json=body)
-    assert response.status_code == 200, response.text
-    return body
-
-
-def submit(api, **resources):
-    spec = {"name": "train", "command": ["sh", "-c", "echo hi"], "resources": resources}
-    response = api.post("/api/v1/jobs", json={"spec": spec})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
 
 def test_register_heartbeat_assign_run_end(api):
     body = register(api, make_node("hgx").gpus(2, "H100", nvlink=18).mig(0, ["3g.40gb", "1g.10gb"]))
@@ -90,6 +56,27 @@ def test_unhealthy_device_report_writes_event_and_blocks_placement(api):
     assert job["state"] == "pending" and "device_unhealthy" in job["reason"]
     devices = api.get("/api/v1/devices").json()
     assert devices[0]["health"] == "unhealthy" and devices[0]["health_reason"] == "XID 79"
+    quarantine = devices[0]["quarantine"]
+    assert (quarantine["reason"], quarantine["until"], quarantine["held"]) == ("XID 79", None, False)
+
+
+def test_a_quarantined_device_is_shown_and_an_operator_returns_it(api):
+    builder = make_node("l4").gpus(1, "L4")
+    body = register(api, builder)
+    uuid = body["devices"][0]["uuid"]
+    assert api.post(f"/api/v1/devices/{uuid}/return").json()["detail"] == f"device {uuid} is not quarantined"
+    body["devices"][0].update(health="unhealthy", health_reason="XID 79")
+    api.post("/api/v1/agents/l4/heartbeat", json={"host": body["host"], "devices": body["devices"]})
+    body["devices"][0].update(health="ok", health_reason=None)
+    api.post("/api/v1/agents/l4/heartbeat", json={"host": body["host"], "devices": body["devices"]})
+    [device] = api.get("/api/v1/devices").json()
+    assert device["health"] == "ok" and device["quarantine"]["until"] is not None  # 300 s from now
+    job_id = submit(api)
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "pending"
+    returned = api.post(f"/api/v1/devices/{uuid}/return")
+    assert returned.status_code == 200 and returned.json()["quarantine"] is None
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "assigned"  # the return woke the scheduler
+    assert api.post("/api/v1/devices/GPU-nope/return").status_code == 404
 
 
 def test_cancel_pending_and_running(api):

@@ -141,3 +141,24 @@ def test_sqlite_reads_take_no_write_lock(pool):
     finally:
         release.set()
         thread.join()
+
+
+def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_repeat(pool, settings):
+    """Repeated heartbeats are answered from memory, except while a running job is missing
+    from them: those are written, so that one of them loses the job once its grace is over."""
+    from tests.api.calls import heartbeat, register, submit
+
+    settings.nodes.timeout_s = 0.3
+    ctx = AppContext.build(settings, pool.factory)
+    ctx.wake_scheduler = ctx.scheduler.run_pass
+    with TestClient(create_app(ctx)) as api:
+        builder = make_node("hgx").gpus(1, "L4")
+        register(api, builder)
+        job_id = submit(api, count=1)
+        assert heartbeat(api, builder, running_jobs=[job_id]).status_code == 200  # adopted: running
+        assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "running"
+        for _ in range(3):  # the same report (no job) again and again, past the grace
+            assert heartbeat(api, builder).status_code == 200
+            time.sleep(0.2)
+        job = api.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["state"] == "lost" and job["requeued_as"] is not None

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from poold.cli.nodes import quarantine_text
 from tests.builders import make_node
 from tests.live import LiveDaemon, wait_for
 
@@ -136,8 +137,42 @@ def test_submit_wait_exits_with_outcome(daemon, tmp_path):
     assert "failed" in process.stderr.read()
 
 
+def test_cancel_force_ends_a_placed_job_at_once(daemon, tmp_path):
+    """No agent runs here, so a plain cancel would wait for ever; --force does not wait."""
+    path = write(tmp_path, 'name = "stuck"\ncommand = "true"\n[resources]\n[[resources.accept]]\nmodel = "A100"\n')
+    job_id = poold(daemon, "submit", path, check=0).stdout.strip()
+    wait_for(lambda: json.loads(poold(daemon, "-o", "json", "job", job_id, check=0).stdout)["state"] == "assigned")
+    out = poold(daemon, "cancel", "--force", job_id, check=0).stdout.strip()
+    assert out == f"job {job_id} cancelled by force: cancelled by force while assigned on node a100; its devices are released"
+    assert json.loads(poold(daemon, "-o", "json", "job", job_id, check=0).stdout)["state"] == "cancelled"
+    assert poold(daemon, "cancel", "--force", job_id, check=1).stderr.strip() == f"error: job {job_id} already ended (cancelled)"
+
+
+def test_devices_show_a_quarantine_and_return_ends_it(daemon):
+    """The l4 agent (played here) reports its second GPU unhealthy three times within the hour."""
+    builder = make_node("l4").gpus(2, "L4")
+    devices = json.loads(poold(daemon, "-o", "json", "devices", "--node", "l4", check=0).stdout)
+    gpu = devices[1]["uuid"]
+    records = [{key: d[key] for key in ("uuid", "vendor", "kind", "model", "name", "index", "memory_total_mib")} for d in devices]
+    for health in ("unhealthy", "ok") * 3:
+        records[1].update(health=health, health_reason="XID 79: GPU has fallen off the bus" if health != "ok" else None)
+        body = {"host": builder.host.model_dump(mode="json"), "devices": records}
+        httpx.post(daemon.url + "/api/v1/agents/l4/heartbeat", json=body).raise_for_status()
+    [held] = [d for d in json.loads(poold(daemon, "-o", "json", "devices", "--node", "l4", check=0).stdout) if d["uuid"] == gpu]
+    assert held["health"] == "ok" and held["quarantine"]["held"] and held["quarantine"]["until"] is None
+    assert quarantine_text(held["quarantine"]).endswith(
+        " until returned by an admin: flapping: unhealthy 3 times within 3600 s (last: XID 79: GPU has fallen off the bus)")
+    table = poold(daemon, "devices", "--node", "l4", check=0).stdout
+    assert "QUARANTINE" in table and "flapping" in table
+    assert poold(daemon, "devices", "return", gpu, check=0).stdout.strip() == f"device {gpu} on l4 is back in service"
+    [after] = [d for d in json.loads(poold(daemon, "-o", "json", "devices", "--node", "l4", check=0).stdout) if d["uuid"] == gpu]
+    assert after["quarantine"] is None
+    assert poold(daemon, "devices", "return", gpu, check=1).stderr.strip() == f"error: device {gpu} is not quarantined"
+
+
 def test_help_texts(daemon):
     text = poold(daemon, "--help", check=0).stdout
     for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "db", "serve", "demo"):
         assert command in text
     assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
+    assert "--force" in poold(daemon, "cancel", "--help", check=0).stdout

@@ -65,3 +65,24 @@ def test_serve_without_migrate_refuses_an_empty_store(tmp_path):
     engine.dispose()
     engine, _ = prepare_store(settings, upgrade=False)  # now current: starts
     engine.dispose()
+
+
+def test_nodes_down_before_0004_are_lost_after_it_and_down_again_below_it(empty_url):
+    from sqlalchemy import text
+
+    engine = make_engine(empty_url)
+    migrate.upgrade(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO nodes (name, hostname, state, drained, cpu_cores, memory_total_mib, host, agent_version,"
+                                " registered_at, generation) VALUES ('a', 'a', 'down', false, 8, 1024, '{}', '', CURRENT_TIMESTAMP, 0)"))
+
+
+    def state() -> str:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT state FROM nodes")).scalar_one()
+
+    migrate.upgrade(engine)
+    assert state() == "lost"
+    migrate.downgrade(engine, "0003")
+    assert state() == "down"
+    engine.dispose()

@@ -156,7 +156,7 @@ def test_unhealthy_and_drained_and_down_are_skipped(settings):
     pool.node_ready[2] = False
     decision = place(job(), pool)
     assert isinstance(decision, Unplaceable)
-    assert decision.rejections.counts == {"device_unhealthy": 1, "node_drained": 1, "node_down": 1}
+    assert decision.rejections.counts == {"device_unhealthy": 1, "node_drained": 1, "node_lost": 1}
     assert "XID 79" in decision.reason
 
 

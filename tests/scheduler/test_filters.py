@@ -152,9 +152,9 @@ def test_device_memory_refuses_an_ask_on_a_device_that_does_not_report_memory(se
     ("resources", "expected"),
     [
         # node a: 16 cores, 64 GiB, 10 cores and 16 GiB held; node b: down; node c: drained
-        ({"cpu_cores": 6, "host_memory": "48GiB"}, ["ok", "node_down", "node_drained"]),
-        ({"cpu_cores": 6.5}, ["insufficient_cpu", "node_down", "node_drained"]),  # 16 - 10 = 6 < 6.5
-        ({"host_memory": "49GiB"}, ["insufficient_host_memory", "node_down", "node_drained"]),  # 64 - 16 = 48
+        ({"cpu_cores": 6, "host_memory": "48GiB"}, ["ok", "node_lost", "node_drained"]),
+        ({"cpu_cores": 6.5}, ["insufficient_cpu", "node_lost", "node_drained"]),  # 16 - 10 = 6 < 6.5
+        ({"host_memory": "49GiB"}, ["insufficient_host_memory", "node_lost", "node_drained"]),  # 64 - 16 = 48
     ],
 )
 def test_node_filters(settings, resources, expected):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
@@ -19,7 +19,7 @@ from poold.api.schemas import (
     RegisterResponse,
 )
 from poold.db.session import reading, transaction
-from poold.services import jobs, nodes
+from poold.services import jobs, nodes, recovery
 
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
@@ -27,9 +27,10 @@ router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 @router.post("/register", response_model=RegisterResponse)
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
     with transaction(ctx.factory) as session:
-        node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__)
+        node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
+                              ctx.settings.nodes)
         name, drained = node.name, node.drained
-    ctx.reports.written(name, body.host, body.devices, drained)  # as a heartbeat running no job
+    ctx.reports.written(name, body.host, body.devices, drained, extra=(body.machine_id,))  # as a heartbeat running no job
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
@@ -38,24 +39,35 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
 async def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     """Written to the store only when it says something new (``poold.telemetry``): a repeated
     report is answered from memory on the event loop, a new one written in a worker thread."""
-    running = tuple(sorted(body.running_jobs))
-    drained = ctx.reports.answer_from_memory(node, body.host, body.devices, running)
+    extra = (body.machine_id, *sorted(body.running_jobs))
+    drained = ctx.reports.answer_from_memory(node, body.host, body.devices, extra)
     if drained is None:
-        drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, running)
+        drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, extra)
     return HeartbeatResponse(drained=drained)
 
 
-def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, running: tuple[int, ...]) -> bool:
+def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, extra: tuple) -> bool:
     with transaction(ctx.factory) as session:
-        drained = nodes.heartbeat(session, node, body.host, body.devices).drained
-    ctx.reports.written(node, body.host, body.devices, drained, running)
+        row = recovery.heartbeat(session, node, body.host, body.devices, body.running_jobs, body.machine_id, ctx.settings.nodes)
+        drained = row.drained
+        # While a running job is missing from the agent's list, every heartbeat is written:
+        # one of them loses the job once its grace is over.
+        settling = jobs.unreported_on(session, row.id)
+    if not settling:
+        ctx.reports.written(node, body.host, body.devices, drained, extra)
+    else:
+        ctx.reports.forget(node)
     return drained
 
 
 @router.get("/{node}/assignments", response_model=AssignmentsResponse)
-def assignments(node: str, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
+def assignments(
+    node: str,
+    machine_id: str | None = Query(default=None, max_length=200, description="as at register; another machine's is refused (409)"),
+    ctx: AppContext = Depends(ctx_of),
+) -> AssignmentsResponse:
     with reading(ctx.factory) as session:
-        return jobs.assignments(session, node)
+        return jobs.assignments(session, node, machine_id)
 
 
 @router.post("/{node}/events", response_model=JobEventsResponse)

@@ -40,20 +40,26 @@ def list_jobs(
 ) -> list[JobOut]:
     with reading(ctx.factory) as session:
         names = convert.node_names(session)
-        return [convert.job_out(job, names) for job in jobs.list_jobs(session, list(state or []), limit)]
+        listed = jobs.list_jobs(session, list(state or []), limit)
+        retries = jobs.requeued_as(session, [job.id for job in listed if job.state == "lost"])
+        return [convert.job_out(job, names, requeued_as=retries) for job in listed]
 
 
 @router.get("/{job_id}", response_model=JobDetail)
 def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
     with reading(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
-        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id))
+        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+def cancel(
+    job_id: int,
+    force: bool = Query(default=False, description="end the job now, in any state, and release its devices (administrators)"),
+    ctx: AppContext = Depends(ctx_of),
+) -> JobOut:
     with transaction(ctx.factory) as session:
-        job = jobs.cancel(session, job_id)
+        job = jobs.cancel(session, job_id, force=force)
         out = convert.job_out(job, convert.node_names(session))
     ctx.wake_scheduler()
     return out
