@@ -95,8 +95,8 @@ def _populate(engine, nodes: int, gpus_per_node: int, pending: int, seed: int) -
                 devices.append({
                     "id": n * gpus_per_node + g + 1, "node_id": n + 1, "uuid": device_uuid, "vendor": "nvidia", "kind": "gpu",
                     "model": "H100", "name": "NVIDIA H100 80GB HBM3", "index": g, "memory_total_mib": GPU_MEMORY_MIB,
-                    "memory_free_mib": GPU_MEMORY_MIB, "compute_capability": "9.0", "numa_node": g * 2 // gpus_per_node,
-                    "health": "ok", "present": True, "usage": {}, "updated_at": now,
+                    "compute_capability": "9.0", "numa_node": g * 2 // gpus_per_node,
+                    "health": "ok", "present": True, "updated_at": now,
                     "attributes": {"nvlink": {other: 18 for other in uuids if other != device_uuid}},
                 })
         for start in range(0, len(devices), 5000):

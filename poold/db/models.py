@@ -79,11 +79,14 @@ class NodeModel(Base):
     drain_reason: Mapped[str | None] = mapped_column(Text)
     cpu_cores: Mapped[int] = mapped_column(Integer, default=0)
     memory_total_mib: Mapped[int] = mapped_column(BigInteger, default=0)
-    host: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="the last HostRecord, usage included")
+    host: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="the last HostRecord, less its usage figures")
     agent_version: Mapped[str] = mapped_column(String(50), default="")
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    layout_generation: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="moves only when what the node is changes (its capacity, its devices), not what it holds"
+    )
     running_jobs: Mapped[list[int]] = mapped_column(
         JSON, default=list, server_default="[]", doc="job ids the agent reported running in its last heartbeat"
     )
@@ -114,7 +117,6 @@ class DeviceModel(Base):
     index: Mapped[int | None] = mapped_column(Integer)
     bus_id: Mapped[str | None] = mapped_column(String(40))
     memory_total_mib: Mapped[int | None] = mapped_column(BigInteger)
-    memory_free_mib: Mapped[int | None] = mapped_column(BigInteger)
     memory_outside_mib: Mapped[int | None] = mapped_column(BigInteger, doc="used by processes that are not poold jobs")
     compute_capability: Mapped[str | None] = mapped_column(String(10))
     architecture: Mapped[str | None] = mapped_column(String(40))
@@ -130,7 +132,6 @@ class DeviceModel(Base):
     )
     present: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    usage: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="power_w, temperature_c, utilization_pct...")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     node: Mapped[NodeModel] = relationship(back_populates="devices")

@@ -109,7 +109,9 @@ class StoreSnapshot:
     def refresh(self, session: Session) -> int:
         """Reload the nodes that changed in the store; returns how many were reloaded. A node
         whose rows cannot be read is taken out of the pool (``set_aside``) until it changes."""
-        current = dict(session.execute(select(NodeModel.id, NodeModel.generation)).all())
+        # The pool at its best ignores what nodes hold: it follows the layout generation.
+        generation = NodeModel.layout_generation if self.capacity_only else NodeModel.generation
+        current = dict(session.execute(select(NodeModel.id, generation)).all())
         for node_id in set(self.generations) - set(current):
             self.pool.remove_node(node_id)
             del self.generations[node_id]

@@ -113,6 +113,7 @@ def _apply_report(
     changed = sync_devices(session, node, devices, settings, now)
     if changed or before != (node.cpu_cores, node.memory_total_mib, node.state):
         node.generation = (node.generation or 0) + 1
+        node.layout_generation = (node.layout_generation or 0) + 1
 
 
 def _placement_facts(device: DeviceModel) -> tuple[Any, ...]:

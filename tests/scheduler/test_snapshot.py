@@ -70,3 +70,19 @@ def test_placements_drains_and_job_ends_are_reloaded(pool, settings):
     with transaction(pool.factory) as session:
         nodes.set_drained(session, "a", True, "firmware")
     assert _refresh(pool, snapshot) == 1 and bool(p.node_drained[0])
+
+
+def test_the_pool_at_its_best_reloads_no_node_for_what_it_holds(pool, settings):
+    """The capacity view (never-fits) follows the layout generation: placements and releases
+    move a node's generation, not its layout."""
+    with transaction(pool.factory) as session:
+        make_node("a").gpus(2, "A100", nvlink=12).register(session)
+        job_id = jobs.submit(session, job(count=1)).id
+    best = StoreSnapshot(settings, capacity_only=True)
+    assert _refresh(pool, best) == 1
+    assert Scheduler(pool.factory, settings).run_pass().placed == [job_id]
+    assert _refresh(pool, best) == 0
+    with transaction(pool.factory) as session:  # a device goes away: what the node is changed
+        builder = make_node("a").gpus(1, "A100")
+        nodes.heartbeat(session, "a", builder.host, builder.devices)
+    assert _refresh(pool, best) == 1
