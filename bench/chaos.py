@@ -242,15 +242,21 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
 
 def _chains(factory, ids: list[int]) -> dict[int, JobModel]:
     """Each acknowledged job's last retry (the job itself when it was never retried)."""
-    with factory() as session:
-        rows = {job.id: job for job in session.scalars(select(JobModel))}
+    rows, retried_as = _jobs(factory)
     last = {}
     for job_id in ids:
         job = rows.get(job_id)
-        while job is not None and job.requeued_as is not None and job.requeued_as in rows:
-            job = rows[job.requeued_as]
+        while job is not None and job.id in retried_as:
+            job = retried_as[job.id]
         last[job_id] = job
     return last
+
+
+def _jobs(factory) -> tuple[dict[int, JobModel], dict[int, JobModel]]:
+    """Every job by id, and each retried job's retry."""
+    with factory() as session:
+        rows = {job.id: job for job in session.scalars(select(JobModel))}
+    return rows, {job.retry_of: job for job in rows.values() if job.retry_of is not None}
 
 
 def _settle(factory, tally: Tally, timeout_s: float) -> None:
@@ -265,9 +271,11 @@ def _settle(factory, tally: Tally, timeout_s: float) -> None:
 def _verdict(factory, tally: Tally, marks: Path, backend: str) -> dict:
     chains = _chains(factory, list(tally.acknowledged))
     missing = [job_id for job_id, job in chains.items() if job is None]
-    with factory() as session:
-        rows = {job.id: job for job in session.scalars(select(JobModel))}
-    dropped = [j.id for j in rows.values() if j.state == "lost" and j.requeued_as is None and (j.attempt or 1) <= int((j.spec or {}).get("retries", 1))]
+    rows, retried_as = _jobs(factory)
+    dropped = [  # lost with retries left, not cancelled, and never submitted again
+        j.id for j in rows.values()
+        if j.state == "lost" and j.id not in retried_as and j.attempt <= int(j.spec.get("retries", 1)) and "a cancel was requested" not in (j.reason or "")
+    ]
     starts: dict[str, int] = {}
     for line in marks.read_text().splitlines():
         parts = line.split()
