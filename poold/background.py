@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from agents.sdnotify import notify
+from poold_common.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
 from poold.services import nodes

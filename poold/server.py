@@ -9,7 +9,7 @@ import threading
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from agents.sdnotify import notify
+from poold_common.sdnotify import notify
 from poold import background
 from poold.api.app import create_app
 from poold.api.context import AppContext

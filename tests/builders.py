@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import NodeModel
 from poold.jobspec import JobSpec
 from poold.scheduler.pool import ColumnarPool, NodeSpec

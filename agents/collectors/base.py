@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agents.record import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, HostRecord
 
 MIB = 1024 * 1024
 

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from agents.collectors.base import MIB, CollectorResult
-from agents.record import HostRecord
+from poold_wire.records import HostRecord
 
 
 def parse_cpulist(text: str) -> list[int]:

@@ -12,7 +12,7 @@ from poold.client import DEFAULT_URL, ClientError
 from poold.db import SchemaError
 from poold.demo import DemoError
 from poold.jobspec import JobFileError
-from poold.settings import SettingsError
+from poold_common.config import SettingsError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

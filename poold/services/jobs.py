@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
+from poold.api.schemas import TERMINAL_STATES
+from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import JobSpec
 from poold.scheduler.framework import Rejections

@@ -13,7 +13,8 @@ import pytest
 
 from agents.fake import STATE_ENV
 from agents.inventory import close_collectors, collect, load_collectors
-from agents.record import DeviceRecord, Inventory
+from agents.inventory import Inventory
+from poold_wire.records import DeviceRecord
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from agents.collectors.base import Collector, CollectorResult, UnavailableCollec
 from agents.collectors.host import HostCollector
 from agents.collectors.nvidia import NvidiaCollector
 from agents.inventory import collect, load_collectors
-from agents.record import DeviceRecord, Inventory
+from agents.inventory import Inventory
+from poold_wire.records import DeviceRecord
 
 
 def test_registry_holds_every_builtin_collector(fake_state: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from poold.api.schemas import JobEvent
+from poold_wire.messages import JobEvent
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from poold.api.schemas import JobEvent
+from poold_wire.messages import JobEvent
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.snapshot import StoreSnapshot

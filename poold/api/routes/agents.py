@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from poold import __version__
 from poold.api.context import AppContext
 from poold.api.routes import ctx_of
-from poold.api.schemas import (
+from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
