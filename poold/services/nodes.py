@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
-from poold.services import NotFound, events
+from poold.services import NotFound, ServiceError, events
+from poold_wire.messages import PROTOCOL_VERSION
 
 _USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
 # Device attributes placement reads; a change in any of them moves the node's generation.
@@ -19,6 +20,26 @@ PLACEMENT_ATTRIBUTES = ("mig_profile", "mig_slices", "fpga_shell", "nvlink", "pc
 # Memory used outside poold moves the generation only when it changes by this much (MiB):
 # placement needs it, but it jitters with every process that allocates.
 OUTSIDE_MEMORY_STEP_MIB = 256
+
+
+# The agent protocols this daemon serves: its own and the older ones it still answers.
+SERVED_PROTOCOLS = range(1, PROTOCOL_VERSION + 1)
+
+
+class UnsupportedProtocol(ServiceError):
+    status = 400
+
+
+def check_protocol(version: int) -> None:
+    """Refuse, naming both versions, an agent whose protocol this daemon cannot serve."""
+    if version in SERVED_PROTOCOLS:
+        return
+    lo, hi = SERVED_PROTOCOLS[0], SERVED_PROTOCOLS[-1]
+    served = f"protocol {hi}" if lo == hi else f"protocols {lo} to {hi}"
+    newer = "the daemon" if version > hi else "the agent"
+    raise UnsupportedProtocol(
+        f"the agent speaks protocol {version}, this daemon serves agent {served}: upgrade {newer}", field="protocol_version"
+    )
 
 
 def touch(session: Session, node_ids: list[int] | set[int]) -> None:

@@ -5,23 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from poold.api.app import create_app
-from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel
 from tests.builders import make_node
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
-
-
-@pytest.fixture
-def api(pool, settings):
-    ctx = AppContext.build(settings, pool.factory)
-    ctx.wake_scheduler = ctx.scheduler.run_pass
-    with TestClient(create_app(ctx)) as client:
-        yield client
 
 
 def register(api, builder):

@@ -24,6 +24,7 @@ router = APIRouter(prefix="/agents", tags=["agents"])
 
 @router.post("/register", response_model=RegisterResponse)
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
+    nodes.check_protocol(body.protocol_version)
     with transaction(ctx.factory) as session:
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__)
         name = node.name
