@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from poold import __version__
 from poold.api.context import AppContext
 from poold.api.routes import agents, jobs, nodes
+from poold.jobspec import error_path
 from poold.services import ServiceError
 from poold.services.logs import OffsetMismatch
 
@@ -36,7 +37,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for error in exc.errors():
-            loc = [str(part) for part in error["loc"] if part not in ("body",)]
+            loc = [part for part in error_path(error) if part != "body"]
             message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
             errors.append({"field": ".".join(loc), "message": message})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)

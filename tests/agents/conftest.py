@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.fake import STATE_ENV
-from agents.inventory import close_collectors, collect, load_collectors
-from agents.inventory import Inventory
+from agents.inventory import Inventory, close_collectors, collect, load_collectors
 from poold_wire.records import DeviceRecord
 
 
