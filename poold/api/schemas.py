@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from poold.jobspec import JobSpec
+from poold_wire.bounds import Text
 
 JobState = Literal["pending", "assigned", "running", "succeeded", "failed", "cancelled", "timed_out", "lost"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
@@ -135,4 +136,4 @@ class PlanOut(Strict):
 
 
 class DrainRequest(Strict):
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)

@@ -21,8 +21,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -38,9 +40,35 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _in_utc(value: datetime) -> datetime:
+    """An aware time in UTC; a naive one is taken to be UTC already."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, read back timezone-aware in UTC from every store.
+
+    PostgreSQL keeps the zone (``timestamptz``); SQLite keeps none and hands back naive values,
+    so times are written there as UTC wall clock and read with UTC attached. Every API time
+    then comes out as RFC 3339 with its zone, whichever the store.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = _in_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _in_utc(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime()}
 
 
 class QueueModel(Base):
@@ -116,6 +144,10 @@ class DeviceModel(Base):
 
     node: Mapped[NodeModel] = relationship(back_populates="devices")
     parent: Mapped["DeviceModel | None"] = relationship(remote_side="DeviceModel.id")
+
+
+# jobs.id is an INTEGER column: ids past it name no job (the API and agents allow 64 bits).
+MAX_JOB_ID = 2**31 - 1
 
 
 class JobModel(Base):

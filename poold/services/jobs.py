@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES
 from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
-from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
+from poold.db.models import MAX_JOB_ID, AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
@@ -49,6 +49,8 @@ def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
+    if not 0 < job_id <= MAX_JOB_ID:  # PostgreSQL would refuse to compare it with the column
+        raise NotFound(f"no job {job_id}")
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
         query = query.with_for_update()
@@ -128,7 +130,9 @@ def _assignment(job: JobModel) -> Assignment:
 def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventResult:
     """Record an agent's report. Idempotent; a second, different outcome for a job is refused."""
     node = get_node(session, node_name)
-    job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
+    job = None
+    if event.job_id <= MAX_JOB_ID:
+        job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
 
     def result(accepted: bool, reason: str | None = None) -> JobEventResult:
         return JobEventResult(job_id=event.job_id, kind=event.kind, accepted=accepted, reason=reason)

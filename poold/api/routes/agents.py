@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends
 
 from poold import __version__
 from poold.api.context import AppContext
-from poold.api.routes import ctx_of
+from poold.api.errors import responses
+from poold.api.routes import NodeName, ctx_of
 from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
@@ -22,7 +23,7 @@ from poold.services import jobs, nodes
 router = APIRouter(prefix="/agents", tags=["agents"])
 
 
-@router.post("/register", response_model=RegisterResponse)
+@router.post("/register", response_model=RegisterResponse, responses=responses(400, 422))
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
     nodes.check_protocol(body.protocol_version)
     with transaction(ctx.factory) as session:
@@ -32,22 +33,22 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
 
-@router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
-def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+@router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 422))
+def heartbeat(node: NodeName, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     with transaction(ctx.factory) as session:
         row = nodes.heartbeat(session, node, body.host, body.devices)
         drained = row.drained
     return HeartbeatResponse(drained=drained)
 
 
-@router.get("/{node}/assignments", response_model=AssignmentsResponse)
-def assignments(node: str, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
+@router.get("/{node}/assignments", response_model=AssignmentsResponse, responses=responses(404, 422))
+def assignments(node: NodeName, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
     with transaction(ctx.factory) as session:
         return jobs.assignments(session, node)
 
 
-@router.post("/{node}/events", response_model=JobEventsResponse)
-def job_events(node: str, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+@router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 422))
+def job_events(node: NodeName, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
     results = []
     for event in body.events:
         # One transaction per event: a refused report never undoes an accepted one.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from poold.api import convert
 from poold.api.context import AppContext
-from poold.api.routes import ctx_of
+from poold.api.errors import responses
+from poold.api.routes import NodeName, ctx_of
 from poold.api.schemas import DeviceOut, DrainRequest, NodeOut
 from poold.db.session import transaction
 from poold.services import nodes
+from poold_wire.messages import NODE_NAME_PATTERN
 
 router = APIRouter(tags=["nodes"])
 
@@ -20,8 +22,11 @@ def list_nodes(ctx: AppContext = Depends(ctx_of)) -> list[NodeOut]:
         return [convert.node_out(node, total, free) for node, total, free in nodes.list_nodes(session)]
 
 
-@router.get("/devices", response_model=list[DeviceOut])
-def list_devices(node: str | None = None, ctx: AppContext = Depends(ctx_of)) -> list[DeviceOut]:
+@router.get("/devices", response_model=list[DeviceOut], responses=responses(404, 422))
+def list_devices(
+    node: str | None = Query(default=None, max_length=200, pattern=NODE_NAME_PATTERN, description="only this node's devices"),
+    ctx: AppContext = Depends(ctx_of),
+) -> list[DeviceOut]:
     with transaction(ctx.factory) as session:
         if node is not None:
             nodes.get_node(session, node)
@@ -32,13 +37,13 @@ def list_devices(node: str | None = None, ctx: AppContext = Depends(ctx_of)) -> 
         return [convert.device_out(device, names, held, ctx.settings, uuids) for device in devices]
 
 
-@router.post("/nodes/{node}/drain", response_model=NodeOut)
-def drain(node: str, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+@router.post("/nodes/{node}/drain", response_model=NodeOut, responses=responses(400, 404, 422))
+def drain(node: NodeName, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, True, body.reason if body else None)
 
 
-@router.post("/nodes/{node}/undrain", response_model=NodeOut)
-def undrain(node: str, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+@router.post("/nodes/{node}/undrain", response_model=NodeOut, responses=responses(404, 422))
+def undrain(node: NodeName, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, False, None)
 
 
