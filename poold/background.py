@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from poold_common.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
 from poold.services import nodes
+from poold_common.sdnotify import notify
 
 log = logging.getLogger(__name__)
 

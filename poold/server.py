@@ -9,7 +9,6 @@ import threading
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from poold_common.sdnotify import notify
 from poold import background
 from poold.api.app import create_app
 from poold.api.context import AppContext
@@ -17,6 +16,7 @@ from poold.db import migrate
 from poold.db.session import make_sessionmaker, open_store, transaction
 from poold.services.queues import sync_queues
 from poold.settings import Settings
+from poold_common.sdnotify import notify
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from poold_wire.records import DeviceRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
 from poold.settings import Settings
+from poold_wire.records import DeviceRecord
 
 RELOAD_CHUNK = 500
 

@@ -8,13 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES
-from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 from poold.db.models import MAX_JOB_ID, AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
 from poold.services.nodes import get_node, touch
+from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 
 ACTIVE_STATES = ("assigned", "running")
 

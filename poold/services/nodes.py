@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
 from poold.services import NotFound, ServiceError, events
 from poold_wire.messages import PROTOCOL_VERSION
+from poold_wire.records import DeviceRecord, HostRecord
 
 _USAGE_FIELDS = ("power_w", "power_limit_w", "temperature_c", "utilization_pct")
 # Device attributes placement reads; a change in any of them moves the node's generation.

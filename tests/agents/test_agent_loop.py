@@ -15,8 +15,8 @@ from agents.agent import Agent
 from agents.client import Backoff, DaemonClient
 from agents.config import AgentSettings
 from agents.inventory import Inventory
-from poold_wire.records import DeviceRecord, HostRecord
 from poold_wire.messages import AssignedDevice, Assignment
+from poold_wire.records import DeviceRecord, HostRecord
 from tests.agents.fake_daemon import FakeDaemon
 
 GPU = DeviceRecord(uuid="GPU-aaaa", vendor="nvidia", kind="gpu", model="H100", index=0, memory_total_mib=81559)

@@ -17,9 +17,9 @@ import psutil
 import pytest
 
 from agents.inventory import Inventory
-from poold_wire.records import DeviceRecord, HostRecord
 from agents.runner import Runner
 from poold_wire.messages import AssignedDevice, Assignment
+from poold_wire.records import DeviceRecord, HostRecord
 
 PY = sys.executable
 
