@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, Strict
 from typing_extensions import TypedDict
 
-from poold_wire.bounds import INT32_MAX, Count32, Count64, Text, Tree, WireModel, check_tree
+from poold_wire.bounds import Count32, Count64, Text, Tree, WireModel, check_tree
 
 DeviceKind = Literal["gpu", "npu", "fpga"]
 Health = Literal["ok", "unhealthy"]
@@ -26,7 +26,6 @@ MAX_MIG_SLICES = 7  # compute slices of a whole GPU
 MAX_LINKS = 1024  # NVLinks between two devices (an H100 pair has 18)
 
 DeviceUuid = Annotated[Text, Field(min_length=1, max_length=200)]
-CpuId = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
 
 
 class DeviceAttributes(TypedDict, total=False):
@@ -89,7 +88,7 @@ class HostRecord(WireModel):
     memory_total_mib: Count64
     memory_available_mib: Count64 | None = None
     load_1m: float | None = Field(default=None, ge=0)
-    numa_nodes: dict[Annotated[Text, Field(max_length=20)], Annotated[list[CpuId], Field(max_length=65536)]] = Field(
+    numa_nodes: dict[Annotated[Text, Field(max_length=20)], Annotated[list[Count32], Field(max_length=65536)]] = Field(
         default_factory=dict, max_length=1024, description="NUMA node id -> CPU ids"
     )
     attributes: Tree = Field(

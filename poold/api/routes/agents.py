@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from poold import __version__
 from poold.api.context import AppContext
 from poold.api.errors import responses
-from poold.api.routes import NodeName, ctx_of
+from poold.api.routes import NodeNamePath, ctx_of
 from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
@@ -34,7 +34,7 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
 
 
 @router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 422))
-def heartbeat(node: NodeName, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+def heartbeat(node: NodeNamePath, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     with transaction(ctx.factory) as session:
         row = nodes.heartbeat(session, node, body.host, body.devices)
         drained = row.drained
@@ -42,13 +42,13 @@ def heartbeat(node: NodeName, body: HeartbeatRequest, ctx: AppContext = Depends(
 
 
 @router.get("/{node}/assignments", response_model=AssignmentsResponse, responses=responses(404, 422))
-def assignments(node: NodeName, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
+def assignments(node: NodeNamePath, ctx: AppContext = Depends(ctx_of)) -> AssignmentsResponse:
     with transaction(ctx.factory) as session:
         return jobs.assignments(session, node)
 
 
 @router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 422))
-def job_events(node: NodeName, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+def job_events(node: NodeNamePath, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
     results = []
     for event in body.events:
         # One transaction per event: a refused report never undoes an accepted one.

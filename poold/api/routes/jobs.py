@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from poold.api import convert
 from poold.api.context import AppContext
 from poold.api.errors import LogConflictOut, responses
-from poold.api.routes import JobId, ctx_of
+from poold.api.routes import JobIdPath, ctx_of
 from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
 from poold.db.session import transaction
 from poold.scheduler import plan as planning
@@ -45,14 +45,14 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=responses(404, 422))
-def show(job_id: JobId, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
+def show(job_id: JobIdPath, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
     with transaction(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
         return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409, 422))
-def cancel(job_id: JobId, ctx: AppContext = Depends(ctx_of)) -> JobOut:
+def cancel(job_id: JobIdPath, ctx: AppContext = Depends(ctx_of)) -> JobOut:
     with transaction(ctx.factory) as session:
         job = jobs.cancel(session, job_id)
         out = convert.job_out(job, convert.node_names(session))
@@ -67,7 +67,9 @@ _LOG_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format"
     "/{job_id}/log", response_class=Response,
     responses={200: {"content": _LOG_BYTES, "description": "the log from offset on"}} | responses(404, 422),
 )
-def read_log(job_id: JobId, offset: int = Query(default=0, ge=0, le=INT64_MAX, description="bytes to skip"), ctx: AppContext = Depends(ctx_of)) -> Response:
+def read_log(
+    job_id: JobIdPath, offset: int = Query(default=0, ge=0, le=INT64_MAX, description="bytes to skip"), ctx: AppContext = Depends(ctx_of)
+) -> Response:
     with transaction(ctx.factory) as session:
         jobs.get_job(session, job_id)
     return Response(content=logs.read(ctx.settings.state_dir, job_id, offset), media_type="application/octet-stream")
@@ -77,7 +79,9 @@ def read_log(job_id: JobId, offset: int = Query(default=0, ge=0, le=INT64_MAX, d
     "/{job_id}/log", responses=responses(404, 409, 422, conflict=LogConflictOut),
     openapi_extra={"requestBody": {"required": True, "content": _LOG_BYTES}},
 )
-async def append_log(job_id: JobId, request: Request, offset: int = Query(ge=0, le=INT64_MAX, description="bytes the log holds"), ctx: AppContext = Depends(ctx_of)) -> dict[str, int]:
+async def append_log(
+    job_id: JobIdPath, request: Request, offset: int = Query(ge=0, le=INT64_MAX, description="bytes the log holds"), ctx: AppContext = Depends(ctx_of)
+) -> dict[str, int]:
     data = await request.body()
     with transaction(ctx.factory) as session:
         jobs.get_job(session, job_id)

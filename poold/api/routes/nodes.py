@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query
 from poold.api import convert
 from poold.api.context import AppContext
 from poold.api.errors import responses
-from poold.api.routes import NodeName, ctx_of
+from poold.api.routes import NodeNamePath, ctx_of
 from poold.api.schemas import DeviceOut, DrainRequest, NodeOut
 from poold.db.session import transaction
 from poold.services import nodes
@@ -38,12 +38,12 @@ def list_devices(
 
 
 @router.post("/nodes/{node}/drain", response_model=NodeOut, responses=responses(400, 404, 422))
-def drain(node: NodeName, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+def drain(node: NodeNamePath, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, True, body.reason if body else None)
 
 
 @router.post("/nodes/{node}/undrain", response_model=NodeOut, responses=responses(404, 422))
-def undrain(node: NodeName, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+def undrain(node: NodeNamePath, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, False, None)
 
 
