@@ -36,11 +36,12 @@ import psutil
 from agents import __version__, identity
 from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
 from agents.config import AgentSettings
-from agents.record import HostRecord, Inventory
+from agents.inventory import Inventory
 from agents.runner import Runner
 from agents.state import RefusalJournal
-from agents.sdnotify import notify as sd_notify
-from poold.api.schemas import HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest
+from poold_common.sdnotify import notify as sd_notify
+from poold_wire.messages import PROTOCOL_VERSION, HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest
+from poold_wire.records import HostRecord
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class Agent:
     def _register(self) -> None:
         inventory = self.fresh_inventory()
         request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__,
-                                  machine_id=self.machine_id)
+                                  protocol_version=PROTOCOL_VERSION, machine_id=self.machine_id)
         answer = self.client.register(request)
         self.node = self.runner.node = answer.node
         self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s

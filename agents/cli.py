@@ -12,14 +12,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from poold.cli.output import console as shared_console
 from rich.table import Table
 
 from agents.config import AgentSettings, load_agent_settings, with_overrides
-from agents.record import Inventory
-from poold.settings import SettingsError
+from poold_common.config import SettingsError
+from poold_common.console import console
+
+if TYPE_CHECKING:
+    from agents.inventory import Inventory
 
 
 def _settings(config: Path | None, **overrides: object) -> AgentSettings:
@@ -64,7 +67,6 @@ def inventory(fake: str | None, as_json: bool, config: Path | None) -> None:
 
 
 def _print_inventory(found: Inventory) -> None:
-    console = shared_console
     host = found.host
     console.print(f"[bold]{host.hostname}[/bold]: {host.cpu_cores} CPU cores, {host.memory_total_mib} MiB memory")
     table = Table("device", "model", "bus id", "MiB free/total", "util %", "°C", "W", "health")

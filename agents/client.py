@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from poold.api.schemas import (
+from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
     HeartbeatResponse,

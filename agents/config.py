@@ -4,7 +4,7 @@ Precedence, lowest first: the defaults below, the TOML file (``config/agent.toml
 every key), then environment variables such as ``POOLD_AGENT_SERVER_URL`` or
 ``POOLD_AGENT_COLLECTORS='["nvidia", "ascend"]'``, then command-line flags. Every error
 names the key path, exactly as the daemon's settings do (both go through
-``poold.settings.load_model``).
+``poold_common.config.load_model``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from poold.settings import load_model
+from poold_common.config import load_model
+from poold_wire.messages import NODE_NAME_PATTERN
 
 ENV_PREFIX = "POOLD_AGENT_"
-NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 def default_node_name() -> str:
@@ -63,7 +63,7 @@ class AgentSettings(BaseModel):
 def load_agent_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> AgentSettings:
     """Defaults, then the TOML file at ``path`` (optional), then ``POOLD_AGENT_*`` from ``env``.
 
-    Raises ``poold.settings.SettingsError`` naming each bad key and where it came from.
+    Raises ``poold_common.config.SettingsError`` naming each bad key and where it came from.
     """
     return load_model(AgentSettings, path, env, prefix=ENV_PREFIX)
 

@@ -3,7 +3,7 @@
 What the agent calls::
 
     collectors = load_collectors(fake=None, enabled=None)   # list[Collector]
-    inventory = collect(collectors)                         # agents.record.Inventory
+    inventory = collect(collectors)                         # Inventory
     watcher = make_health_watcher(collectors, on_event)     # XidWatcher | None
     watcher.start(); ...; watcher.stop()
     close_collectors(collectors)                            # at shutdown
@@ -31,11 +31,12 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import psutil
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.collectors.base import Collector, CollectorResult, UnavailableCollector, describe
 from agents.collectors.host import HostCollector
 from agents.collectors.nvidia import NvidiaCollector
-from agents.record import DeviceRecord, HostRecord, Inventory
+from poold_wire.records import DeviceRecord, HostRecord
 
 if TYPE_CHECKING:
     from agents.fake import Fixture
@@ -45,6 +46,18 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "poold.collectors"
 BUILTIN_NAMES = ("host", "nvidia")
+
+
+class Inventory(BaseModel):
+    """What one inventory pass found: the host, its devices, and how each collector fared."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: HostRecord
+    devices: list[DeviceRecord] = Field(default_factory=list)
+    collectors: dict[str, str] = Field(
+        default_factory=dict, description="collector name -> 'ok', 'absent: why' or 'error: why'"
+    )
 
 
 def _plugins(enabled: set[str] | None, fixture: "Fixture | None") -> list[Collector]:

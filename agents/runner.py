@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
-from agents.record import Inventory
 from agents.shim import carries_job, job_processes, signal_all
 from agents.state import Intent, JobState, JobStore, Outbox, utcnow
-from poold.api.schemas import AssignedDevice, Assignment, JobEvent
+from poold_wire.messages import AssignedDevice, Assignment, JobEvent, event_message
+
+if TYPE_CHECKING:
+    from agents.inventory import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,6 @@ VISIBILITY_VARS = (
 # Variables of the agent's service that must not leak into a job.
 SERVICE_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 SHIM_STUCK_S = 5.0  # after SIGKILL of the job's processes, the shim must record the exit by then
-MESSAGE_MAX = 2000
 
 
 def visibility_env(devices: list[AssignedDevice]) -> dict[str, str]:
@@ -330,9 +332,8 @@ class Runner:
 
     def _queue_ended(self, state: JobState) -> None:
         assert state.outcome is not None and state.ended_at is not None
-        message = state.message if state.message is None or len(state.message) <= MESSAGE_MAX else state.message[: MESSAGE_MAX - 1] + "…"
         self.outbox.put(JobEvent(job_id=state.job_id, kind="ended", at=state.ended_at, exit_code=state.exit_code,
-                                 outcome=state.outcome, message=message))
+                                 outcome=state.outcome, message=event_message(state.message)))
         state.ended_queued = True
         self.save(state)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.shim import atomic_write_json, read_json
-from poold.api.schemas import Assignment, JobEvent, Outcome
+from poold_wire.messages import Assignment, JobEvent, Outcome
 
 Intent = Literal["cancelled", "timed_out"]
 

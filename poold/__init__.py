@@ -1,3 +1,5 @@
 """poold: a resource-pool daemon for heterogeneous accelerators."""
 
-__version__ = "0.1.0"
+from poold_common import __version__
+
+__all__ = ["__version__"]

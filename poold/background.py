@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from agents.sdnotify import notify
 from poold.api.context import AppContext
 from poold.db.session import transaction
 from poold.services import nodes, recovery
+from poold_common.sdnotify import notify
 
 log = logging.getLogger(__name__)
 

@@ -139,7 +139,7 @@ def _start(pool: DemoPool, env: dict[str, str], log_dir: Path, say: Callable[[st
     (workdir / "fake").mkdir(exist_ok=True)
     for node, fixture in SITE:
         command = [
-            sys.executable, "-c", "from agents.cli import main; main()", "run",
+            sys.executable, "-m", "agents", "run",
             "--server", url, "--node", node, "--fake", fixture, "--state-dir", str(workdir / "agents" / node),
         ]
         pool.processes[f"agent-{node}"] = _spawn(command, agent_env, log_dir / f"agent-{node}.log")

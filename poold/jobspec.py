@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from poold_wire.bounds import Text
+
 _SIZE_UNITS_MIB = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024**2, "tb": 1024**2, "tib": 1024**2}
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -74,7 +76,7 @@ class _KeyProblem(ValueError):
 class AcceptedModel(_Strict):
     """One entry of the ordered accept list: a chip model and the job's relative speed on it."""
 
-    model: str = Field(min_length=1, description="chip model as the pool names it: H100, A100, L4, 910B, U250")
+    model: Text = Field(min_length=1, max_length=80, description="chip model as the pool names it: H100, A100, L4, 910B, U250")
     speed: float = Field(default=1.0, gt=0, description="relative work per hour on this model (higher is faster)")
 
 
@@ -91,7 +93,7 @@ class Resources(_Strict):
     host_memory: SizeMiB = Field(default=0, description="host memory, MiB")
     mig_profile: str | None = Field(default=None, pattern=r"^[1-7]g\.[0-9]+gb$", description="e.g. 1g.10gb")
     compute_capability: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$", description="minimum, e.g. 8.0")
-    fpga_shell: str | None = Field(default=None, min_length=1, description="exact shell / PR interface id")
+    fpga_shell: Text | None = Field(default=None, min_length=1, max_length=1024, description="exact shell / PR interface id")
     same_node: bool = True
     interconnect: Literal["any", "nvlink"] = "any"
     accept: list[AcceptedModel] = Field(default_factory=list, description="ordered chip models with speeds")
@@ -155,12 +157,12 @@ class Resources(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    command: list[str] = Field(min_length=1, description="argv; a string in the file is split like a shell")
-    env: dict[str, str] = Field(default_factory=dict)
-    workdir: str | None = None
-    queue: str = "default"
+    command: list[Text] = Field(min_length=1, description="argv; a string in the file is split like a shell")
+    env: dict[str, Text] = Field(default_factory=dict)
+    workdir: Text | None = None
+    queue: Text = Field(default="default", max_length=100)
     priority: int = Field(default=0, ge=-1000, le=1000)
-    user: str | None = Field(default=None, description="run as this user (the agent must be root)")
+    user: Text | None = Field(default=None, description="run as this user (the agent must be root)")
     max_runtime: DurationS | None = Field(default=None, description="seconds; the agent kills the job after it")
     retries: int = Field(
         default=DEFAULT_RETRIES, ge=0, le=MAX_RETRIES,
@@ -220,10 +222,7 @@ def parse_job_text(text: str, source: str = "job.toml") -> JobSpec:
         lines = key_lines(text)
         located: list[tuple[int | None, str]] = []
         for error in exc.errors():
-            path = _error_path(error["loc"])
-            cause = error.get("ctx", {}).get("error")
-            if isinstance(cause, _KeyProblem):
-                path += cause.key
+            path = error_path(error)
             line = _line_for(lines, path)
             where = f"line {line}: " if line else ""
             message = error["msg"].removeprefix("Value error, ")
@@ -249,9 +248,14 @@ def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
     return f"not valid TOML: {exc}"
 
 
-def _error_path(loc: tuple[Any, ...]) -> list[str]:
-    # Pydantic can put a wrapped validator's name ("function-before[...]") in loc; keep keys and indexes.
-    return [str(part) for part in loc if not (isinstance(part, str) and part.startswith("function-"))]
+def error_path(error: Any) -> list[str]:
+    """The key path of one pydantic error (an ``ErrorDetails``), as strings: a check across keys
+    names the key it blames, and wrapped validators' names ("function-before[...]") are dropped."""
+    path = [str(part) for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _KeyProblem):
+        path += cause.key
+    return path
 
 
 def _key_path(path: list[str]) -> str:

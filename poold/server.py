@@ -9,14 +9,14 @@ import threading
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from agents.sdnotify import notify
 from poold import background
 from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db import migrate
-from poold.db.session import make_engine, make_sessionmaker, transaction
+from poold.db.session import make_sessionmaker, open_store, transaction
 from poold.services.queues import sync_queues
 from poold.settings import Settings
+from poold_common.sdnotify import notify
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def prepare_store(settings: Settings, upgrade: bool):
     """Open the store and bring its schema up to date, or refuse when told not to migrate."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = open_store(settings.effective_database_url)
     if upgrade:
         migrate.upgrade(engine)
     else:

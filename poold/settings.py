@@ -10,11 +10,12 @@ as strings otherwise. Every error names the key path.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from poold_common.config import load_model
 
 ENV_PREFIX = "POOLD_"
 # Variables under POOLD_ that belong to someone else: the CLI, the agent, the fake-device
@@ -22,10 +23,6 @@ ENV_PREFIX = "POOLD_"
 NOT_DAEMON_NAMES = frozenset({"POOLD_CONFIG", "POOLD_URL", "POOLD_NODE"})
 NOT_DAEMON_PREFIXES = ("POOLD_AGENT_", "POOLD_FAKE_", "POOLD_JOB_", "POOLD_FPGA_", "POOLD_TEST_")
 DEFAULT_CONFIG = Path("/etc/poold/poold.toml")
-
-
-class SettingsError(ValueError):
-    """A config that cannot be used; the message names each bad key."""
 
 
 class _Section(BaseModel):
@@ -114,42 +111,6 @@ class Settings(_Section):
         return self.default_price_per_hour
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseModel)
-
-
-def load_model(
-    model: type[SettingsT],
-    path: str | Path | None,
-    env: dict[str, str] | None = None,
-    prefix: str = ENV_PREFIX,
-) -> SettingsT:
-    """Build ``model`` from a TOML file (optional) and ``prefix``-ed environment variables."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise SettingsError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
-    overrides = env_overrides(os.environ if env is None else env, prefix)
-    for keys, value in overrides:
-        _set_path(data, keys, value)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"])
-            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-            origin = _origin(key, overrides, prefix) or source
-            problems.append(f"{origin}: {key}: {message}")
-        raise SettingsError("invalid config:\n  " + "\n  ".join(problems)) from exc
-
-
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """The daemon's settings. ``path`` None means ``$POOLD_CONFIG``, then /etc/poold/poold.toml if present."""
     environ = os.environ if env is None else env
@@ -160,40 +121,4 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         for key, value in environ.items()
         if key not in NOT_DAEMON_NAMES and not key.startswith(NOT_DAEMON_PREFIXES)
     }
-    return load_model(Settings, path, own)
-
-
-def env_overrides(environ: Any, prefix: str) -> list[tuple[list[str], Any]]:
-    overrides = []
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(prefix) or name == prefix:
-            continue
-        keys = [part.lower() for part in name[len(prefix) :].split("__")]
-        # Model names in [prices] keep their case as users write them (H100, 910B).
-        if len(keys) == 2 and keys[0] == "prices":
-            keys[1] = name[len(prefix) :].split("__")[1]
-        overrides.append((keys, _env_value(raw)))
-    return overrides
-
-
-def _env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        child = data.get(key)
-        if not isinstance(child, dict):
-            child = data[key] = {}
-        data = child
-    data[keys[-1]] = value
-
-
-def _origin(key: str, overrides: list[tuple[list[str], Any]], prefix: str) -> str | None:
-    for keys, _ in overrides:
-        if ".".join(keys).lower() == key.lower() or key.lower().startswith(".".join(keys).lower() + "."):
-            return "$" + prefix + "__".join(part.upper() for part in keys)
-    return None
+    return load_model(Settings, path, own, prefix=ENV_PREFIX)

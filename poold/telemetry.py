@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import NodeModel, utcnow
 from poold.services.nodes import DEVICE_USAGE, HOST_USAGE, OUTSIDE_MEMORY_STEP_MIB
 

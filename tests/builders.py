@@ -7,13 +7,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord, HostRecord
 from poold.db.models import NodeModel
 from poold.jobspec import JobSpec
 from poold.scheduler.pool import ColumnarPool, NodeSpec
 from poold.scheduler.snapshot import device_spec, device_state
 from poold.services import nodes
 from poold.settings import Settings
+from poold_wire.records import DeviceRecord, HostRecord
 
 GPU_MEMORY_MIB = {"H100": 81559, "A100": 81920, "L4": 23034, "T4": 15360}
 CAPABILITY = {"H100": "9.0", "A100": "8.0", "L4": "8.9", "T4": "7.5"}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from poold.settings import SettingsError, load_settings
+from poold.settings import load_settings
+from poold_common.config import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from agents.collectors.base import CollectorResult, describe, log_once, normalize_bus_id
-from agents.record import DeviceRecord
+from poold_wire.records import DeviceRecord
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.collectors.base import log_once, normalize_bus_id, pci_numa_node
 from agents.collectors.tool import ToolCollector, ToolError, ToolOutputError
-from agents.record import DeviceRecord
+from poold_wire.records import DeviceRecord
 
 log = logging.getLogger(__name__)
 

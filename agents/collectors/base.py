@@ -1,6 +1,6 @@
 """What every device collector is: a name and a ``collect()`` that never raises for the hardware.
 
-A collector turns one vendor's answers into :class:`agents.record.DeviceRecord` values.
+A collector turns one vendor's answers into :class:`poold_wire.records.DeviceRecord` values.
 Its ``status`` says how it fared: ``"ok"``, ``"absent: <why>"`` (the vendor's library or
 tool is not on this node: normal on most nodes) or ``"error: <why>"`` (present but
 failing). One collector's failure never stops the others: :func:`agents.inventory.collect`
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agents.record import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, HostRecord
 
 MIB = 1024 * 1024
 

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from agents.collectors.base import MIB, CollectorResult
-from agents.record import HostRecord
+from poold_wire.records import HostRecord
 
 
 def parse_cpulist(text: str) -> list[int]:
@@ -67,7 +67,7 @@ def _numa_from_fixture(nodes: Mapping[str, Any]) -> dict[str, list[int]]:
 
 
 class HostCollector:
-    """Reports the node as a :class:`~agents.record.HostRecord` (in ``result.host``)."""
+    """Reports the node as a :class:`~poold_wire.records.HostRecord` (in ``result.host``)."""
 
     name = "host"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.collectors.base import normalize_bus_id, pci_numa_node
 from agents.collectors.tool import ToolCollector, ToolOutputError
-from agents.record import DeviceRecord
+from poold_wire.records import DeviceRecord
 
 #: PCI device id -> board, for Intel's programmable acceleration cards.
 BOARDS = {0x09C4: "PAC A10", 0x0B2B: "PAC D5005", 0x0B30: "PAC N3000"}

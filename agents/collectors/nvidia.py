@@ -25,7 +25,7 @@ from agents.collectors.base import MIB, CollectorResult, describe, log_once, nor
 from agents.collectors.nvidia_mig import gpu_instance_profiles, mig_slices, processes
 from agents.collectors.nvidia_topology import GpuRef, Topology, read_topology
 from agents.collectors.nvml_query import NvmlQuery, to_str
-from agents.record import DeviceRecord, Health
+from poold_wire.records import DeviceRecord, Health
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from agents.collectors.base import MIB
 from agents.collectors.nvml_query import NvmlQuery, to_str
-from agents.record import DeviceRecord, Health
+from poold_wire.records import DeviceRecord, Health
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.collectors.base import CollectorResult
-from agents.record import DeviceRecord
+from poold_wire.records import DeviceRecord
 
 DEFAULT_TIMEOUT_S = 10.0
 

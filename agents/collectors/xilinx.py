@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.collectors.base import normalize_bus_id, pci_numa_node
 from agents.collectors.tool import ToolCollector, ToolOutputError
-from agents.record import DeviceRecord
+from poold_wire.records import DeviceRecord
 
 _SHELL_MODEL = re.compile(r"^xilinx_([a-z]+\d+[a-z]*)_", re.IGNORECASE)
 #: On-card memory, MiB: HBM where the card has it, else DDR (U280: 8 GiB HBM + 32 GiB DDR).

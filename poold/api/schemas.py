@@ -1,7 +1,7 @@
-"""The HTTP API's request and response bodies (pydantic), for users and agents alike.
+"""The HTTP API's request and response bodies (pydantic) for users and admins.
 
-ORM models live in ``poold.db.models`` and the engine's own types in ``poold.scheduler``;
-these are only the wire format.
+What agents and the daemon send each other lives in the leaf package ``poold_wire``; ORM
+models live in ``poold.db.models`` and the engine's own types in ``poold.scheduler``.
 """
 
 from __future__ import annotations
@@ -11,102 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.record import DeviceRecord, HostRecord
 from poold.jobspec import JobSpec
+from poold_wire.bounds import Text
 
 JobState = Literal["pending", "assigned", "running", "succeeded", "failed", "cancelled", "timed_out", "lost"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
-Outcome = Literal["succeeded", "failed", "cancelled", "timed_out", "lost"]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# ---- agents -----------------------------------------------------------------------------
-
-
-class RegisterRequest(Strict):
-    node: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    host: HostRecord
-    devices: list[DeviceRecord] = Field(default_factory=list)
-    agent_version: str = ""
-    machine_id: str | None = Field(default=None, min_length=1, max_length=200,
-                                   description="the agent's machine (/etc/machine-id): a live node's name is not given to another")
-
-
-class RegisterResponse(Strict):
-    node: str
-    heartbeat_interval_s: float
-
-
-class HeartbeatRequest(Strict):
-    host: HostRecord
-    devices: list[DeviceRecord] = Field(default_factory=list)
-    running_jobs: list[int] = Field(default_factory=list, description="ids of the jobs the agent is running")
-    machine_id: str | None = Field(default=None, min_length=1, max_length=200, description="as at register; another machine's is refused")
-
-
-class HeartbeatResponse(Strict):
-    ok: bool = True
-    drained: bool = False
-
-
-class AssignedDevice(Strict):
-    uuid: str
-    kind: str
-    vendor: str
-    model: str
-    index: int | None = None
-    bus_id: str | None = None
-    parent_uuid: str | None = None
-    share: float = 1.0
-    memory_mib: int | None = None
-
-
-class Assignment(Strict):
-    """A job the agent must start: the command and only the devices it may see."""
-
-    job_id: int
-    name: str
-    command: list[str]
-    env: dict[str, str] = Field(default_factory=dict)
-    workdir: str | None = None
-    user: str | None = None
-    max_runtime_s: float | None = None
-    devices: list[AssignedDevice] = Field(default_factory=list)
-
-
-class AssignmentsResponse(Strict):
-    start: list[Assignment] = Field(default_factory=list)
-    cancel: list[int] = Field(default_factory=list, description="ids of running jobs to kill")
-
-
-class JobEvent(Strict):
-    """A fact about a job the agent runs. ``ended`` carries the one outcome the job will have."""
-
-    job_id: int
-    kind: Literal["started", "ended"]
-    at: datetime
-    pid: int | None = None
-    exit_code: int | None = None
-    outcome: Outcome | None = None
-    message: str | None = Field(default=None, max_length=2000)
-
-
-class JobEventsRequest(Strict):
-    events: list[JobEvent]
-
-
-class JobEventResult(Strict):
-    job_id: int
-    kind: str
-    accepted: bool
-    reason: str | None = None
-
-
-class JobEventsResponse(Strict):
-    results: list[JobEventResult]
 
 
 # ---- users ------------------------------------------------------------------------------
@@ -237,4 +150,4 @@ class PlanOut(Strict):
 
 
 class DrainRequest(Strict):
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)

@@ -9,10 +9,10 @@ import click
 from poold import __version__
 from poold.cli import demo, jobs, nodes, server
 from poold.client import DEFAULT_URL, ClientError
-from poold.db import SchemaError
+from poold.db import SchemaError, StoreError
 from poold.demo import DemoError
 from poold.jobspec import JobFileError
-from poold.settings import SettingsError
+from poold_common.config import SettingsError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +29,7 @@ for module in (jobs, nodes, server, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 
-_EXPECTED = (ClientError, JobFileError, SettingsError, SchemaError, DemoError, OSError)
+_EXPECTED = (ClientError, JobFileError, SettingsError, SchemaError, StoreError, DemoError, OSError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-# Piped output gets a width that fits the tables instead of rich's 80-column fallback.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+from poold_common.console import console
 
 
 def emit_json(data: Any) -> None:

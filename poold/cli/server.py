@@ -33,9 +33,9 @@ def db() -> None:
 def upgrade(config_path: str | None) -> None:
     """Bring the schema up to date."""
     from poold.db import migrate
-    from poold.db.session import make_engine
+    from poold.db.session import open_store
 
-    engine = make_engine(load_settings(config_path).effective_database_url)
+    engine = open_store(load_settings(config_path).effective_database_url)
     migrate.upgrade(engine)
     click.echo(f"schema at revision {migrate.current_revision(engine)}")
 
@@ -45,9 +45,9 @@ def upgrade(config_path: str | None) -> None:
 def current(config_path: str | None) -> None:
     """Print the schema revision, and whether it is the one this poold needs."""
     from poold.db import migrate
-    from poold.db.session import make_engine
+    from poold.db.session import open_store
 
-    engine = make_engine(load_settings(config_path).effective_database_url)
+    engine = open_store(load_settings(config_path).effective_database_url)
     now, head = migrate.current_revision(engine), migrate.head_revision(engine)
     click.echo(f"{now or 'empty'} ({'current' if now == head else f'needs {head}'})")
 

@@ -21,9 +21,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     false,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -40,13 +42,34 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC time: SQLite hands stored times back without their zone."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    """An aware time in UTC; a naive one (SQLite hands stored times back without their zone) is taken to be UTC already."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, read back timezone-aware in UTC from every store.
+
+    PostgreSQL keeps the zone (``timestamptz``); SQLite keeps none and hands back naive values,
+    so times are written there as UTC wall clock and read with UTC attached. Every API time
+    then comes out as RFC 3339 with its zone, whichever the store.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime()}
 
 
 class QueueModel(Base):
@@ -145,6 +168,10 @@ class DeviceModel(Base):
 def in_service(health: str, quarantined_at: datetime | None) -> bool:
     """Whether placement may use a device: reported healthy, and not quarantined."""
     return health == "ok" and quarantined_at is None
+
+
+# jobs.id is an INTEGER column: ids past it name no job (the API and agents allow 64 bits).
+MAX_JOB_ID = 2**31 - 1
 
 
 class JobModel(Base):

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+
+from poold.db import StoreError
 
 WRITE_OPTION = "poold_write"
 
@@ -20,9 +22,30 @@ WRITE_OPTION = "poold_write"
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
+def open_store(url: str) -> Engine:
+    """An engine for ``url`` that has answered once; :class:`StoreError` (one line) otherwise."""
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except (DBAPIError, OSError) as exc:
+        engine.dispose()
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot open the store {where}: {lines[0] if lines else exc.__class__.__name__}") from None
+    return engine
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``. SQLite files get WAL mode, foreign keys and a busy timeout."""
-    parsed = make_url(url)
+    """An engine for ``url``. SQLite files get WAL mode, foreign keys and a busy timeout.
+
+    Raises :class:`StoreError` for a URL that does not parse or names a driver not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not echoed: the text may hold a password.
+        raise StoreError("the database URL does not parse: write it as dialect[+driver]://user:password@host/database") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +72,11 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Plain postgresql:// means psycopg 3 here, the driver the postgres extra installs.
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"cannot open the store {parsed.render_as_string(hide_password=True)}: {exc}") from None
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

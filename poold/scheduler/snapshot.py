@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
 from poold.services import quarantine
 from poold.settings import Settings
+from poold_wire.records import DeviceRecord
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, selectinload
 
-from poold.api.schemas import TERMINAL_STATES, AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
-from poold.db.models import AllocationModel, JobModel, NodeModel, QueueModel, utcnow
+from poold.api.schemas import TERMINAL_STATES
+from poold.db.models import MAX_JOB_ID, AllocationModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, events
 from poold.services.nodes import check_machine, get_node, touch
+from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 
 ACTIVE_STATES = ("assigned", "running")
 # Ends the daemon decides without the agent (by force, or the node lost): the agent's later
@@ -106,6 +107,8 @@ def requeued_as(session: Session, job_ids: list[int]) -> dict[int, int]:
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
+    if not 0 < job_id <= MAX_JOB_ID:  # PostgreSQL would refuse to compare it with the column
+        raise NotFound(f"no job {job_id}")
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
         query = query.with_for_update()
@@ -202,7 +205,9 @@ def _assignment(job: JobModel) -> Assignment:
 def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventResult:
     """Record an agent's report. Idempotent; a second, different outcome for a job is refused."""
     node = get_node(session, node_name)
-    job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
+    job = None
+    if event.job_id <= MAX_JOB_ID:
+        job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
 
     def result(accepted: bool, reason: str | None = None) -> JobEventResult:
         return JobEventResult(job_id=event.job_id, kind=event.kind, accepted=accepted, reason=reason)

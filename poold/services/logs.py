@@ -38,8 +38,8 @@ def append(state_dir: Path, job_id: int, offset: int, data: bytes) -> int:
 
 def read(state_dir: Path, job_id: int, offset: int = 0, limit: int = MAX_READ_BYTES) -> bytes:
     path = log_path(state_dir, job_id)
-    if not path.exists():
-        return b""
+    if not path.exists() or offset >= path.stat().st_size:
+        return b""  # past the end, however far: the file system may refuse to seek there
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read(limit)

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord, HostRecord
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
-from poold.services import Conflict, NotFound, events, quarantine
+from poold.services import Conflict, NotFound, ServiceError, events, quarantine
 from poold.settings import NodeSettings
+from poold_wire.messages import PROTOCOL_VERSION
+from poold_wire.records import DeviceRecord, HostRecord
 
 # Usage figures move with every heartbeat; they are kept in memory (``poold.telemetry``), never
 # in the store.
@@ -22,6 +23,26 @@ PLACEMENT_ATTRIBUTES = ("mig_profile", "mig_slices", "fpga_shell", "nvlink", "pc
 # Memory used outside poold moves the generation only when it changes by this much (MiB):
 # placement needs it, but it jitters with every process that allocates.
 OUTSIDE_MEMORY_STEP_MIB = 256
+
+
+# The agent protocols this daemon serves: its own and the older ones it still answers.
+SERVED_PROTOCOLS = range(1, PROTOCOL_VERSION + 1)
+
+
+class UnsupportedProtocol(ServiceError):
+    status = 400
+
+
+def check_protocol(version: int) -> None:
+    """Refuse, naming both versions, an agent whose protocol this daemon cannot serve."""
+    if version in SERVED_PROTOCOLS:
+        return
+    lo, hi = SERVED_PROTOCOLS[0], SERVED_PROTOCOLS[-1]
+    served = f"protocol {hi}" if lo == hi else f"protocols {lo} to {hi}"
+    newer = "the daemon" if version > hi else "the agent"
+    raise UnsupportedProtocol(
+        f"the agent speaks protocol {version}, this daemon serves agent {served}: upgrade {newer}", field="protocol_version"
+    )
 
 
 def touch(session: Session, node_ids: list[int] | set[int]) -> None:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agents.record import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import JobModel, NodeModel, as_utc, utcnow
 from poold.services import events, jobs, nodes
 from poold.settings import NodeSettings

@@ -8,8 +8,9 @@ from pathlib import Path
 from agents.agent import Agent
 from agents.client import Backoff, DaemonClient
 from agents.config import AgentSettings
-from agents.record import DeviceRecord, HostRecord, Inventory
-from poold.api.schemas import AssignedDevice, Assignment
+from agents.inventory import Inventory
+from poold_wire.records import DeviceRecord, HostRecord
+from poold_wire.messages import AssignedDevice, Assignment
 from tests.agents.fake_daemon import FakeDaemon
 
 GPU = DeviceRecord(uuid="GPU-aaaa", vendor="nvidia", kind="gpu", model="H100", index=0, memory_total_mib=81559)

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from agents.fake import STATE_ENV
-from agents.inventory import close_collectors, collect, load_collectors
-from agents.record import DeviceRecord, Inventory
+from agents.inventory import Inventory, close_collectors, collect, load_collectors
+from poold_wire.records import DeviceRecord
 from tests.agents.agent_harness import Harness
 from tests.agents.fake_daemon import FakeDaemon
 

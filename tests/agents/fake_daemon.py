@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from poold.api.schemas import (
+from poold_wire.messages import (
     Assignment,
     AssignmentsResponse,
     HeartbeatRequest,

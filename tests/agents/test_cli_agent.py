@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from agents.cli import cli
-from agents.record import Inventory
+from agents.inventory import Inventory
 
 
 def fixtures_or_skip(name: str) -> None:

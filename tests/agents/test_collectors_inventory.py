@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import textwrap
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 from agents.collectors.base import Collector, CollectorResult, UnavailableCollector, log_once
 from agents.collectors.host import HostCollector
 from agents.collectors.nvidia import NvidiaCollector
-from agents.inventory import collect, load_collectors
-from agents.record import DeviceRecord, Inventory
+from agents.fake.fixture_file import fixture_names
+from agents.inventory import Inventory, collect, load_collectors
+from poold_wire.messages import RegisterRequest
+from poold_wire.records import DeviceRecord
 
 
 def test_registry_holds_every_builtin_collector(fake_state: Path) -> None:
@@ -140,3 +143,17 @@ def test_memory_used_outside_poold_is_what_is_used_less_what_poold_jobs_use(fake
         for process in (ours, theirs):
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("fixture", fixture_names())
+def test_every_fake_node_passes_the_daemons_door(inventory_of, fixture: str) -> None:
+    """What the collectors report (topology and all, filled in after the records were built)
+    is what the daemon accepts: sent as JSON, it validates as a RegisterRequest."""
+    inventory = inventory_of(fixture)
+    body = {
+        "node": "n1",
+        "host": inventory.host.model_dump(mode="json"),
+        "devices": [device.model_dump(mode="json") for device in inventory.devices],
+    }
+    request = RegisterRequest.model_validate(json.loads(json.dumps(body)))
+    assert len(request.devices) == len(inventory.devices)

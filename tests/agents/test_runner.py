@@ -16,9 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agents.record import DeviceRecord, HostRecord, Inventory
+from agents.inventory import Inventory
 from agents.runner import Runner
-from poold.api.schemas import AssignedDevice, Assignment
+from poold_wire.messages import AssignedDevice, Assignment
+from poold_wire.records import DeviceRecord, HostRecord
 
 PY = sys.executable
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.sdnotify import notify, watchdog_interval_s
+from poold_common.sdnotify import notify, watchdog_interval_s
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "config" / "systemd"

@@ -108,7 +108,16 @@ def test_drain_and_undrain(api):
         ({"name": "x", "command": ["true"], "bogus": 1}, "spec.bogus"),
         ({"name": "x", "command": []}, "spec.command"),
         ({"command": ["true"]}, "spec.name"),
-        ({"name": "x", "command": ["true"], "resources": {"share": 0.5, "count": 2}}, "spec.resources"),
+        ({"name": "x", "command": ["true"], "resources": {"share": 0.5, "count": 2}}, "spec.resources.share"),
+        # NUL bytes: PostgreSQL text cannot hold them, and no process can be started with one
+        ({"name": "x", "command": ["true"], "workdir": "/data/\x00run"}, "spec.workdir"),
+        ({"name": "x", "command": ["sh", "-c", "echo \x00"]}, "spec.command.2"),
+        ({"name": "x", "command": ["true"], "env": {"TOKEN": "a\x00b"}}, "spec.env.TOKEN"),
+        ({"name": "x", "command": ["true"], "env": {"TO\x00KEN": "ab"}}, "spec.env.TO\x00KEN"),
+        ({"name": "x", "command": ["true"], "user": "ro\x00ot"}, "spec.user"),
+        ({"name": "x", "command": ["true"], "queue": "default\x00"}, "spec.queue"),
+        ({"name": "x\x00", "command": ["true"]}, "spec.name"),
+        ({"name": "x", "command": ["true"], "priority": 2**64}, "spec.priority"),
     ],
 )
 def test_invalid_submit_names_the_field_and_writes_nothing(api, pool, spec, field):

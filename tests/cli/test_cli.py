@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,20 @@ def test_help_texts(daemon):
         assert command in text
     assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
     assert "--force" in poold(daemon, "cancel", "--help", check=0).stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("nonsense", "the database URL does not parse"),
+        ("postgresql://poold:secret@127.0.0.1:1/poold", "cannot open the store postgresql+psycopg://poold:***@127.0.0.1:1/poold"),
+        ("mysql://poold:secret@db/poold", "cannot open the store mysql://poold:***@db/poold: No module named"),
+    ],
+)
+def test_serve_with_a_bad_database_url_says_so_in_one_line(tmp_path, url, words):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
+    env |= {"POOLD_DATABASE_URL": url, "POOLD_STATE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "poold", "serve"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and words in result.stderr, result.stderr
+    assert "secret" not in result.stderr

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from poold.api.schemas import JobEvent
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.services import jobs, nodes
+from poold_wire.messages import JobEvent
 from tests.builders import job, make_node
 
 

@@ -14,11 +14,11 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from poold.api.schemas import JobEvent
 from poold.db.models import JobModel
 from poold.db.session import make_engine, make_sessionmaker, transaction
 from poold.scheduler.loop import Scheduler
 from poold.services import audit, jobs
+from poold_wire.messages import JobEvent
 from tests.builders import job, make_node
 
 SHAPES = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from poold.api.schemas import JobEvent
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.snapshot import StoreSnapshot
 from poold.services import jobs, nodes
+from poold_wire.messages import JobEvent
 from tests.builders import job, make_node
 
 

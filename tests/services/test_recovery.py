@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
 
-from poold.api.schemas import JobEvent
+from poold_wire.messages import JobEvent
 from poold.db.models import AllocationModel, EventModel, JobModel, NodeModel
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler

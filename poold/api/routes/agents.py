@@ -7,9 +7,10 @@ from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
 from poold.api.context import AppContext
+from poold.api.errors import responses
 from poold.api.retry import RetryingRoute
-from poold.api.routes import ctx_of
-from poold.api.schemas import (
+from poold.api.routes import NodeNamePath, ctx_of
+from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -24,8 +25,9 @@ from poold.services import jobs, nodes, recovery
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
 
-@router.post("/register", response_model=RegisterResponse)
+@router.post("/register", response_model=RegisterResponse, responses=responses(400, 409, 422))
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
+    nodes.check_protocol(body.protocol_version)
     with transaction(ctx.factory) as session:
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
@@ -35,8 +37,8 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
 
-@router.post("/{node}/heartbeat", response_model=HeartbeatResponse)
-async def heartbeat(node: str, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+@router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 422))
+async def heartbeat(node: NodeNamePath, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     """Written to the store only when it says something new (``poold.telemetry``): a repeated
     report is answered from memory on the event loop, a new one written in a worker thread."""
     extra = (body.machine_id, *sorted(body.running_jobs))
@@ -60,9 +62,9 @@ def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, extra: 
     return drained
 
 
-@router.get("/{node}/assignments", response_model=AssignmentsResponse)
+@router.get("/{node}/assignments", response_model=AssignmentsResponse, responses=responses(404, 409, 422))
 def assignments(
-    node: str,
+    node: NodeNamePath,
     machine_id: str | None = Query(default=None, max_length=200, description="as at register; another machine's is refused (409)"),
     ctx: AppContext = Depends(ctx_of),
 ) -> AssignmentsResponse:
@@ -70,8 +72,8 @@ def assignments(
         return jobs.assignments(session, node, machine_id)
 
 
-@router.post("/{node}/events", response_model=JobEventsResponse)
-def job_events(node: str, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+@router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 422))
+def job_events(node: NodeNamePath, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
     results = []
     for event in body.events:
         # One transaction per event: a refused report never undoes an accepted one.

@@ -6,18 +6,20 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from poold.api import convert
 from poold.api.context import AppContext
+from poold.api.errors import LogConflictOut, responses
 from poold.api.retry import RetryingRoute
-from poold.api.routes import ctx_of
+from poold.api.routes import JobIdPath, ctx_of
 from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
 from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
 from poold.services import events, jobs, logs
+from poold_wire.bounds import INT64_MAX
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 
 
-@router.post("", response_model=JobOut, status_code=201)
+@router.post("", response_model=JobOut, status_code=201, responses=responses(400, 422))
 def submit(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> JobOut:
     verdict = ctx.capacity.never_fits(PlacementRequest.from_spec(0, body.spec))
     with transaction(ctx.factory) as session:
@@ -27,14 +29,14 @@ def submit(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> JobOut:
     return out
 
 
-@router.post("/plan", response_model=PlanOut)
+@router.post("/plan", response_model=PlanOut, responses=responses(400, 422))
 def plan(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
     """Where the job would go now, its cost per unit of work, the runner-up, and what each
     filter turned down; nothing is submitted."""
     return convert.plan_out(planning.plan(ctx.scheduler, ctx.capacity, PlacementRequest.from_spec(0, body.spec)))
 
 
-@router.get("", response_model=list[JobOut])
+@router.get("", response_model=list[JobOut], responses=responses(422))
 def list_jobs(
     state: list[JobState] | None = Query(default=None), limit: int = Query(default=200, ge=1, le=10000), ctx: AppContext = Depends(ctx_of)
 ) -> list[JobOut]:
@@ -45,16 +47,16 @@ def list_jobs(
         return [convert.job_out(job, names, requeued_as=retries) for job in listed]
 
 
-@router.get("/{job_id}", response_model=JobDetail)
-def show(job_id: int, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
+@router.get("/{job_id}", response_model=JobDetail, responses=responses(404, 422))
+def show(job_id: JobIdPath, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
     with reading(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
         return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409, 422))
 def cancel(
-    job_id: int,
+    job_id: JobIdPath,
     force: bool = Query(default=False, description="end the job now, in any state, and release its devices (administrators)"),
     ctx: AppContext = Depends(ctx_of),
 ) -> JobOut:
@@ -65,15 +67,28 @@ def cancel(
     return out
 
 
-@router.get("/{job_id}/log")
-def read_log(job_id: int, offset: int = Query(default=0, ge=0), ctx: AppContext = Depends(ctx_of)) -> Response:
+_LOG_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.get(
+    "/{job_id}/log", response_class=Response,
+    responses={200: {"content": _LOG_BYTES, "description": "the log from offset on"}} | responses(404, 422),
+)
+def read_log(
+    job_id: JobIdPath, offset: int = Query(default=0, ge=0, le=INT64_MAX, description="bytes to skip"), ctx: AppContext = Depends(ctx_of)
+) -> Response:
     with reading(ctx.factory) as session:
         jobs.get_job(session, job_id)
     return Response(content=logs.read(ctx.settings.state_dir, job_id, offset), media_type="application/octet-stream")
 
 
-@router.put("/{job_id}/log")
-async def append_log(job_id: int, request: Request, offset: int = Query(ge=0), ctx: AppContext = Depends(ctx_of)) -> dict[str, int]:
+@router.put(
+    "/{job_id}/log", responses=responses(404, 409, 422, conflict=LogConflictOut),
+    openapi_extra={"requestBody": {"required": True, "content": _LOG_BYTES}},
+)
+async def append_log(
+    job_id: JobIdPath, request: Request, offset: int = Query(ge=0, le=INT64_MAX, description="bytes the log holds"), ctx: AppContext = Depends(ctx_of)
+) -> dict[str, int]:
     data = await request.body()
     with transaction(ctx.factory) as session:
         jobs.get_job(session, job_id)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from poold.api import convert
 from poold.api.context import AppContext
+from poold.api.errors import responses
 from poold.api.retry import RetryingRoute
-from poold.api.routes import ctx_of
+from poold.api.routes import NodeNamePath, ctx_of
 from poold.api.schemas import DeviceOut, DrainRequest, NodeOut
 from poold.db.models import DeviceModel
 from poold.db.session import reading, transaction
 from poold.services import nodes
+from poold_wire.messages import NODE_NAME_PATTERN
 
 router = APIRouter(tags=["nodes"], route_class=RetryingRoute)
 
@@ -23,17 +25,21 @@ def list_nodes(ctx: AppContext = Depends(ctx_of)) -> list[NodeOut]:
         return [convert.node_out(node, total, free) for node, total, free in nodes.list_nodes(session)]
 
 
-@router.get("/devices", response_model=list[DeviceOut])
-def list_devices(node: str | None = None, ctx: AppContext = Depends(ctx_of)) -> list[DeviceOut]:
+@router.get("/devices", response_model=list[DeviceOut], responses=responses(404, 422))
+def list_devices(
+    node: str | None = Query(default=None, max_length=200, pattern=NODE_NAME_PATTERN, description="only this node's devices"),
+    ctx: AppContext = Depends(ctx_of),
+) -> list[DeviceOut]:
     with reading(ctx.factory) as session:
         if node is not None:
             nodes.get_node(session, node)
         return _devices_out(session, ctx, nodes.list_devices(session, node))
 
 
-@router.post("/devices/{uuid}/return", response_model=DeviceOut)
+@router.post("/devices/{uuid}/return", response_model=DeviceOut, responses=responses(404, 409, 422))
 def return_device(
-    uuid: str, node: str | None = Query(default=None, description="the device's node, when its uuid is on several"),
+    uuid: str = Path(min_length=1, max_length=200, description="the device's uuid"),
+    node: str | None = Query(default=None, max_length=200, pattern=NODE_NAME_PATTERN, description="the device's node, when its uuid is on several"),
     ctx: AppContext = Depends(ctx_of),
 ) -> DeviceOut:
     """Return a quarantined device to service (operators): one that flapped, or at once."""
@@ -55,13 +61,13 @@ def _devices_out(session: Session, ctx: AppContext, devices: list[DeviceModel]) 
     ]
 
 
-@router.post("/nodes/{node}/drain", response_model=NodeOut)
-def drain(node: str, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+@router.post("/nodes/{node}/drain", response_model=NodeOut, responses=responses(400, 404, 422))
+def drain(node: NodeNamePath, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, True, body.reason if body else None)
 
 
-@router.post("/nodes/{node}/undrain", response_model=NodeOut)
-def undrain(node: str, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+@router.post("/nodes/{node}/undrain", response_model=NodeOut, responses=responses(404, 422))
+def undrain(node: NodeNamePath, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, False, None)
 
 

@@ -3,7 +3,7 @@
 ``notify("READY=1")`` sends one datagram to ``$NOTIFY_SOCKET`` (a path, or an abstract socket
 written with a leading ``@``). Without the variable (not run by systemd, or Type=simple) it
 does nothing and returns False; it never raises, since a lost notification must not take a
-daemon down. The daemon uses it too: ``from agents.sdnotify import notify``.
+daemon down. Both the daemon and the agent use it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,92 @@
+"""The API's error bodies, one shape for every refusal, described in the OpenAPI document.
+
+Every 4xx answer is ``{"detail": "...", "errors": [{"field": "...", "message": "..."}]}``:
+``detail`` is one line for a person; ``errors`` (present when the refusal is about given
+fields) names each field by its dotted path in the request (``spec.resources.count``,
+``devices.0.attributes.mig_slices``; a path or query parameter by its name). A log upload at
+the wrong offset (409) also carries the log's real ``size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from poold.api.retry import StoreBusy
+from poold.jobspec import error_path
+from poold.services import ServiceError
+from poold.services.logs import OffsetMismatch
+
+# Where FastAPI puts a request value in an error's location; the field path starts after it.
+_SOURCES = ("body", "query", "path", "header", "cookie")
+
+_MEANING = {
+    400: "The request cannot be served as sent: a body that is not JSON, or an agent protocol this daemon does not serve",
+    404: "No such job or node",
+    409: "The request conflicts with the current state: the job already ended, or a log offset is not the log's size",
+    422: "A field is missing or has a wrong type or value; `errors` names each",
+    503: "The store kept refusing the request's transaction as a lost race (deadlock, serialization failure); try again",
+}
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="dotted path in the request: spec.resources.count, devices.0.index, offset")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    detail: str = Field(description="what was refused and why, in one line")
+    errors: list[FieldError] = Field(default_factory=list, description="the fields at fault, when the refusal is about fields")
+
+
+class LogConflictOut(ErrorOut):
+    size: int = Field(description="bytes the daemon holds of the log: resend from there")
+
+
+def responses(*statuses: int, conflict: type[ErrorOut] = ErrorOut) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that answers these error statuses (and 503, which any
+    route touching the store may answer: ``poold.api.retry``)."""
+    return {status: {"model": conflict if status == 409 else ErrorOut, "description": _MEANING[status]} for status in (*statuses, 503)}
+
+
+def install(app: FastAPI) -> None:
+    """Answer every refusal with an :class:`ErrorOut` body."""
+
+    @app.exception_handler(OffsetMismatch)
+    async def _offset(_request: Request, exc: OffsetMismatch) -> JSONResponse:
+        return JSONResponse(status_code=409, content=LogConflictOut(detail=exc.message, size=exc.size).model_dump())
+
+    @app.exception_handler(StoreBusy)
+    async def _busy(_request: Request, exc: StoreBusy) -> JSONResponse:
+        body = ErrorOut(detail=f"the store is busy (a transaction kept losing races: {exc}); try again")
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content=body.model_dump())
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        body = ErrorOut(detail=exc.message)
+        if exc.field is not None:
+            body = ErrorOut(detail=f"{exc.field}: {exc.message}", errors=[FieldError(field=exc.field, message=exc.message)])
+        return JSONResponse(status_code=exc.status, content=body.model_dump())
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            path = error_path(error)
+            if path and path[0] in _SOURCES:
+                path = path[1:]
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            if error["type"] == "json_invalid":  # FastAPI puts the character position where a field goes
+                message = f"not JSON: {error.get('ctx', {}).get('error', 'cannot decode')} at character {path[0] if path else 0}"
+                path = []
+            errors.append(FieldError(field=".".join(path) or "(body)", message=message))
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return JSONResponse(status_code=422, content=ErrorOut(detail=f"invalid request: {detail}", errors=errors).model_dump())

@@ -1,0 +1,142 @@
+"""The messages between a node agent and the daemon, both ways.
+
+Compatibility: every message ignores fields it does not know, so a field may be added on
+either side without a new protocol version. ``PROTOCOL_VERSION`` moves only for a change an
+older peer cannot live with (a field removed, or its meaning changed); the agent sends its
+version at register, and the daemon refuses, naming both, a version it cannot serve.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, Field
+
+from poold_wire.bounds import INT32_MAX, Count32, Int32, JobId, Text, WireModel
+from poold_wire.records import DeviceRecord, HostRecord
+
+PROTOCOL_VERSION = 1
+"""The agent <-> daemon protocol this code speaks. An agent that sends none speaks 1."""
+
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MESSAGE_MAX = 2000  # characters of a job event's message
+
+Outcome = Literal["succeeded", "failed", "cancelled", "timed_out", "lost"]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A time with its zone (RFC 3339), held in UTC."""
+
+NodeName = Annotated[str, Field(min_length=1, max_length=200, pattern=NODE_NAME_PATTERN)]
+MachineId = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
+# ---- agent -> daemon --------------------------------------------------------------------
+
+
+class RegisterRequest(WireModel):
+    node: NodeName
+    host: HostRecord
+    devices: list[DeviceRecord] = Field(default_factory=list)
+    agent_version: Text = Field(default="", max_length=50, description="the agent's package version")
+    protocol_version: int = Field(
+        default=1, ge=1, le=INT32_MAX, description="the agent's PROTOCOL_VERSION; absent means 1 (agents that predate it)"
+    )
+    machine_id: MachineId | None = Field(
+        default=None, description="the agent's machine (/etc/machine-id): a live node's name is not given to another"
+    )
+
+
+class HeartbeatRequest(WireModel):
+    host: HostRecord
+    devices: list[DeviceRecord] = Field(default_factory=list)
+    running_jobs: list[JobId] = Field(default_factory=list, description="ids of the jobs the agent is running")
+    machine_id: MachineId | None = Field(default=None, description="as at register; another machine's is refused")
+
+
+class JobEvent(WireModel):
+    """A fact about a job the agent runs. ``ended`` carries the one outcome the job will have."""
+
+    job_id: JobId
+    kind: Literal["started", "ended"]
+    at: UtcTime
+    pid: Count32 | None = None
+    exit_code: Int32 | None = None
+    outcome: Outcome | None = None
+    message: Text | None = Field(default=None, max_length=MESSAGE_MAX)
+
+
+class JobEventsRequest(WireModel):
+    events: list[JobEvent]
+
+
+# ---- daemon -> agent --------------------------------------------------------------------
+
+
+class RegisterResponse(WireModel):
+    node: str
+    heartbeat_interval_s: float
+
+
+class HeartbeatResponse(WireModel):
+    ok: bool = True
+    drained: bool = False
+
+
+class AssignedDevice(WireModel):
+    uuid: str
+    kind: str
+    vendor: str
+    model: str
+    index: int | None = None
+    bus_id: str | None = None
+    parent_uuid: str | None = None
+    share: float = 1.0
+    memory_mib: int | None = None
+
+
+class Assignment(WireModel):
+    """A job the agent must start: the command and only the devices it may see."""
+
+    job_id: int
+    name: str
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    max_runtime_s: float | None = None
+    devices: list[AssignedDevice] = Field(default_factory=list)
+
+
+class AssignmentsResponse(WireModel):
+    start: list[Assignment] = Field(default_factory=list)
+    cancel: list[int] = Field(default_factory=list, description="ids of running jobs to kill")
+
+
+class JobEventResult(WireModel):
+    job_id: int
+    kind: str
+    accepted: bool
+    reason: str | None = None
+
+
+class JobEventsResponse(WireModel):
+    results: list[JobEventResult]
+
+
+def event_message(text: str | None) -> str | None:
+    """``text`` made fit for :attr:`JobEvent.message`: NUL bytes shown as ``\\0``, cut to
+    ``MESSAGE_MAX`` characters with an ellipsis. An agent's diagnostics quote what the job was
+    given (a workdir, a command), which must never make its end report unsendable."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
