@@ -271,7 +271,7 @@ class Agent:
                     handle.seek(offset)
                     data = handle.read(self.settings.log_chunk_bytes)
                 try:
-                    offset = self.client.put_log(state.job_id, offset, data)
+                    offset = self.client.put_log(self.node, state.job_id, offset, data)
                 except LogOffsetMismatch as exc:
                     offset = exc.size  # the daemon's copy is the truth: resend from there
                 except DaemonRejected as exc:

@@ -79,9 +79,9 @@ class DaemonClient:
         body = JobEventsRequest(events=events).model_dump(mode="json")
         return self._call("POST", f"/api/v1/agents/{node}/events", JobEventsResponse, json=body, node=True)
 
-    def put_log(self, job_id: int, offset: int, data: bytes) -> int:
-        """Append ``data`` at ``offset`` of the job's log; the daemon's new total size in bytes."""
-        response = self._send("PUT", f"/api/v1/jobs/{job_id}/log", params={"offset": offset}, content=data,
+    def put_log(self, node: str, job_id: int, offset: int, data: bytes) -> int:
+        """Append ``data`` at ``offset`` of the log of ``node``'s job; the daemon's new total size in bytes."""
+        response = self._send("PUT", f"/api/v1/jobs/{job_id}/log", params={"offset": offset, "node": node}, content=data,
                               headers={"content-type": "application/octet-stream"})
         if response.status_code == 409:
             raise LogOffsetMismatch(int(_json(response).get("size", 0)))

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from poold_common.config import load_model
+from poold_wire.messages import MAX_DEVICES_PER_NODE, MAX_EVENTS_PER_REQUEST
 
 ENV_PREFIX = "POOLD_"
 # Variables under POOLD_ that belong to someone else: the CLI, the agent, the fake-device
@@ -70,6 +71,15 @@ class QueueSettings(_Section):
     description: str = ""
 
 
+class LimitSettings(_Section):
+    """Bounds on what callers may send, so that no request can take the daemon's memory or time."""
+
+    log_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="largest log upload in one request")
+    job_log_bytes: int = Field(default=1024**3, ge=1024, description="a job's log is refused past this size")
+    events_per_request: int = Field(default=1000, ge=1, le=MAX_EVENTS_PER_REQUEST, description="job events in one agent report")
+    devices_per_node: int = Field(default=1024, ge=1, le=MAX_DEVICES_PER_NODE, description="devices one node may report")
+
+
 class Settings(_Section):
     state_dir: Path = Field(default=Path("/var/lib/poold"), description="SQLite file and job logs live here")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in state_dir")
@@ -78,6 +88,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     nodes: NodeSettings = Field(default_factory=NodeSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     prices: dict[str, float] = Field(
         default_factory=dict, description="price per hour of one whole device, by chip model"
     )

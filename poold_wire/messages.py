@@ -37,6 +37,10 @@ UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 NodeName = Annotated[str, Field(min_length=1, max_length=200, pattern=NODE_NAME_PATTERN)]
 MachineId = Annotated[Text, Field(min_length=1, max_length=200)]
+# Hard caps on what one message may carry, whatever a daemon's own limits (limits.* in its
+# settings, at most these) allow.
+MAX_DEVICES_PER_NODE = 4096
+MAX_EVENTS_PER_REQUEST = 10000
 
 
 # ---- agent -> daemon --------------------------------------------------------------------
@@ -45,7 +49,7 @@ MachineId = Annotated[Text, Field(min_length=1, max_length=200)]
 class RegisterRequest(WireModel):
     node: NodeName
     host: HostRecord
-    devices: list[DeviceRecord] = Field(default_factory=list)
+    devices: list[DeviceRecord] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
     agent_version: Text = Field(default="", max_length=50, description="the agent's package version")
     protocol_version: int = Field(
         default=1, ge=1, le=INT32_MAX, description="the agent's PROTOCOL_VERSION; absent means 1 (agents that predate it)"
@@ -57,7 +61,7 @@ class RegisterRequest(WireModel):
 
 class HeartbeatRequest(WireModel):
     host: HostRecord
-    devices: list[DeviceRecord] = Field(default_factory=list)
+    devices: list[DeviceRecord] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
     running_jobs: list[JobId] = Field(default_factory=list, description="ids of the jobs the agent is running")
     machine_id: MachineId | None = Field(default=None, description="as at register; another machine's is refused")
 
@@ -75,7 +79,7 @@ class JobEvent(WireModel):
 
 
 class JobEventsRequest(WireModel):
-    events: list[JobEvent]
+    events: list[JobEvent] = Field(max_length=MAX_EVENTS_PER_REQUEST)
 
 
 # ---- daemon -> agent --------------------------------------------------------------------

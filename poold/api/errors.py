@@ -26,8 +26,10 @@ _SOURCES = ("body", "query", "path", "header", "cookie")
 
 _MEANING = {
     400: "The request cannot be served as sent: a body that is not JSON, or an agent protocol this daemon does not serve",
+    403: "Not this caller's to do: a log appended by another node than the job's",
     404: "No such job or node",
     409: "The request conflicts with the current state: the job already ended, or a log offset is not the log's size",
+    413: "Larger than the daemon's limits (limits.*): a log chunk, a job's whole log, events in one report, devices of one node",
     422: "A field is missing or has a wrong type or value; `errors` names each",
     503: "The store kept refusing the request's transaction as a lost race (deadlock, serialization failure); try again",
 }

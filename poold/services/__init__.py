@@ -23,3 +23,11 @@ class Conflict(ServiceError):
 
 class Invalid(ServiceError):
     status = 422
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class TooLarge(ServiceError):
+    status = 413

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from poold.services import Conflict
+from poold.services import Conflict, TooLarge
 
 MAX_READ_BYTES = 8 * 1024 * 1024
 
@@ -24,14 +24,17 @@ def log_path(state_dir: Path, job_id: int) -> Path:
     return state_dir / "logs" / f"{job_id}.log"
 
 
-def append(state_dir: Path, job_id: int, offset: int, data: bytes) -> int:
-    """Append ``data`` at ``offset``; return the new size. Raises :class:`OffsetMismatch`."""
+def append(state_dir: Path, job_id: int, offset: int, data: bytes, limit: int) -> int:
+    """Append ``data`` at ``offset``; return the new size. Raises :class:`OffsetMismatch`, or
+    :class:`TooLarge` when the log would pass ``limit`` bytes."""
     path = log_path(state_dir, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as handle:
         size = handle.seek(0, os.SEEK_END)
         if offset != size:
             raise OffsetMismatch(size)
+        if size + len(data) > limit:
+            raise TooLarge(f"job {job_id}'s log would pass {limit} bytes (limits.job_log_bytes); it holds {size}", field="body")
         handle.write(data)
         return size + len(data)
 

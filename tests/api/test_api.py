@@ -147,7 +147,7 @@ def test_invalid_register_writes_nothing(api, pool):
 def test_logs_append_with_offsets(api):
     register(api, make_node("l4").gpus(1, "L4"))
     job_id = submit(api)
-    put = lambda offset, data: api.put(f"/api/v1/jobs/{job_id}/log", params={"offset": offset}, content=data)  # noqa: E731
+    put = lambda offset, data: api.put(f"/api/v1/jobs/{job_id}/log", params={"offset": offset, "node": "l4"}, content=data)  # noqa: E731
     assert put(0, b"hello ").json() == {"size": 6}
     mismatch = put(0, b"again")
     assert mismatch.status_code == 409 and mismatch.json()["size"] == 6

@@ -32,7 +32,7 @@ def job(api) -> int:
         ("get", "/api/v1/jobs/9223372036854775807", 404, None),  # 64-bit, but past the jobs.id column
         ("get", "/api/v1/jobs/2147483648/log", 404, None),
         ("get", "/api/v1/jobs/{job}/log?offset=18446744073709551616", 422, "offset"),
-        ("put", "/api/v1/jobs/{job}/log?offset=4611686018427387904", 409, None),
+        ("put", "/api/v1/jobs/{job}/log?offset=4611686018427387904&node=l4", 409, None),
         ("get", "/api/v1/jobs?limit=99999999999999999999", 422, "limit"),
         ("get", "/api/v1/devices?node=l%004", 422, "node"),
         ("post", "/api/v1/agents/l%004/heartbeat", 422, "node"),

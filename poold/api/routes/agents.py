@@ -20,14 +20,15 @@ from poold_wire.messages import (
     RegisterResponse,
 )
 from poold.db.session import reading, transaction
-from poold.services import jobs, nodes, recovery
+from poold.services import TooLarge, jobs, nodes, recovery
 
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
 
-@router.post("/register", response_model=RegisterResponse, responses=responses(400, 409, 422))
+@router.post("/register", response_model=RegisterResponse, responses=responses(400, 409, 413, 422))
 def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
     nodes.check_protocol(body.protocol_version)
+    _check_devices(ctx, body.devices)
     with transaction(ctx.factory) as session:
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
@@ -37,15 +38,22 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
 
-@router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 422))
+@router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 413, 422))
 async def heartbeat(node: NodeNamePath, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
     """Written to the store only when it says something new (``poold.telemetry``): a repeated
     report is answered from memory on the event loop, a new one written in a worker thread."""
+    _check_devices(ctx, body.devices)
     extra = (body.machine_id, *sorted(body.running_jobs))
     drained = ctx.reports.answer_from_memory(node, body.host, body.devices, extra)
     if drained is None:
         drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, extra)
     return HeartbeatResponse(drained=drained)
+
+
+def _check_devices(ctx: AppContext, devices: list) -> None:
+    limit = ctx.settings.limits.devices_per_node
+    if len(devices) > limit:
+        raise TooLarge(f"{len(devices)} devices on one node; at most {limit} (limits.devices_per_node)", field="devices")
 
 
 def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, extra: tuple) -> bool:
@@ -72,8 +80,11 @@ def assignments(
         return jobs.assignments(session, node, machine_id)
 
 
-@router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 422))
+@router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 413, 422))
 def job_events(node: NodeNamePath, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+    limit = ctx.settings.limits.events_per_request
+    if len(body.events) > limit:
+        raise TooLarge(f"{len(body.events)} events in one report; at most {limit} (limits.events_per_request)", field="events")
     results = []
     for event in body.events:
         # One transaction per event: a refused report never undoes an accepted one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from poold.api import convert
 from poold.api.context import AppContext
@@ -13,8 +14,9 @@ from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitReques
 from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
-from poold.services import events, jobs, logs
+from poold.services import Forbidden, TooLarge, events, jobs, logs
 from poold_wire.bounds import INT64_MAX
+from poold_wire.messages import NODE_NAME_PATTERN
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 
@@ -83,13 +85,36 @@ def read_log(
 
 
 @router.put(
-    "/{job_id}/log", responses=responses(404, 409, 422, conflict=LogConflictOut),
+    "/{job_id}/log", responses=responses(403, 404, 409, 413, 422, conflict=LogConflictOut),
     openapi_extra={"requestBody": {"required": True, "content": _LOG_BYTES}},
 )
 async def append_log(
-    job_id: JobIdPath, request: Request, offset: int = Query(ge=0, le=INT64_MAX, description="bytes the log holds"), ctx: AppContext = Depends(ctx_of)
+    job_id: JobIdPath,
+    request: Request,
+    offset: int = Query(ge=0, le=INT64_MAX, description="bytes the log holds"),
+    node: str = Query(min_length=1, max_length=200, pattern=NODE_NAME_PATTERN, description="the node running the job: only it may append"),
+    ctx: AppContext = Depends(ctx_of),
 ) -> dict[str, int]:
-    data = await request.body()
-    with transaction(ctx.factory) as session:
-        jobs.get_job(session, job_id)
-    return {"size": logs.append(ctx.settings.state_dir, job_id, offset, data)}
+    """Append a chunk the job's agent read from its output; bounded by ``limits.log_chunk_bytes``
+    a request and ``limits.job_log_bytes`` a job. The store and the file are written in a
+    worker thread, never on the event loop."""
+    limit = ctx.settings.limits.log_chunk_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"a log chunk of {declared} bytes; at most {limit} a request (limits.log_chunk_bytes)", field="body")
+    data = bytearray()
+    async for piece in request.stream():
+        data += piece
+        if len(data) > limit:
+            raise TooLarge(f"a log chunk of more than {limit} bytes (limits.log_chunk_bytes)", field="body")
+    return {"size": await run_in_threadpool(_append_log, ctx, job_id, node, offset, bytes(data))}
+
+
+def _append_log(ctx: AppContext, job_id: int, node: str, offset: int, data: bytes) -> int:
+    with reading(ctx.factory) as session:
+        job = jobs.get_job(session, job_id)
+        runs_on = jobs.node_name_of(session, job)
+    if runs_on != node:
+        where = f"runs on {runs_on}" if runs_on else "was never placed"
+        raise Forbidden(f"job {job_id} {where}: node {node} may not append to its log", field="node")
+    return logs.append(ctx.settings.state_dir, job_id, offset, data, ctx.settings.limits.job_log_bytes)
