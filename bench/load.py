@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, process, log_path)
             if os.environ.get("PROFILE_DAEMON"):  # sample the daemon with py-spy while the load runs
-                subprocess.Popen(["py-spy", "record", "-p", str(process.pid), "-o", os.environ["PROFILE_DAEMON"], "-f", "raw", "-d", "60", "-t"])
+                subprocess.Popen(["sh", "-c", f"sleep {os.environ.get('PROFILE_AFTER', '0')}; exec py-spy record --gil -p {process.pid} -o {os.environ['PROFILE_DAEMON']} -f raw -d 40"])
             result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid)))
         finally:
             process.terminate()

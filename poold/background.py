@@ -10,6 +10,8 @@ on that: a pass commits under row locks (``poold.scheduler.commit``).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,15 +27,29 @@ SCHEDULE_JOB = "schedule"
 QUARANTINE_CHECK_S = 5.0  # a device returns at most this late after its quarantine ends
 
 
-def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
+def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[], None]:
+    """Register the periodic jobs; returns the function that wakes the scheduling pass."""
     settings = ctx.settings
+    woken = threading.Event()  # a wake that came while a pass ran: run another at once
 
     def schedule() -> None:
         if not ctx.leader.held():
             return
-        result = ctx.scheduler.run_pass()
-        if result.placed or result.lost_races:
-            log.info("scheduling pass: placed %d, waiting %d, lost races %d", len(result.placed), len(result.waiting), len(result.lost_races))
+        while True:
+            woken.clear()
+            result = ctx.scheduler.run_pass()
+            if result.placed or result.lost_races:
+                log.info("scheduling pass: placed %d, waiting %d, lost races %d", len(result.placed), len(result.waiting), len(result.lost_races))
+            if not woken.is_set():
+                return
+
+    def wake() -> None:
+        """Run the scheduling pass now instead of at the next tick (or again once the running one ends)."""
+        woken.set()
+        try:
+            scheduler.modify_job(SCHEDULE_JOB, next_run_time=datetime.now(timezone.utc))
+        except Exception:  # noqa: BLE001 - the scheduler shutting down; the next start schedules anyway
+            log.debug("could not wake the scheduler", exc_info=True)
 
     def node_timeout() -> None:
         if not ctx.leader.held():
@@ -72,11 +88,4 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> None:
     scheduler.add_job(quarantine_ends, "interval", seconds=QUARANTINE_CHECK_S, id="quarantine_ends", jitter=1, **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
-
-
-def wake(scheduler: BackgroundScheduler) -> None:
-    """Run the scheduling pass now instead of at the next tick."""
-    try:
-        scheduler.modify_job(SCHEDULE_JOB, next_run_time=datetime.now(timezone.utc))
-    except Exception:  # noqa: BLE001 - the scheduler shutting down; the next start schedules anyway
-        log.debug("could not wake the scheduler", exc_info=True)
+    return wake

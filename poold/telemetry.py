@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,9 +33,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import NodeModel, utcnow
 from poold.services.nodes import DEVICE_USAGE, HOST_USAGE, OUTSIDE_MEMORY_STEP_MIB
+from poold_wire.bounds import INT64_MAX
 
 # A node's report is written to the store at least this often, even when nothing changed.
 REWRITE_AFTER_S = 300.0
@@ -63,11 +64,14 @@ class NodeReports:
     _seen: dict[str, datetime] = field(default_factory=dict)  # answered from memory since the last flush
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer_from_memory(self, name: str, host: HostRecord, devices: list[DeviceRecord], extra: tuple = ()) -> bool | None:
-        """The drain flag to answer a heartbeat with, when it repeats the last written report
-        (kept as seen, usage recorded); None when it must be written."""
-        fingerprint = fingerprint_of(host, devices, extra)
-        usage = _usage(host, devices)
+    def answer_from_memory(self, name: str, body: Any) -> bool | None:
+        """The drain flag to answer a heartbeat with, when its JSON body repeats the last
+        written report but for usage figures that are well formed (kept as seen, usage
+        recorded); None when it must be validated and written."""
+        fingerprint = fingerprint_of(body)
+        usage = usage_of(body) if fingerprint is not None else None
+        if usage is None:
+            return None
         with self._lock:
             node = self._nodes.get(name)
             if node is None or node.fingerprint != fingerprint or time.monotonic() - node.written > REWRITE_AFTER_S:
@@ -76,12 +80,15 @@ class NodeReports:
             self._seen[name] = usage.at
             return node.drained
 
-    def written(self, name: str, host: HostRecord, devices: list[DeviceRecord], drained: bool, extra: tuple = ()) -> None:
-        """The report was written to the store (register or full heartbeat)."""
-        node = _Node(fingerprint_of(host, devices, extra), time.monotonic(), drained, _usage(host, devices))
+    def written(self, name: str, body: Any, drained: bool) -> None:
+        """The report (a heartbeat's JSON body, validated) was written to the store."""
+        fingerprint, usage = fingerprint_of(body), usage_of(body)
         with self._lock:
-            self._nodes[name] = node
             self._seen.pop(name, None)
+            if fingerprint is None:
+                self._nodes.pop(name, None)
+            else:
+                self._nodes[name] = _Node(fingerprint, time.monotonic(), drained, usage)
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -122,22 +129,51 @@ class NodeReports:
         return len(seen)
 
 
-def fingerprint_of(host: HostRecord, devices: list[DeviceRecord], extra: tuple = ()) -> str:
-    """A digest of everything in a report that the store keeps: the records less usage, memory
-    used outside poold in 256 MiB steps, plus ``extra`` (e.g. the jobs the agent runs)."""
-    host_facts = host.model_dump(mode="json", exclude=set(HOST_USAGE))
-    device_facts = []
-    for device in devices:
-        facts = device.model_dump(mode="json", exclude=set(DEVICE_USAGE) | {"memory_outside_mib"})
-        facts["outside_step"] = (device.memory_outside_mib or 0) // OUTSIDE_MEMORY_STEP_MIB
-        device_facts.append(facts)
-    text = json.dumps([host_facts, device_facts, list(extra)], sort_keys=True, separators=(",", ":"))
+def fingerprint_of(body: Any) -> str | None:
+    """A digest of everything in a heartbeat's JSON body that the store keeps: the records
+    less usage, memory used outside poold in 256 MiB steps, the jobs the agent runs, its
+    machine id. None when the body is not shaped as a heartbeat (validation will say why)."""
+    if not isinstance(body, dict) or not isinstance(body.get("host"), dict) or not isinstance(body.get("devices", []), list):
+        return None
+    # A field left out and a field sent as null read alike: both are dropped.
+    host = {key: value for key, value in body["host"].items() if key not in HOST_USAGE and value is not None}
+    devices = []
+    for device in body.get("devices", []):
+        if not isinstance(device, dict):
+            return None
+        facts = {key: value for key, value in device.items() if key not in DEVICE_USAGE and key != "memory_outside_mib" and value is not None}
+        outside = device.get("memory_outside_mib")
+        facts["outside_step"] = outside // OUTSIDE_MEMORY_STEP_MIB if _is_count(outside) else outside
+        devices.append(facts)
+    rest = {key: value for key, value in body.items() if key not in ("host", "devices") and value is not None}
+    if isinstance(rest.get("running_jobs"), list):
+        rest["running_jobs"] = sorted(rest["running_jobs"], key=str)
+    text = json.dumps([host, devices, rest], sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _usage(host: HostRecord, devices: list[DeviceRecord]) -> Usage:
-    return Usage(
-        at=utcnow(),
-        host={key: getattr(host, key) for key in HOST_USAGE},
-        devices={device.uuid: {key: getattr(device, key) for key in DEVICE_USAGE} for device in devices},
-    )
+def usage_of(body: dict[str, Any]) -> Usage | None:
+    """The usage figures of a heartbeat's JSON body, or None when one is not what the wire
+    allows (a finite number; a count for memory), so that validation sees the body."""
+    host = {key: body["host"].get(key) for key in HOST_USAGE}
+    if not (_is_count(host["memory_available_mib"]) or host["memory_available_mib"] is None):
+        return None
+    if not (host["load_1m"] is None or (_is_number(host["load_1m"]) and host["load_1m"] >= 0)):
+        return None
+    devices = {}
+    for device in body.get("devices", []):
+        figures = {key: device.get(key) for key in DEVICE_USAGE}
+        for key, value in figures.items():
+            ok = value is None or (_is_count(value) if key == "memory_free_mib" else _is_number(value))
+            if not ok:
+                return None
+        devices[str(device.get("uuid"))] = figures
+    return Usage(at=utcnow(), host=host, devices=devices)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= INT64_MAX

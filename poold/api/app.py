@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from poold import __version__
 from poold.api import errors
 from poold.api.context import AppContext
 from poold.api.routes import agents, jobs, nodes
+from poold_wire.messages import HeartbeatRequest
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -17,9 +19,29 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
     errors.install(app)
+    _describe_bodies(app, HeartbeatRequest)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+def _describe_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Put in the OpenAPI document's components the request bodies that routes read raw and
+    validate themselves (their ``openapi_extra`` refers to them)."""
+    default = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = default()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas.setdefault(model.__name__, schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

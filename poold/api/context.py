@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.api.intake import SubmitQueue
 from poold.leader import Leadership
 from poold.telemetry import NodeReports
 from poold.scheduler.loop import Scheduler
@@ -21,17 +22,19 @@ class AppContext:
     scheduler: Scheduler
     capacity: Capacity
     leader: Leadership
+    submits: SubmitQueue
     reports: NodeReports = field(default_factory=NodeReports)
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
 
     @classmethod
-    def build(cls, settings: Settings, factory: sessionmaker[Session], wake_scheduler: Callable[[], None] | None = None) -> "AppContext":
-        """The daemon's context: one scheduler and one capacity view over ``factory``'s store."""
+    def build(cls, settings: Settings, factory: sessionmaker[Session]) -> "AppContext":
+        """The daemon's context: one scheduler and one capacity view over ``factory``'s store
+        (the scheduler is woken by ``wake_scheduler``, set by whoever runs the passes)."""
         return cls(
             settings=settings,
             factory=factory,
             scheduler=Scheduler(factory, settings),
             capacity=Capacity(factory, settings),
             leader=Leadership(factory.kw["bind"]),
-            wake_scheduler=wake_scheduler or (lambda: None),
+            submits=SubmitQueue(factory, settings.scheduler.never_fits),
         )

@@ -9,17 +9,20 @@ the wrong offset (409) also carries the log's real ``size``.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poold.api.retry import StoreBusy
 from poold.jobspec import error_path
 from poold.services import ServiceError
 from poold.services.logs import OffsetMismatch
+
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 
 # Where FastAPI puts a request value in an error's location; the field path starts after it.
 _SOURCES = ("body", "query", "path", "header", "cookie")
@@ -92,3 +95,23 @@ def install(app: FastAPI) -> None:
             errors.append(FieldError(field=".".join(path) or "(body)", message=message))
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return JSONResponse(status_code=422, content=ErrorOut(detail=f"invalid request: {detail}", errors=errors).model_dump())
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body read as JSON, refused as FastAPI refuses one (422, ``json_invalid``)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        position = getattr(exc, "pos", 0)
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "input": {}, "ctx": {"error": getattr(exc, "msg", str(exc))}}]
+        ) from None
+
+
+def validate_body(model: type[BaseModelT], body: Any) -> BaseModelT:
+    """``body`` (a decoded JSON request body) as ``model``, refused as FastAPI refuses a body
+    declared as that model (422 naming each field)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None

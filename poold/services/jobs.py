@@ -12,7 +12,7 @@ from poold.db.models import MAX_JOB_ID, AllocationModel, JobModel, NodeModel, Qu
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
-from poold.services import Conflict, Invalid, NotFound, events
+from poold.services import Conflict, Invalid, NotFound, ServiceError, events
 from poold.services.nodes import check_machine, get_node, touch
 from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 
@@ -26,28 +26,50 @@ def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None
     """Store a pending job. ``never_fits`` says why no device of the pool could hold it even
     when idle (``poold.scheduler.plan.Capacity``): with policy ``refuse`` the job is refused
     naming the key at fault, with ``warn`` it is kept and its reason says so."""
-    if session.get(QueueModel, spec.queue) is None:
-        known = ", ".join(session.scalars(select(QueueModel.name).order_by(QueueModel.name)))
-        raise Invalid(f"no queue named {spec.queue!r} (known: {known})", field="spec.queue")
+    [stored] = submit_many(session, [(spec, never_fits)], never_fits_policy)
+    if isinstance(stored, ServiceError):
+        raise stored
+    return stored
+
+
+def submit_many(
+    session: Session, specs: list[tuple[JobSpec, Rejections | None]], never_fits_policy: str = "refuse"
+) -> list[JobModel | ServiceError]:
+    """Store pending jobs (as :func:`submit`) in one go: one insert for the jobs and one for their
+    events. Each job is stored, or answered with why it was refused; one refusal does not stop
+    the others."""
+    queues = set(session.scalars(select(QueueModel.name)))
+    results: list[JobModel | ServiceError] = []
+    for spec, never_fits in specs:
+        try:
+            results.append(_pending_job(spec, never_fits, never_fits_policy, queues))
+        except ServiceError as refusal:
+            results.append(refusal)
+    stored = [job for job in results if isinstance(job, JobModel)]
+    if not stored:
+        return results
+    session.add_all(stored)
+    session.flush()
+    for job, (spec, never_fits) in zip(results, specs):
+        if not isinstance(job, JobModel):
+            continue
+        events.record(session, "job.submitted", f"job {job.id} ({job.name}) submitted to queue {job.queue_name}", job_id=job.id)
+        if never_fits is not None:
+            events.record(session, "job.never_fits", job.reason, job_id=job.id)
+    return results
+
+
+def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queues: set[str]) -> JobModel:
+    if spec.queue not in queues:
+        raise Invalid(f"no queue named {spec.queue!r} (known: {', '.join(sorted(queues))})", field="spec.queue")
     reason = "waiting for the scheduler"
     if never_fits is not None:
         why = f"no device of the pool could hold this job even when idle: {never_fits.summary()}"
-        if never_fits_policy == "refuse":
+        if policy == "refuse":
             raise Invalid(why, field="spec." + blamed_field(never_fits))
         reason = "never fits as the pool stands: " + never_fits.summary()
-    job = JobModel(
-        name=spec.name,
-        queue_name=spec.queue,
-        priority=spec.priority,
-        state="pending",
-        spec=spec.model_dump(mode="json"),
-        reason=reason,
-    )
-    session.add(job)
-    session.flush()
-    events.record(session, "job.submitted", f"job {job.id} ({job.name}) submitted to queue {job.queue_name}", job_id=job.id)
-    if never_fits is not None:
-        events.record(session, "job.never_fits", reason, job_id=job.id)
+    job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"), reason=reason)
+    job.allocations = []  # known empty: nothing is loaded to show it
     return job
 
 

@@ -162,3 +162,17 @@ def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_r
             time.sleep(0.2)
         job = api.get(f"/api/v1/jobs/{job_id}").json()
         assert job["state"] == "lost" and job["requeued_as"] is not None
+
+
+def test_the_heartbeat_after_register_is_answered_from_memory(api, pool):
+    """Register remembers its report as the heartbeat that says the same: an agent's first
+    heartbeat (a field left out or sent as null alike) writes nothing."""
+    builder = make_node("hgx").gpus(2, "H100", nvlink=18)
+    _register(api, builder)
+    body = _body(builder, utilization_pct=12.0)  # no machine_id: register remembered it as null
+    statements, stop = _writes(pool.engine)
+    try:
+        assert api.post("/api/v1/agents/hgx/heartbeat", json=body).status_code == 200
+    finally:
+        stop()
+    assert statements == []

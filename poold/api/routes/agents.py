@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
 from poold.api.context import AppContext
-from poold.api.errors import responses
+from poold.api.errors import parse_json, responses, validate_body
 from poold.api.retry import RetryingRoute
 from poold.api.routes import NodeNamePath, ctx_of
 from poold_wire.messages import (
@@ -33,20 +33,33 @@ def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> Regist
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
         name, drained = node.name, node.drained
-    ctx.reports.written(name, body.host, body.devices, drained, extra=(body.machine_id,))  # as a heartbeat running no job
+    # Remembered as the heartbeat that says the same, running no job: the next is answered from memory.
+    same = HeartbeatRequest(host=body.host, devices=body.devices, running_jobs=[], machine_id=body.machine_id)
+    ctx.reports.written(name, same.model_dump(mode="json"), drained)
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
 
-@router.post("/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 413, 422))
-async def heartbeat(node: NodeNamePath, body: HeartbeatRequest, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
-    """Written to the store only when it says something new (``poold.telemetry``): a repeated
-    report is answered from memory on the event loop, a new one written in a worker thread."""
-    _check_devices(ctx, body.devices)
-    extra = (body.machine_id, *sorted(body.running_jobs))
-    drained = ctx.reports.answer_from_memory(node, body.host, body.devices, extra)
+# The heartbeat's body is read as JSON and compared with the last report before it is
+# validated (``poold.telemetry``), so it is described here rather than declared.
+_HEARTBEAT_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HeartbeatRequest"}}}}
+
+
+@router.post(
+    "/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 413, 422),
+    openapi_extra={"requestBody": _HEARTBEAT_BODY},
+)
+async def heartbeat(node: NodeNamePath, request: Request, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+    """A body of type ``HeartbeatRequest``. Written to the store only when it says something
+    new (``poold.telemetry``): a report that repeats the last one but for usage is answered
+    from memory on the event loop, without being validated again; a new one is validated and
+    written in a worker thread."""
+    raw = parse_json(await request.body())
+    drained = ctx.reports.answer_from_memory(node, raw)
     if drained is None:
-        drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, extra)
+        body = validate_body(HeartbeatRequest, raw)
+        _check_devices(ctx, body.devices)
+        drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, raw)
     return HeartbeatResponse(drained=drained)
 
 
@@ -56,7 +69,7 @@ def _check_devices(ctx: AppContext, devices: list) -> None:
         raise TooLarge(f"{len(devices)} devices on one node; at most {limit} (limits.devices_per_node)", field="devices")
 
 
-def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, extra: tuple) -> bool:
+def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, raw: dict) -> bool:
     with transaction(ctx.factory) as session:
         row = recovery.heartbeat(session, node, body.host, body.devices, body.running_jobs, body.machine_id, ctx.settings.nodes)
         drained = row.drained
@@ -64,7 +77,7 @@ def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, extra: 
         # one of them loses the job once its grace is over.
         settling = jobs.unreported_on(session, row.id)
     if not settling:
-        ctx.reports.written(node, body.host, body.devices, drained, extra)
+        ctx.reports.written(node, raw, drained)
     else:
         ctx.reports.forget(node)
     return drained

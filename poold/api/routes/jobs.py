@@ -24,9 +24,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 @router.post("", response_model=JobOut, status_code=201, responses=responses(400, 422))
 def submit(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> JobOut:
     verdict = ctx.capacity.never_fits(PlacementRequest.from_spec(0, body.spec))
-    with transaction(ctx.factory) as session:
-        job = jobs.submit(session, body.spec, verdict.rejections if verdict else None, ctx.settings.scheduler.never_fits)
-        out = convert.job_out(job, {})
+    out = ctx.submits.submit(body.spec, verdict.rejections if verdict else None)  # stored with the others arriving now
     ctx.wake_scheduler()
     return out
 
