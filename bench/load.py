@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
                 process.kill()
         all_ids = result["submitted"] + result["burst_ids"]
         latencies, _ = _latencies(engine, all_ids)
-        _, last_burst_placed = _latencies(engine, result["burst_ids"])
+        steady_latencies, _ = _latencies(engine, result["submitted"])
+        burst_latencies, last_burst_placed = _latencies(engine, result["burst_ids"])
+        result["by_phase"] = {"steady": steady_latencies, "burst": burst_latencies}
 
     placed_span = (last_burst_placed - result["burst_started"]) if last_burst_placed else None
     submits_per_s = len(result["burst_ids"]) / placed_span if placed_span else 0.0
@@ -400,6 +402,8 @@ def _print_table(args: argparse.Namespace, result: dict, latencies: list[float],
         print(f"{phase.name:<22} {phase.requests:>9} {phase.errors:>7} {phase.seconds:>8.1f} {phase.rate:>8.0f} {phase.p(0.5):>8.1f} {phase.p(0.99):>8.1f}")
     print(f"jobs placed: {len(latencies)} of {len(result['submitted']) + len(result['burst_ids'])}; "
           f"submit to placed p50 {figures['submit_to_placed_ms']['p50']} ms, p99 {figures['submit_to_placed_ms']['p99']} ms")
+    for phase, values in result["by_phase"].items():
+        print(f"  submit to placed, {phase} submits: p50 {_quantile(values, 0.5):.0f} ms, p99 {_quantile(values, 0.99):.0f} ms")
     print(f"final burst placed at {figures['submits_per_s']} jobs/s; daemon CPU in the steady phase {figures['daemon_cpu_pct']} % (of one core)")
     print(f"daemon CPU in the storm {result['storm_cpu']:.0f} % (of one core)")
     print(f"mean steady heartbeat latency {statistics.fmean(result['steady'].latencies_ms) if result['steady'].latencies_ms else 0:.1f} ms")

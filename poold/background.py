@@ -70,6 +70,9 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
             log.info("devices back in service after their quarantine: %s", ", ".join(returned))
             ctx.wake_scheduler()
 
+    def refresh_capacity() -> None:
+        ctx.capacity.refresh()
+
     def flush_reports() -> None:
         with transaction(ctx.factory) as session:
             ctx.reports.flush(session)
@@ -82,6 +85,9 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
     scheduler.add_job(schedule, "interval", seconds=settings.scheduler.interval_s, id=SCHEDULE_JOB, **common)
     # Nodes that stopped heartbeating are lost: no new jobs; their jobs lost, and retried.
     scheduler.add_job(node_timeout, "interval", seconds=max(1.0, settings.nodes.timeout_s / 3), id="node_timeout", jitter=1, **common)
+    # The never-fits view kept fresh, so that submits do not reload it (every replica; at once on start).
+    scheduler.add_job(refresh_capacity, "interval", seconds=ctx.capacity.refresh_s / 2, id="refresh_capacity",
+                      next_run_time=datetime.now(timezone.utc), **common)
     # Heartbeats answered from memory: their seen marks to the store (every replica, its own).
     scheduler.add_job(flush_reports, "interval", seconds=1, id="flush_reports", **common)
     # Devices healthy again for nodes.quarantine_s return to service.

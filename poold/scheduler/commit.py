@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, in_service, utcnow
 from poold.db.session import transaction
 from poold.scheduler.pool import EPSILON
-from poold.services.nodes import touch
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,21 @@ class Proposal:
     reason: str
 
 
-def commit(factory: sessionmaker[Session], proposals: list[Proposal], count_outside_memory: bool = True) -> tuple[list[int], list[int]]:
-    """Write ``proposals`` in one transaction; returns (committed job ids, lost job ids)."""
+@dataclass
+class Committed:
+    """What a batch wrote: the jobs placed, the ones that lost their race, and the generation
+    each touched node moved to (``moved_from`` the one it had under lock, when this batch was
+    the only change: a pool that saw that generation already holds the batch's placements)."""
+
+    placed: list[int]
+    lost: list[int]
+    generations: dict[int, tuple[int, int]]  # node id -> (generation under lock, after)
+
+
+def commit(factory: sessionmaker[Session], proposals: list[Proposal], count_outside_memory: bool = True) -> Committed:
+    """Write ``proposals`` in one transaction."""
     if not proposals:
-        return [], []
+        return Committed([], [], {})
     with transaction(factory) as session:
         claimed = _claim(session, sorted(p.job_id for p in proposals))
         wanted = [p for p in proposals if p.job_id in claimed]
@@ -71,13 +81,13 @@ def commit(factory: sessionmaker[Session], proposals: list[Proposal], count_outs
         devices = _lock(session, _DEVICE_COLUMNS, {d.device_id for p in wanted for d in p.devices})
         ledger = _Ledger(session, nodes, devices, count_outside_memory)
         accepted = [p for p in wanted if ledger.take(p)]
-        _write(session, accepted)
+        generations = _write(session, accepted, nodes)
     committed = [p.job_id for p in accepted]
     kept = set(committed)
     lost = [p.job_id for p in proposals if p.job_id not in kept]
     if lost:
         log.info("placements of jobs %s lost a race (claimed elsewhere or resources taken); they will be tried again", lost)
-    return committed, lost
+    return Committed(committed, lost, generations)
 
 
 def _claim(session: Session, job_ids: list[int]) -> set[int]:
@@ -92,7 +102,7 @@ def _claim(session: Session, job_ids: list[int]) -> set[int]:
 
 # What the ledger reads of the rows it locks: plain rows, not ORM objects (a batch locks
 # hundreds of nodes and thousands of devices).
-_NODE_COLUMNS = (NodeModel.id, NodeModel.state, NodeModel.drained, NodeModel.cpu_cores, NodeModel.memory_total_mib)
+_NODE_COLUMNS = (NodeModel.id, NodeModel.state, NodeModel.drained, NodeModel.cpu_cores, NodeModel.memory_total_mib, NodeModel.generation)
 _DEVICE_COLUMNS = (
     DeviceModel.id, DeviceModel.node_id, DeviceModel.present, DeviceModel.health, DeviceModel.quarantined_at,
     DeviceModel.memory_total_mib, DeviceModel.memory_outside_mib,
@@ -162,9 +172,9 @@ class _Ledger:
         return True
 
 
-def _write(session: Session, accepted: list[Proposal]) -> None:
+def _write(session: Session, accepted: list[Proposal], nodes: dict[int, Row]) -> dict[int, tuple[int, int]]:
     if not accepted:
-        return
+        return {}
     now = utcnow()
     rows = []
     for p in accepted:
@@ -188,4 +198,8 @@ def _write(session: Session, accepted: list[Proposal]) -> None:
         [{"at": now, "kind": "job.placed", "job_id": p.job_id, "node_id": p.node_id, "message": f"placed on {p.node_name}: {p.reason}", "data": {}}
          for p in accepted],
     )
-    touch(session, {p.node_id for p in accepted})
+    moved = session.execute(
+        update(NodeModel).where(NodeModel.id.in_(sorted({p.node_id for p in accepted})))
+        .values(generation=NodeModel.generation + 1).returning(NodeModel.id, NodeModel.generation)
+    )
+    return {node_id: (nodes[node_id].generation, generation) for node_id, generation in moved}

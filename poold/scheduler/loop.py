@@ -257,7 +257,7 @@ class Scheduler:
         try:
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    committed, lost = commit(self.factory, proposals, self.settings.scheduler.count_outside_memory)
+                    written = commit(self.factory, proposals, self.settings.scheduler.count_outside_memory)
                     break
                 except Exception as exc:
                     if not is_retryable(exc) or attempt + 1 == COMMIT_ATTEMPTS:
@@ -267,12 +267,13 @@ class Scheduler:
             for placement, _ in batch:  # nothing was written: the pool must not keep them
                 self.engine.pool.release(placement.request.job_id)
             raise
-        result.placed.extend(committed)
-        result.lost_races.extend(lost)
-        for job_id in lost:
+        result.placed.extend(written.placed)
+        result.lost_races.extend(written.lost)
+        for job_id in written.lost:
             self.engine.pool.release(job_id)
-        for job_id in committed:
+        for job_id in written.placed:
             self._tried.pop(job_id, None)
+        self.snapshot.committed(written.generations)
 
     def _record_waiting(self, reasons: dict[int, str]) -> None:
         """Store why each job waits; an event only when the reason changes, so the log stays readable."""

@@ -68,21 +68,38 @@ class Capacity:
         # Verdicts by request signature, until the pool at its best changes.
         self._verdicts: dict[tuple, Unplaceable | None] = {}
 
+    def refresh(self) -> None:
+        """Bring the view up to date with the store now. The daemon calls this every
+        ``refresh_s`` from its periodic jobs, so that submits rarely wait for a reload."""
+        with self.lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        with self.factory() as session:
+            if self.snapshot.refresh(session):
+                self._verdicts.clear()
+        self._refreshed = time.monotonic()
+
     def never_fits(self, request: PlacementRequest) -> Unplaceable | None:
         """Why ``request`` could not be placed even on an idle pool; None when it could, or
-        when the pool has no nodes yet (nothing to judge by)."""
+        when the pool has no nodes yet (nothing to judge by). A refusal is judged again on a
+        view read from the store just now (a node may have joined since the last refresh)."""
         with self.lock:
             if time.monotonic() - self._refreshed > self.refresh_s:
-                with self.factory() as session:
-                    if self.snapshot.refresh(session):
-                        self._verdicts.clear()
-                self._refreshed = time.monotonic()
-            if request.signature in self._verdicts:
-                return self._verdicts[request.signature]
-            if not len(self.snapshot.pool.alive_nodes()):
-                return None
-            decision = self.engine.place(request)
-            verdict = self._verdicts[request.signature] = decision if isinstance(decision, Unplaceable) else None
+                self._refresh()
+            verdict = self._judge(request)
+            if verdict is not None:
+                self._refresh()
+                verdict = self._judge(request)
+        return verdict
+
+    def _judge(self, request: PlacementRequest) -> Unplaceable | None:
+        if request.signature in self._verdicts:
+            return self._verdicts[request.signature]
+        if not len(self.snapshot.pool.alive_nodes()):
+            return None
+        decision = self.engine.place(request)
+        verdict = self._verdicts[request.signature] = decision if isinstance(decision, Unplaceable) else None
         return verdict
 
 

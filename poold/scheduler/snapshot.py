@@ -124,6 +124,14 @@ class StoreSnapshot:
                 self.generations[node_id] = current[node_id]
         return len(stale)
 
+    def committed(self, generations: dict[int, tuple[int, int]]) -> None:
+        """The pass committed placements it already holds in the pool, moving these nodes'
+        generations (under lock, from → to): a node this snapshot had read at ``from`` is
+        current at ``to`` without a reload; any other is reloaded as usual."""
+        for node_id, (before, after) in generations.items():
+            if self.generations.get(node_id) == before:
+                self.generations[node_id] = after
+
     def _reload(self, session: Session, node_ids: Iterable[int]) -> None:
         node_ids = list(node_ids)
         nodes = session.scalars(select(NodeModel).where(NodeModel.id.in_(node_ids))).all()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES
-from poold.db.models import MAX_JOB_ID, AllocationModel, JobModel, NodeModel, QueueModel, utcnow
+from poold.db.models import MAX_JOB_ID, AllocationModel, EventModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
@@ -32,12 +32,15 @@ def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None
     return stored
 
 
+NEVER_FITS = "never fits as the pool stands: "
+
+
 def submit_many(
     session: Session, specs: list[tuple[JobSpec, Rejections | None]], never_fits_policy: str = "refuse"
 ) -> list[JobModel | ServiceError]:
     """Store pending jobs (as :func:`submit`) in one go: one insert for the jobs and one for their
     events. Each job is stored, or answered with why it was refused; one refusal does not stop
-    the others."""
+    the others. The jobs returned are not in the session (their ids and fields are set)."""
     queues = set(session.scalars(select(QueueModel.name)))
     results: list[JobModel | ServiceError] = []
     for spec, never_fits in specs:
@@ -48,14 +51,21 @@ def submit_many(
     stored = [job for job in results if isinstance(job, JobModel)]
     if not stored:
         return results
-    session.add_all(stored)
-    session.flush()
-    for job, (spec, never_fits) in zip(results, specs):
-        if not isinstance(job, JobModel):
-            continue
-        events.record(session, "job.submitted", f"job {job.id} ({job.name}) submitted to queue {job.queue_name}", job_id=job.id)
-        if never_fits is not None:
-            events.record(session, "job.never_fits", job.reason, job_id=job.id)
+    # Core inserts, one statement each for the jobs and their events: a burst of submits is
+    # one round trip, not one unit of work per job.
+    columns = ("name", "queue_name", "priority", "state", "spec", "reason", "cancel_requested", "attempt", "submitted_at")
+    ids = session.execute(
+        insert(JobModel).returning(JobModel.id, sort_by_parameter_order=True),
+        [{column: getattr(job, column) for column in columns} for job in stored],
+    ).scalars().all()
+    notes = []
+    for job, job_id in zip(stored, ids):
+        job.id = job_id
+        notes.append({"at": job.submitted_at, "kind": "job.submitted", "job_id": job_id, "node_id": None, "data": {},
+                      "message": f"job {job_id} ({job.name}) submitted to queue {job.queue_name}"})
+        if job.reason.startswith(NEVER_FITS):
+            notes.append({"at": job.submitted_at, "kind": "job.never_fits", "job_id": job_id, "node_id": None, "data": {}, "message": job.reason})
+    session.execute(insert(EventModel), notes)
     return results
 
 
@@ -67,8 +77,9 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
         why = f"no device of the pool could hold this job even when idle: {never_fits.summary()}"
         if policy == "refuse":
             raise Invalid(why, field="spec." + blamed_field(never_fits))
-        reason = "never fits as the pool stands: " + never_fits.summary()
-    job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"), reason=reason)
+        reason = NEVER_FITS + never_fits.summary()
+    job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
+                   reason=reason, cancel_requested=False, attempt=1, submitted_at=utcnow())
     job.allocations = []  # known empty: nothing is loaded to show it
     return job
 

@@ -86,3 +86,15 @@ def test_the_pool_at_its_best_reloads_no_node_for_what_it_holds(pool, settings):
         builder = make_node("a").gpus(1, "A100")
         nodes.heartbeat(session, "a", builder.host, builder.devices)
     assert _refresh(pool, best) == 1
+
+
+def test_a_pass_does_not_reload_the_nodes_it_placed_on(pool, settings):
+    with transaction(pool.factory) as session:
+        make_node("a").gpus(2, "A100", nvlink=12).register(session)
+        first, second = (jobs.submit(session, job(count=1)).id for _ in range(2))
+    scheduler = Scheduler(pool.factory, settings)
+    assert scheduler.run_pass().placed == [first, second]
+    assert _refresh(pool, scheduler.snapshot) == 0  # its own commit: the pool holds it already
+    with transaction(pool.factory) as session:  # a change by someone else is reloaded
+        nodes.set_drained(session, "a", True)
+    assert _refresh(pool, scheduler.snapshot) == 1
