@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
@@ -49,18 +49,23 @@ _HEARTBEAT_BODY = {"required": True, "content": {"application/json": {"schema": 
     "/{node}/heartbeat", response_model=HeartbeatResponse, responses=responses(400, 404, 409, 413, 422),
     openapi_extra={"requestBody": _HEARTBEAT_BODY},
 )
-async def heartbeat(node: NodeNamePath, request: Request, ctx: AppContext = Depends(ctx_of)) -> HeartbeatResponse:
+async def heartbeat(node: NodeNamePath, request: Request) -> Response:
     """A body of type ``HeartbeatRequest``. Written to the store only when it says something
     new (``poold.telemetry``): a report that repeats the last one but for usage is answered
     from memory on the event loop, without being validated again; a new one is validated and
-    written in a worker thread."""
+    written in a worker thread. (Thousands of nodes send these: the answer is written here,
+    not through the response model, and the context is taken from the app directly.)"""
+    ctx: AppContext = request.app.state.ctx
     raw = parse_json(await request.body())
     drained = ctx.reports.answer_from_memory(node, raw)
     if drained is None:
         body = validate_body(HeartbeatRequest, raw)
         _check_devices(ctx, body.devices)
         drained = await run_in_threadpool(_write_heartbeat, ctx, node, body, raw)
-    return HeartbeatResponse(drained=drained)
+    return Response(content=_HEARTBEAT_ANSWERS[drained], media_type="application/json")
+
+
+_HEARTBEAT_ANSWERS = {drained: HeartbeatResponse(drained=drained).model_dump_json().encode() for drained in (False, True)}
 
 
 def _check_devices(ctx: AppContext, devices: list) -> None:
