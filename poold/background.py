@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -24,6 +25,7 @@ from poold_common.sdnotify import notify
 log = logging.getLogger(__name__)
 
 SCHEDULE_JOB = "schedule"
+MIN_PASS_GAP_S = 0.1  # between the starts of passes run back to back
 QUARANTINE_CHECK_S = 5.0  # a device returns at most this late after its quarantine ends
 
 
@@ -37,11 +39,15 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
             return
         while True:
             woken.clear()
+            started = time.monotonic()
             result = ctx.scheduler.run_pass()
             if result.placed or result.lost_races:
                 log.info("scheduling pass: placed %d, waiting %d, lost races %d", len(result.placed), len(result.waiting), len(result.lost_races))
             if not woken.is_set():
                 return
+            # Woken meanwhile: another pass, once what arrives in a short gap can join it (a
+            # pass's fixed cost, reading every node's generation, is then paid per batch).
+            time.sleep(max(0.0, MIN_PASS_GAP_S - (time.monotonic() - started)))
 
     def wake() -> None:
         """Run the scheduling pass now instead of at the next tick (or again once the running one ends)."""

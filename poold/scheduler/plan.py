@@ -85,8 +85,8 @@ class Capacity:
         when the pool has no nodes yet (nothing to judge by). A refusal is judged again on a
         view read from the store just now (a node may have joined since the last refresh)."""
         with self.lock:
-            if time.monotonic() - self._refreshed > self.refresh_s:
-                self._refresh()
+            if time.monotonic() - self._refreshed > self.refresh_s or not len(self.snapshot.pool.alive_nodes()):
+                self._refresh()  # stale, or nothing to judge by yet (nodes may have registered since)
             verdict = self._judge(request)
             if verdict is not None:
                 self._refresh()
