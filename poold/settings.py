@@ -74,6 +74,7 @@ class QueueSettings(_Section):
 class LimitSettings(_Section):
     """Bounds on what callers may send, so that no request can take the daemon's memory or time."""
 
+    request_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, description="largest request body of any kind (413 past it)")
     log_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="largest log upload in one request")
     job_log_bytes: int = Field(default=1024**3, ge=1024, description="a job's log is refused past this size")
     events_per_request: int = Field(default=1000, ge=1, le=MAX_EVENTS_PER_REQUEST, description="job events in one agent report")

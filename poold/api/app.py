@@ -13,12 +13,17 @@ from poold_wire.messages import HeartbeatRequest
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(title="poold", version=__version__, description="A resource pool for heterogeneous accelerators.")
+    app = FastAPI(
+        title="poold", version=__version__, description="A resource pool for heterogeneous accelerators.",
+        # A backstop for bodies sent without a length; declared ones are refused by BodyLimit.
+        max_body_size=2 * ctx.settings.limits.request_bytes,
+    )
     app.state.ctx = ctx
     app.include_router(agents.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
     errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=ctx.settings.limits.request_bytes)
     _describe_bodies(app, HeartbeatRequest)
 
     @app.get("/healthz", tags=["meta"])

@@ -115,3 +115,22 @@ def validate_body(model: type[BaseModelT], body: Any) -> BaseModelT:
         return model.model_validate(body)
     except ValidationError as exc:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose declared body (``content-length``) passes ``limit``
+    bytes is refused with 413 and the one error body, before any of it is read. (A body sent
+    without a length is cut by FastAPI's own ``max_body_size``, twice the limit.)"""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.limit:
+                message = f"a request body of {int(declared)} bytes; at most {self.limit} (limits.request_bytes)"
+                body = ErrorOut(detail=message, errors=[FieldError(field="body", message=message)])
+                await JSONResponse(status_code=413, content=body.model_dump())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

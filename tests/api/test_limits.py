@@ -15,6 +15,7 @@ from tests.builders import make_node
 
 @pytest.fixture
 def api(pool, settings):
+    settings.limits.request_bytes = 64 * 1024
     settings.limits.log_chunk_bytes = 1024
     settings.limits.job_log_bytes = 3000
     settings.limits.events_per_request = 3
@@ -74,3 +75,10 @@ def test_a_node_with_too_many_devices_is_refused(api):
     refused = api.post("/api/v1/agents/register", json=body)
     assert refused.status_code == 413 and _field(refused) == "devices"
     assert api.get("/api/v1/nodes").json() == []
+
+
+def test_a_request_body_past_the_limit_is_refused_before_it_is_read(api):
+    register(api, make_node("l4").gpus(1, "L4"))
+    huge = b'{"host": {"hostname": "' + b"x" * (65 * 1024) + b'"}}'
+    refused = api.post("/api/v1/agents/l4/heartbeat", content=huge, headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and _field(refused) == "body" and "limits.request_bytes" in refused.json()["detail"]
