@@ -13,8 +13,8 @@ from sqlalchemy import event, select, update
 
 from poold.api.app import create_app
 from poold.api.context import AppContext
-from poold.db.models import DeviceModel, NodeModel
-from poold.db.session import reading, transaction
+from poold.db.models import Base, DeviceModel, NodeModel
+from poold.db.session import make_engine, make_sessionmaker, reading, transaction
 from tests.builders import make_node
 
 
@@ -115,13 +115,15 @@ def test_a_node_marked_lost_meanwhile_is_written_in_full_again(api, ctx, pool):
         assert session.scalar(select(NodeModel.state)) == "ready"
 
 
-def test_sqlite_reads_take_no_write_lock(pool):
-    if pool.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL readers never wait for writers")
+def test_sqlite_reads_take_no_write_lock(tmp_path):
+    """(PostgreSQL readers never wait for writers; SQLite's would, in a write transaction.)"""
+    engine = make_engine(f"sqlite:///{tmp_path / 'poold.db'}")
+    Base.metadata.create_all(engine)
+    factory = make_sessionmaker(engine)
     holding, release = threading.Event(), threading.Event()
 
     def writer():
-        with transaction(pool.factory) as session:
+        with transaction(factory) as session:
             session.execute(select(NodeModel.id))
             holding.set()
             release.wait(10)
@@ -131,16 +133,17 @@ def test_sqlite_reads_take_no_write_lock(pool):
     try:
         assert holding.wait(10)
         started = time.monotonic()
-        with reading(pool.factory) as session:
+        with reading(factory) as session:
             assert session.execute(select(NodeModel.id)).all() == []
         assert time.monotonic() - started < 1.0
-        raw = sqlite3.connect(pool.engine.url.database, timeout=0.1)
+        raw = sqlite3.connect(engine.url.database, timeout=0.1)
         with pytest.raises(sqlite3.OperationalError):  # while a write transaction would wait
             raw.execute("BEGIN IMMEDIATE")
         raw.close()
     finally:
         release.set()
         thread.join()
+        engine.dispose()
 
 
 def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_repeat(pool, settings):
