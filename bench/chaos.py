@@ -29,7 +29,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,8 +43,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.store import throwaway_store  # noqa: E402
+from bench.store import throwaway_store, wait_answering  # noqa: E402
 from poold.db.models import JobModel  # noqa: E402
+from poold.demo import free_port  # noqa: E402
 from poold.db.session import make_sessionmaker  # noqa: E402
 from poold.services import audit  # noqa: E402
 
@@ -105,24 +105,6 @@ class Tally:
     over_capacity: set[str] = field(default_factory=set)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"no answer from {url}")
-
-
 def _job(index: int, marks: Path, rng: random.Random) -> dict:
     seconds = rng.choice([0.5, 1, 2, 4])
     command = f'echo "$POOLD_JOB_ID $POOLD_NODE start" >> {marks}; sleep {seconds}'
@@ -163,7 +145,7 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
             raise SystemExit("chaos needs PostgreSQL (--db): several daemons share one store")
         url = engine.url.render_as_string(hide_password=False)
         base = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
-        ports = [_free_port() for _ in range(daemons)]
+        ports = [free_port() for _ in range(daemons)]
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         daemon_procs = [
             Proc(f"daemon-{i}", [sys.executable, "-m", "poold", "serve"], {
@@ -174,11 +156,11 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
             for i, port in enumerate(ports)
         ]
         daemon_procs[0].start()
-        _wait_http(urls[0])  # the first one migrates the schema; then the others
+        wait_answering(urls[0])  # the first one migrates the schema; then the others
         for proc in daemon_procs[1:]:
             proc.start()
         for daemon_url in urls[1:]:
-            _wait_http(daemon_url)
+            wait_answering(daemon_url)
         agent_env = {**base, "POOLD_FAKE_STATE": str(workdir / "fake")}
         (workdir / "fake").mkdir()
         agent_procs = [

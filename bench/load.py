@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,6 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from sqlalchemy import Engine, select
 
@@ -54,7 +52,8 @@ if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
 from agents.inventory import collect, load_collectors  # noqa: E402
-from bench.store import throwaway_store  # noqa: E402
+from bench.store import throwaway_store, wait_answering  # noqa: E402
+from poold.demo import free_port  # noqa: E402
 from poold.db.models import JobModel  # noqa: E402
 
 FIXTURE = "hgx-h100-mig"
@@ -80,10 +79,7 @@ class Phase:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     def p(self, q: float) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return _quantile(self.latencies_ms, q)
 
 
 class Nodes:
@@ -305,12 +301,6 @@ def _latencies(engine: Engine, ids: list[int]) -> tuple[list[float], float | Non
     return out, last
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=5000)
@@ -326,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nodes = Nodes(args.nodes)
     with throwaway_store(args.db, "load") as (engine, backend), tempfile.TemporaryDirectory(prefix="poold-load-") as tmp:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "POOLD_STATE_DIR": tmp,
@@ -342,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             process = subprocess.Popen([sys.executable, "-m", "poold", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, process, log_path)
+            wait_answering(url, process, log_path)
             result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid)))
         finally:
             process.terminate()
@@ -380,20 +370,6 @@ def _quantile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the daemon exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the daemon did not answer /healthz")
 
 
 def _print_table(args: argparse.Namespace, result: dict, latencies: list[float], figures: dict) -> None:

@@ -1,14 +1,18 @@
-"""Throwaway stores for the benchmarks: SQLite in a temporary directory, or a database made
-(and dropped) on a PostgreSQL server."""
+"""What the benchmarks that start real daemons share: throwaway stores (SQLite in a temporary
+directory, or a database made and dropped on a PostgreSQL server), and waiting for a daemon
+to answer."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import httpx
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -44,3 +48,19 @@ def throwaway_store(db: str | None, label: str) -> Iterator[tuple[Engine, str]]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def wait_answering(url: str, process: subprocess.Popen | None = None, log: Path | None = None, timeout_s: float = 60.0) -> None:
+    """Until the daemon at ``url`` answers ``/healthz``; stops the benchmark if ``process``
+    exits first (quoting the end of ``log``) or nothing answers in ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the daemon exited: {log.read_text()[-2000:] if log else ''}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"no answer from {url}/healthz within {timeout_s:.0f} s")

@@ -35,17 +35,18 @@ class RetryingRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def retrying(request: Request) -> Response:
-            for attempt in range(ATTEMPTS):
+            attempt = 1
+            while True:
                 try:
                     return await handler(request)
                 except Exception as exc:
                     if not is_retryable(exc):
                         raise
-                    log.info("%s %s lost a race in the store (attempt %d of %d): %s", request.method, request.url.path,
-                             attempt + 1, ATTEMPTS, str(getattr(exc, "orig", exc)).splitlines()[0])
-                    if attempt + 1 == ATTEMPTS:
-                        raise StoreBusy(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
-                    await asyncio.sleep(BASE_DELAY_S * 2**attempt * (0.5 + random.random()))
-            raise AssertionError("unreachable")  # the loop returns or raises
+                    why = str(getattr(exc, "orig", exc)).splitlines()[0]
+                    log.info("%s %s lost a race in the store (attempt %d of %d): %s", request.method, request.url.path, attempt, ATTEMPTS, why)
+                    if attempt == ATTEMPTS:
+                        raise StoreBusy(why) from exc
+                await asyncio.sleep(BASE_DELAY_S * 2 ** (attempt - 1) * (0.5 + random.random()))
+                attempt += 1
 
         return retrying
