@@ -61,7 +61,7 @@ class _Node:
 @dataclass
 class NodeReports:
     _nodes: dict[str, _Node] = field(default_factory=dict)
-    _seen: dict[str, datetime] = field(default_factory=dict)  # answered from memory since the last flush
+    _seen: set[str] = field(default_factory=set)  # nodes answered from memory since the last flush
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer_from_memory(self, name: str, body: Any) -> bool | None:
@@ -77,14 +77,14 @@ class NodeReports:
             if node is None or node.fingerprint != fingerprint or time.monotonic() - node.written > REWRITE_AFTER_S:
                 return None
             node.usage = usage
-            self._seen[name] = usage.at
+            self._seen.add(name)
             return node.drained
 
     def written(self, name: str, body: Any, drained: bool) -> None:
         """The report (a heartbeat's JSON body, validated) was written to the store."""
         fingerprint, usage = fingerprint_of(body), usage_of(body)
         with self._lock:
-            self._seen.pop(name, None)
+            self._seen.discard(name)
             if fingerprint is None:
                 self._nodes.pop(name, None)
             else:
@@ -93,7 +93,7 @@ class NodeReports:
     def forget(self, name: str) -> None:
         with self._lock:
             self._nodes.pop(name, None)
-            self._seen.pop(name, None)
+            self._seen.discard(name)
 
     def usage(self, name: str) -> Usage | None:
         with self._lock:
@@ -105,7 +105,7 @@ class NodeReports:
         per thousand nodes: the mark is at most a flush interval late), and read back their
         drain flag and state; returns how many were marked."""
         with self._lock:
-            seen, self._seen = self._seen, {}
+            seen, self._seen = self._seen, set()
         if not seen:
             return 0
         names, now, current = sorted(seen), utcnow(), {}
