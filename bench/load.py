@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=100, help="jobs per submit burst in the steady phase")
     parser.add_argument("--burst-every", type=float, default=3.0, help="seconds between submit bursts")
     parser.add_argument("--burst-max", type=int, default=2000, help="jobs in the final submit burst")
-    parser.add_argument("--concurrency", type=int, default=128, help="HTTP connections at most")
+    parser.add_argument("--concurrency", type=int, default=32, help="HTTP connections at most (more only queues requests in the daemon)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = parser.parse_args(argv)
 
