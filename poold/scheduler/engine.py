@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -39,8 +39,16 @@ class Choice:
     price_per_hour: float
     speed: float
     tier: int
-    scores: dict[str, float]
     total: float
+    # Per scorer in the stack's order: its score (0..100), or, for a scorer that rated every
+    # candidate alike, its normalize and raw value here, scored only when asked for (``poold
+    # plan`` shows the scores; a pass never reads them).
+    parts: dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]] = field(repr=False)
+
+    @cached_property
+    def scores(self) -> dict[str, float]:
+        """0..100 per scorer."""
+        return {name: part if isinstance(part, float) else float(part[0](np.array([part[1]]))[0]) for name, part in self.parts.items()}
 
     @property
     def cost_per_work(self) -> float:
@@ -54,15 +62,17 @@ class Placement:
     runner_up: Choice | None
     pool: ColumnarPool
 
+    @cached_property
     def holding(self) -> Holding:
-        devices = np.array(self.chosen.devices, dtype=np.int64)
-        memory = self.request.memory_to_hold(self.pool.dev_mem_total[devices]) if len(devices) else np.zeros(0, np.int64)
+        """What the placement holds (the pass applies it to the pool and proposes it to the store)."""
+        devices = list(self.chosen.devices)
+        memory = self.request.memory_to_hold(self.pool.dev_mem_total[devices]).tolist() if devices else []
         return Holding(
             job_id=self.request.job_id,
             node=self.chosen.node,
             devices=self.chosen.devices,
             share=self.request.share,
-            memory_mib=tuple(int(m) for m in memory),
+            memory_mib=tuple(memory),
             cpu_cores=self.request.cpu_cores,
             host_memory_mib=self.request.host_memory_mib,
         )
@@ -149,6 +159,7 @@ class _Entry:
             self.unit_ranges = (starts, ends)
             self.unit_of_position = np.repeat(np.arange(len(starts)), ends - starts)
         units = len(self.unit_node)
+        self.models = len(np.unique(pool.dev_model[static.devices])) if request.count else 0  # a runner-up needs two
         self.unit_code = np.full(units, _NODE_REJECTED, dtype=np.int16)
         self.dev_node = dev_node
         self.units_by_node = _index_by(self.unit_node, nodes)
@@ -250,15 +261,15 @@ class Engine:
             nodes = entry.unit_node[valid[tied]]
             pick = int(tied[np.argmin(node_order(self.ctx)[nodes])])
         chosen = self._choice(request, entry, valid, pick, normalized, raw, total)
-        others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]])
         runner_up = None
+        others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]]) if entry.models > 1 else ()
         if len(others):
             second = int(others[np.argmax(total[others])])
             runner_up = self._choice(request, entry, valid, second, normalized, raw, total)
         return Placement(request, chosen, runner_up, self.pool)
 
     def apply(self, placement: Placement) -> Holding:
-        holding = placement.holding()
+        holding = placement.holding
         self.pool.apply(holding)
         return holding
 
@@ -311,19 +322,19 @@ class Engine:
         row = int(valid[i])
         rows, pool = entry.rows, self.pool
         model = int(rows.model[row])
-        scores = {}
-        for s, scorer in enumerate(self.stack.scorers):
-            values = normalized[s] if normalized[s] is not None else scorer.normalize(request, self.ctx, raw[s][i : i + 1])
-            scores[scorer.name] = float(values[i] if normalized[s] is not None else values[0])
+        parts = {
+            scorer.name: float(normalized[s][i]) if normalized[s] is not None else (partial(scorer.normalize, request, self.ctx), float(raw[s, i]))
+            for s, scorer in enumerate(self.stack.scorers)
+        }
         return Choice(
             node=int(rows.node[row]),
-            devices=tuple(int(d) for d in rows.devices[row]),
+            devices=tuple(rows.devices[row].tolist()),
             model=pool.models.names[model] if model >= 0 else None,
             price_per_hour=float(rows.price[row]),
             speed=float(rows.speed[row]),
             tier=int(rows.tier[row]),
-            scores=scores,
             total=float(total[i]),
+            parts=parts,
         )
 
     # ---- per-signature state ---------------------------------------------------------------
@@ -460,6 +471,8 @@ class Engine:
         alive = codes == _OK
         for plugin_checks in checks:
             for code, ok in plugin_checks:
+                if ok.all():
+                    continue  # the common case, in one operation
                 newly = alive & ~ok
                 if newly.any():
                     codes[newly] = self._code_index[code]

@@ -232,7 +232,7 @@ class Scheduler:
 
     def _proposal(self, placement: Placement) -> Proposal:
         pool, request, chosen = self.engine.pool, placement.request, placement.chosen
-        holding = placement.holding()
+        holding = placement.holding
         needed = request.memory_needed(pool.dev_mem_total[list(holding.devices)]) if holding.devices else ()
         claims = tuple(
             DeviceClaim(int(pool.dev_id[slot]), request.share, memory, int(need), float(pool.dev_price[slot]) * request.share)

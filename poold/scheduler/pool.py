@@ -194,14 +194,13 @@ class ColumnarPool:
         many allocatable devices it has (MIG slices count, their split GPU does not)."""
         distinct, runs = node_runs(nodes)
         starts, ends = self.node_start[distinct], self.node_end[distinct]
-        usable = self.dev_allocatable[: self.n_devices] & self.dev_alive[: self.n_devices]
-        if len(distinct) <= 32:
-            free = np.array([self.dev_free[s:e][usable[s:e]].sum() for s, e in zip(starts, ends)], dtype=np.float64)
-            count = np.array([np.count_nonzero(usable[s:e]) for s, e in zip(starts, ends)], dtype=np.float64)
-        else:
-            free_sum = np.concatenate([[0.0], np.cumsum(np.where(usable, self.dev_free[: self.n_devices], 0.0))])
-            count_sum = np.concatenate([[0], np.cumsum(usable)])
-            free, count = free_sum[ends] - free_sum[starts], (count_sum[ends] - count_sum[starts]).astype(np.float64)
+        slots = concat_ranges(starts, ends)
+        usable = self.dev_allocatable[slots] & self.dev_alive[slots]
+        bounds = np.concatenate([[0], np.cumsum(ends - starts)])
+        free_sum = np.concatenate([[0.0], np.cumsum(np.where(usable, self.dev_free[slots], 0.0))])
+        count_sum = np.concatenate([[0], np.cumsum(usable)])
+        free = free_sum[bounds[1:]] - free_sum[bounds[:-1]]
+        count = (count_sum[bounds[1:]] - count_sum[bounds[:-1]]).astype(np.float64)
         return np.repeat(free, runs), np.repeat(count, runs)
 
     def model_name(self, slot: int) -> str:
@@ -431,6 +430,8 @@ def node_runs(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """``np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])``, without the loop."""
+    if len(starts) == 1:
+        return np.arange(int(starts[0]), int(ends[0]), dtype=np.int64)
     lengths = (ends - starts).astype(np.int64)
     total = int(lengths.sum())
     if total == 0:

@@ -67,7 +67,7 @@ class PlacementRequest:
     @cached_property
     def signature(self) -> tuple:
         """Everything placement reads: jobs with equal signatures are placed alike."""
-        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "job_id")
+        return tuple(getattr(self, name) for name in _SIGNATURE_FIELDS)
 
     @cached_property
     def static_key(self) -> tuple:
@@ -108,3 +108,6 @@ class PlacementRequest:
             return self.memory_to_hold(memory_total_mib)
         slack = (memory_total_mib * IMPLICIT_MEMORY_SLACK).astype(np.int64)
         return np.maximum(self.memory_to_hold(memory_total_mib) - slack, 0)
+
+
+_SIGNATURE_FIELDS = tuple(f.name for f in fields(PlacementRequest) if f.name != "job_id")

@@ -78,10 +78,19 @@ class _MixState:
         self.cpu = np.array([r.cpu_cores for r in requests])
         self.mem = np.array([r.host_memory_mib for r in requests], dtype=np.float64)
         self.mem_per_device = np.array([-1 if r.memory_per_device_mib is None else r.memory_per_device_mib for r in requests], dtype=np.int64)
-        self.per_share = 1.0 / self.share
-        self.static = np.zeros((len(types), pool.n_devices), dtype=bool)
+        self.per_share = (1.0 / self.share)[:, None]
+        # Per type and device, fixed for the layout: [0] 1 where the type may use the device,
+        # [1] 1 / the memory one job of the type needs there (0 where memory does not bound
+        # it), [2] +inf where memory does not bound it, else 0 (see _device_slots).
+        n = pool.n_devices
+        self.per_device = np.zeros((3, len(types), n))
         for t, request in enumerate(requests):
-            self.static[t, ctx.static_devices(request)] = True
+            self.per_device[0, t, ctx.static_devices(request)] = 1.0
+        total = pool.dev_mem_total[:n].astype(np.float64)
+        need = np.where(self.mem_per_device[:, None] >= 0, self.mem_per_device[:, None], np.floor(total[None, :] * self.share[:, None]))
+        bounded = (total[None, :] >= 0) & (need > 0)
+        self.per_device[1] = np.where(bounded, 1.0 / np.where(bounded, need, 1.0), 0.0)
+        self.per_device[2] = np.where(bounded, 0.0, np.inf)
         self.seen_gen = np.full(pool.n_nodes, -1, dtype=np.int64)
         self.slots = np.zeros((pool.n_nodes, len(types)))
         self.phi = np.zeros(pool.n_nodes)
@@ -96,17 +105,12 @@ class _MixState:
     def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
         """[types, slots]: how many jobs of each type each device could take at ``free`` share
         and ``mem_free`` MiB (0 or 1 for whole devices)."""
-        pool = ctx.pool
-        fits = np.floor((free[None, :] + EPSILON) * self.per_share[:, None])
-        total = pool.dev_mem_total[slots]
-        known = total >= 0
-        if known.any():
-            need = np.where(self.mem_per_device[:, None] >= 0, self.mem_per_device[:, None], np.floor(total[None, :] * self.share[:, None]))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                by_memory = np.where(~known[None, :] | (need <= 0), np.inf, np.floor(np.maximum(mem_free, 0)[None, :] / need))
-            fits = np.minimum(fits, by_memory)
-        usable = self.static.take(slots, axis=1) & pool.dev_healthy[slots][None, :]
-        return np.where(usable, fits, 0.0)
+        usable, per_need, unbounded = self.per_device.take(slots, axis=2)
+        fits = np.floor((free + EPSILON) * self.per_share)
+        np.minimum(fits, np.floor(np.maximum(mem_free, 0) * per_need) + unbounded, out=fits)
+        fits *= usable
+        fits *= ctx.pool.dev_healthy[slots]
+        return fits
 
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
         pool = ctx.pool
@@ -118,8 +122,10 @@ class _MixState:
         slots = concat_ranges(starts, ends)
         per_device = self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
         self.device_slots[:, slots] = per_device
-        bounds = np.concatenate([[0], np.cumsum(ends - starts)])
-        node_slots = _segment_sums(per_device, bounds)
+        if len(stale) == 1:
+            node_slots = per_device.sum(axis=1, keepdims=True)
+        else:
+            node_slots = _segment_sums(per_device, np.concatenate([[0], np.cumsum(ends - starts)]))
         self.slots[stale] = node_slots.T
         self.phi[stale] = self._phi(pool, stale, node_slots, 0.0, 0)
         self.seen_gen[stale] = pool.node_gen[stale]

@@ -136,8 +136,8 @@ class _Census:
         slots = concat_ranges(pool.node_start[stale], pool.node_end[stale])
         slots = slots[self.member[slots]]
         old, new = self.cls[slots], self._classes(pool, slots)
-        size = len(self.counts)
-        self.counts += np.bincount(new[new > CLOSED], minlength=size) - np.bincount(old[old > CLOSED], minlength=size)
+        np.add.at(self.counts, new[new > CLOSED], 1.0)
+        np.subtract.at(self.counts, old[old > CLOSED], 1.0)
         self.cls[slots] = new
         self.seen_gen[stale] = gens[stale]
 
