@@ -129,6 +129,9 @@ _NODE_COLUMNS = {
     "node_id": np.int64, "node_alive": np.bool_, "node_ready": np.bool_, "node_drained": np.bool_,
     "node_cpu": np.float64, "node_cpu_held": np.float64, "node_mem": np.int64, "node_mem_held": np.int64,
     "node_gen": np.int64, "node_start": np.int32, "node_end": np.int32,
+    # Over the node's allocatable devices (MIG slices count, their split GPU does not): the
+    # free share summed, and how many there are. Kept with every change to the node.
+    "node_free_share": np.float64, "node_share_slots": np.float64,
 }
 
 
@@ -189,20 +192,6 @@ class ColumnarPool:
             free = free - self.dev_mem_outside[:n]
         return np.where(self.dev_mem_total[:n] < 0, -1, np.maximum(free, 0))
 
-    def device_share_totals(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each of ``nodes``: the free share summed over its allocatable devices, and how
-        many allocatable devices it has (MIG slices count, their split GPU does not)."""
-        distinct, runs = node_runs(nodes)
-        starts, ends = self.node_start[distinct], self.node_end[distinct]
-        slots = concat_ranges(starts, ends)
-        usable = self.dev_allocatable[slots] & self.dev_alive[slots]
-        bounds = np.concatenate([[0], np.cumsum(ends - starts)])
-        free_sum = np.concatenate([[0.0], np.cumsum(np.where(usable, self.dev_free[slots], 0.0))])
-        count_sum = np.concatenate([[0], np.cumsum(usable)])
-        free = free_sum[bounds[1:]] - free_sum[bounds[:-1]]
-        count = (count_sum[bounds[1:]] - count_sum[bounds[:-1]]).astype(np.float64)
-        return np.repeat(free, runs), np.repeat(count, runs)
-
     def model_name(self, slot: int) -> str:
         return self.models.names[int(self.dev_model[slot])]
 
@@ -253,6 +242,7 @@ class ColumnarPool:
             self.dev_mem_held[device] = state.held_memory_mib
         for job_id in [job for job, held in self.holdings.items() if held.node == slot]:
             del self.holdings[job_id]
+        self._share_totals(slot)
         self.node_gen[slot] += 1
         if before is None or self._gained(before, self._capacity_of(slot)):
             self.gains += 1
@@ -297,6 +287,8 @@ class ColumnarPool:
         for device, memory in zip(holding.devices, holding.memory_mib):
             self.dev_free[device] = max(0.0, self.dev_free[device] - holding.share)
             self.dev_mem_held[device] += memory
+        if holding.devices:
+            self._share_totals(holding.node)
         self.node_cpu_held[holding.node] += holding.cpu_cores
         self.node_mem_held[holding.node] += holding.host_memory_mib
         self.node_gen[holding.node] += 1
@@ -310,11 +302,19 @@ class ColumnarPool:
         for device, memory in zip(holding.devices, holding.memory_mib):
             self.dev_free[device] = min(1.0, self.dev_free[device] + holding.share)
             self.dev_mem_held[device] -= memory
+        if holding.devices:
+            self._share_totals(holding.node)
         self.node_cpu_held[holding.node] -= holding.cpu_cores
         self.node_mem_held[holding.node] -= holding.host_memory_mib
         self.node_gen[holding.node] += 1
         self.gains += 1
         return holding
+
+    def _share_totals(self, slot: int) -> None:
+        span = slice(int(self.node_start[slot]), int(self.node_end[slot]))
+        usable = self.dev_allocatable[span] & self.dev_alive[span]
+        self.node_free_share[slot] = self.dev_free[span][usable].sum()
+        self.node_share_slots[slot] = np.count_nonzero(usable)
 
     # ---- slots ---------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ class BestFit:
         if request.count == 0:
             cores = pool.node_cpu[nodes]
             return np.where(cores > 0, (pool.node_cpu_held[nodes] + request.cpu_cores) / np.maximum(cores, 1e-9), 1.0)
-        free, capacity = _node_totals(ctx, nodes)
+        free, capacity = pool.node_free_share[nodes], pool.node_share_slots[nodes]
         taken = request.share * request.count
         raw = 1.0 - (free - taken) / np.maximum(capacity, 1.0)
         if request.fractional:
@@ -35,20 +35,3 @@ class BestFit:
 
     def normalize(self, request: PlacementRequest, ctx: Context, raw: np.ndarray) -> np.ndarray:
         return min_max(raw)
-
-
-
-def _node_totals(ctx: Context, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``pool.device_share_totals`` of ``nodes``, kept per node generation (candidates of one
-    node are scored many times between its changes)."""
-    pool = ctx.pool
-    cache = ctx.cache.get("best_fit")
-    if cache is None or len(cache[0]) != pool.n_nodes or cache[3] != pool.layout:
-        cache = ctx.cache["best_fit"] = (np.full(pool.n_nodes, -1, dtype=np.int64), np.zeros(pool.n_nodes), np.zeros(pool.n_nodes), pool.layout)
-    seen, free, count, _ = cache
-    stale = nodes[seen[nodes] != pool.node_gen[nodes]]
-    if len(stale):
-        stale = np.unique(stale)
-        free[stale], count[stale] = pool.device_share_totals(stale)
-        seen[stale] = pool.node_gen[stale]
-    return free[nodes], count[nodes]
