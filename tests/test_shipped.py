@@ -5,6 +5,7 @@ on its own."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,14 @@ def test_poold_shipped_lists_and_prints_the_shipped_files():
     outside = poold("shipped", "../pyproject.toml")
     assert (outside.returncode, outside.stdout) == (1, b"")
     assert outside.stderr.decode() == "error: no shipped file '../pyproject.toml'; `poold shipped` lists them\n"
+
+
+def test_the_install_steps_name_shipped_files():
+    """README.md and docs/ tell operators to `poold shipped NAME > /etc/...`: each NAME exists."""
+    named = {name for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+             for name in re.findall(r"poold shipped ([\w-]+/[\w./-]+)", path.read_text())}
+    assert {"config/poold.toml", "config/agent.toml", "config/systemd/poold.service"} <= named
+    assert named <= set(shipped_files())
 
 
 def test_the_wheel_carries_every_file_of_config_and_migrations(wheel):
