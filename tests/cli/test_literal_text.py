@@ -24,7 +24,7 @@ def daemon(tmp_path_factory):
     """A daemon with one node, "lab", whose only device is an FPGA whose uuid is its bus id
     and whose model is an emoji code; a job there failed because its workdir did not exist,
     and the node is drained."""
-    live = LiveDaemon(tmp_path_factory.mktemp("daemon"))
+    live = LiveDaemon(tmp_path_factory.mktemp("daemon"), extra_env={"POOLD_NODES__TIMEOUT_S": "3600"})  # no heartbeats come
     try:
         builder = make_node("lab").fpgas(1, model=MODEL)
         builder.devices[0] = builder.devices[0].model_copy(update={"uuid": BUS_ID, "bus_id": BUS_ID})
