@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from agents.config import AgentSettings, load_agent_settings, with_overrides
 from poold_common.config import SettingsError
@@ -68,14 +69,14 @@ def inventory(fake: str | None, as_json: bool, config: Path | None) -> None:
 
 def _print_inventory(found: Inventory) -> None:
     host = found.host
-    console.print(f"[bold]{host.hostname}[/bold]: {host.cpu_cores} CPU cores, {host.memory_total_mib} MiB memory")
+    console.print(Text.assemble((host.hostname, "bold"), f": {host.cpu_cores} CPU cores, {host.memory_total_mib} MiB memory"))
     table = Table("device", "model", "bus id", "MiB free/total", "util %", "°C", "W", "health")
     table.columns[0].overflow = table.columns[7].overflow = "fold"
     for device in found.devices:
         uuid = device.uuid if device.parent_uuid is None else f"└ {device.uuid}"
         model = f"{device.vendor} {device.kind} {device.model}" + ("" if device.index is None else f" #{device.index}")
         memory = f"{_fmt(device.memory_free_mib)}/{_fmt(device.memory_total_mib)}"
-        health = device.health if device.health == "ok" else f"[red]{device.health}: {device.health_reason}[/red]"
+        health = device.health if device.health == "ok" else Text(f"{device.health}: {device.health_reason}", style="red")
         table.add_row(uuid, model, device.bus_id or "-", memory, _fmt(device.utilization_pct),
                       _fmt(device.temperature_c), _fmt(device.power_w), health)
     console.print(table)

@@ -25,6 +25,7 @@ import psutil
 
 from poold.client import ClientError, PooldClient
 from poold.jobspec import parse_job_file, parse_job_text
+from poold.shipped import shipped_path
 
 # (node name, fixture): an HGX H100 with NVLink and GPU 0 in MIG mode, A100s, L4s,
 # Ascend 910B NPUs and Alveo U250 FPGAs.
@@ -35,9 +36,6 @@ SITE = [
     ("ascend", "ascend-910b-8"),
     ("alveo", "alveo-u250-2"),
 ]
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = ROOT / "config" / "examples"
-DEFAULT_CONFIG = ROOT / "config" / "poold.toml"
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
 # A job that can never fit: more A100s than the site has. Refused at submit, saying why.
@@ -107,7 +105,7 @@ def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "POOLD_CONFIG": str(DEFAULT_CONFIG),
+        "POOLD_CONFIG": str(shipped_path("config", "poold.toml")),
         "POOLD_STATE_DIR": str(workdir / "daemon"),
         "POOLD_DATABASE_URL": f"sqlite:///{workdir / 'daemon' / 'poold.db'}",
         "POOLD_SERVER__PORT": str(port),
@@ -180,9 +178,10 @@ def _wait_nodes(pool: DemoPool, names: list[str], timeout_s: float) -> None:
 
 
 def example_files() -> list[Path]:
-    files = sorted(EXAMPLES_DIR.glob("*.toml"))
+    examples = shipped_path("config", "examples")
+    files = sorted(examples.glob("*.toml"))
     if not files:
-        raise DemoError(f"no example jobs in {EXAMPLES_DIR}")
+        raise DemoError(f"no example jobs in {examples}")
     return files
 
 

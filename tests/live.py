@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from poold.demo import free_port
+from poold.shipped import shipped_path
 
 
 class LiveDaemon:
@@ -22,7 +23,7 @@ class LiveDaemon:
         env = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
         env.update(
             {
-                "POOLD_CONFIG": str(Path(__file__).resolve().parents[1] / "config" / "poold.toml"),
+                "POOLD_CONFIG": str(shipped_path("config", "poold.toml")),
                 "POOLD_STATE_DIR": str(state_dir),
                 "POOLD_SERVER__PORT": str(self.port),
                 "POOLD_SCHEDULER__INTERVAL_S": "0.2",

@@ -11,11 +11,14 @@ import psutil
 
 
 def leftovers() -> list[str]:
+    """The demo's agents and job shims still running: processes of this interpreter (a demo
+    that another checkout runs on the same machine is not this test's) with a demo
+    directory on their command line."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if "poold-demo-" in cmdline:
-            found.append(cmdline)
+        argv = process.info["cmdline"] or []
+        if argv and argv[0] == sys.executable and "poold-demo-" in " ".join(argv):
+            found.append(" ".join(argv))
     return found
 
 

@@ -3,19 +3,18 @@ make cheapest per unit of work (arithmetic in each example's header)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agents.inventory import collect, load_collectors
 from poold.db.session import transaction
-from poold.demo import EXAMPLES_DIR, SITE
+from poold.demo import SITE
 from poold.jobspec import parse_job_file
 from poold.scheduler.loop import Scheduler
 from poold.services import jobs, nodes
 from poold.settings import load_settings
+from poold.shipped import shipped_path
 
-ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = shipped_path("config", "examples")
 
 # file -> (node, model, devices, MIG slice?)
 EXPECTED = {
@@ -42,7 +41,7 @@ def test_every_example_is_expected():
 
 def place_alone(pool, site_inventories, tmp_path, spec):
     """Place ``spec`` on an otherwise empty demo site; return (node, [(model, device uuid)], reason)."""
-    settings = load_settings(ROOT / "config" / "poold.toml", env={"POOLD_STATE_DIR": str(tmp_path)})
+    settings = load_settings(shipped_path("config", "poold.toml"), env={"POOLD_STATE_DIR": str(tmp_path)})
     with transaction(pool.factory) as session:
         for node, inventory in site_inventories.items():
             nodes.register(session, node, inventory.host, inventory.devices, "test")

@@ -10,15 +10,15 @@ import re
 import subprocess
 import textwrap
 import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poold.jobspec import JobFileError, JobSpec, key_lines, parse_job_file, parse_job_text
+from poold.shipped import shipped_path
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "config" / "examples"
+EXAMPLES_DIR = shipped_path("config", "examples")
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
 
 # Where each example lands is checked on the real engine in tests/test_examples.py.

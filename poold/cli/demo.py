@@ -6,6 +6,7 @@ import sys
 import time
 
 import click
+from rich.text import Text
 
 from poold.cli.output import console, devices_text, emit_json, emit_table
 
@@ -70,15 +71,14 @@ def _show(jobs: list[dict], refusal: str) -> None:
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else "-"
         rows.append([job["id"], job["name"], job["state"], job.get("node") or "-", devices, price])
     emit_table(["ID", "JOB", "STATE", "NODE", "DEVICES", "PRICE/H"], rows, title="where each job went")
-    console.print("[bold]why there[/bold]")
+    console.print("why there", style="bold")
     for job in jobs:
         console.print(f"  {job['id']} {job['name']}: {job.get('reason') or '-'}")
-    console.print("[bold]what each job saw[/bold] (first line of its output)")
+    console.print(Text.assemble(("what each job saw", "bold"), " (first line of its output)"))
     for job in jobs:
         first_line = (job.get("log") or "").strip().splitlines()[:1]
         console.print(f"  {job['id']} {job['name']}: {first_line[0] if first_line else '(no output)'}")
-    console.print("[bold]refused at submit[/bold] (8x A100 on a site with 4):", end=" ")
-    console.print(refusal, markup=False)
+    console.print(Text.assemble(("refused at submit", "bold"), f" (8x A100 on a site with 4): {refusal}"))
 
 
 COMMANDS = [demo]

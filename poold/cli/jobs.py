@@ -6,6 +6,7 @@ import sys
 import time
 
 import click
+from rich.text import Text
 
 from poold.cli.output import console, devices_text, emit_json, emit_table, gib, when
 from poold.client import PooldClient
@@ -129,7 +130,8 @@ def show_job(ctx: click.Context, job_id: int) -> None:
     if ctx.obj["output"] == "json":
         emit_json(job)
         return
-    console.print(f"[bold]job {job['id']}[/bold] {job['name']}  state: [bold]{job['state']}[/bold]  queue: {job['queue']}  priority: {job['priority']}")
+    console.print(Text.assemble((f"job {job['id']}", "bold"), f" {job['name']}  state: ", (job["state"], "bold"),
+                                f"  queue: {job['queue']}  priority: {job['priority']}"))
     if job.get("node"):
         console.print(f"node: {job['node']}  price: {job.get('price_per_hour') or 0:.2f}/h")
     label = {"pending": "why it waits", "assigned": "placement", "running": "placement"}.get(job["state"], "reason")

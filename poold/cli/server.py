@@ -1,10 +1,14 @@
-"""Commands that run the daemon or act on its store: serve, db."""
+"""Commands that install and run the daemon or act on its store: shipped, serve, db."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from poold.cli.output import emit_json
 from poold.settings import load_settings
+from poold.shipped import shipped_files, shipped_path
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="POOLD_CONFIG",
@@ -52,4 +56,22 @@ def current(config_path: str | None) -> None:
     click.echo(f"{now or 'empty'} ({'current' if now == head else f'needs {head}'})")
 
 
-COMMANDS = [serve, db]
+@click.command()
+@click.argument("name", required=False)
+@click.pass_context
+def shipped(ctx: click.Context, name: str | None) -> None:
+    """List the files this poold ships, or print the one called NAME.
+
+    The default configs, the systemd units and the example jobs come inside the package:
+    `poold shipped config/poold.toml > /etc/poold/poold.toml` installs the daemon's config.
+    """
+    names = shipped_files()
+    if name is None:
+        emit_json(names) if ctx.obj["output"] == "json" else click.echo("\n".join(names))
+        return
+    if name not in names:
+        raise FileNotFoundError(f"no shipped file {name!r}; `poold shipped` lists them")
+    sys.stdout.buffer.write(shipped_path(*name.split("/")).read_bytes())
+
+
+COMMANDS = [shipped, serve, db]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -11,16 +9,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from poold.db import SchemaError
-
-# The migrations live beside the package in the source tree (``migrations/``).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+from poold.shipped import shipped_path
 
 
 def alembic_config(engine: Engine) -> Config:
-    if not (MIGRATIONS_DIR / "env.py").exists():
-        raise SchemaError(f"migrations not found at {MIGRATIONS_DIR}: install poold from its source tree")
+    try:
+        migrations = shipped_path("migrations", "env.py").parent
+    except FileNotFoundError as exc:
+        raise SchemaError(str(exc)) from None
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     return config
 

@@ -45,6 +45,41 @@ def test_inventory_table_for_people() -> None:
     assert "collector nvidia: ok" in result.stdout
 
 
+LAB_FIXTURE = """
+[node]
+hostname = "[bold]lab[/] :thumbs_up:"
+cpu_cores = 8
+memory_mib = 65536
+
+[xilinx]
+xrt_version = "2.16.204"
+
+[xilinx.defaults]
+vbnv = "xilinx_u250_gen3x16_xdma_shell_4_1"
+logic_uuid = "0xd8a3b4a2e1c34f0f9bd5ed3c2a1a4b7e"
+is_ready = true
+
+[[xilinx.devices]]
+bdf = "0000:ab:00.0"
+
+[[xilinx.devices]]
+bdf = "0000:ac:00.1"
+is_ready = false
+"""
+
+
+def test_inventory_table_prints_what_the_node_reports_as_written(tmp_path: Path) -> None:
+    """Markup in a hostname and the emoji code :ab: in a bus id are not read as such."""
+    fixtures_or_skip("alveo-u250-2")  # the harness, with its fake xbutil
+    fixture = tmp_path / "lab.toml"
+    fixture.write_text(LAB_FIXTURE)
+    result = invoke("inventory", "--fake", str(fixture))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("[bold]lab[/] :thumbs_up:: 8 CPU cores")
+    assert "│ 0000:ab:00.0 │" in result.stdout and "\N{NEGATIVE SQUARED AB}" not in result.stdout
+    assert "unhealthy: XRT reports the card not ready" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("toml", "env", "expected"),
     [
