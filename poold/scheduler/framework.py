@@ -108,7 +108,8 @@ class CandidateFilter(Protocol):
 class Scorer(Protocol):
     """``raw`` is oriented so that higher is better. It is cached per node generation, so it
     must depend only on the request, the candidate's node and devices, and (for a scorer that
-    sets ``reads_mix = True``, rescored when the mix changes) the job mix."""
+    sets ``reads_mix = True``, rescored when the mix changes) the job mix. ``normalize`` may
+    be handed the engine's cached raw scores themselves: it must not write into them."""
 
     name: str
 
