@@ -183,20 +183,6 @@ def _index_by(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return order, ptr
 
 
-def _distinct_states(pool: ColumnarPool, devices: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """Positions in ``devices`` of the first device (lowest slot) of each run of devices in the
-    same group (``owner``) and the same state: MIG profile, free share, memory."""
-    columns = np.stack([
-        owner.astype(np.float64), pool.dev_profile[devices].astype(np.float64), pool.dev_free[devices],
-        pool.dev_mem_total[devices].astype(np.float64), pool.dev_mem_held[devices].astype(np.float64),
-        pool.dev_mem_outside[devices].astype(np.float64),
-    ])
-    order = np.lexsort((devices, *columns[::-1]))
-    ordered = columns[:, order]
-    first = np.concatenate([[True], (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)])
-    return np.sort(order[first])
-
-
 def _positions(index: tuple[np.ndarray, np.ndarray], nodes: np.ndarray) -> np.ndarray:
     order, ptr = index
     if len(nodes) == 1:
@@ -415,14 +401,9 @@ class Engine:
         entry.dev_code[positions] = dev_code
         feasible = positions[dev_code == _OK]
         if request.count == 1:
-            # Every feasible device is a candidate, but devices of one group in the same state
-            # are interchangeable: one of them (the lowest slot) is scored. Each group then
-            # keeps its best candidate (_finish).
+            # Every feasible device is a candidate; each group then keeps its best (_finish).
             owner = entry.unit_of_position[feasible]
             devices = entry.static.devices[feasible]
-            if len(devices) > 1:
-                keep = _distinct_states(self.pool, devices, owner)
-                owner, devices = owner[keep], devices[keep]
             self._finish(request, entry, owner, generate.single_devices(request, ctx, devices, entry.speeds))
             return
         owner = entry.unit_of_position[feasible]
