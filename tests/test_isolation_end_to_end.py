@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def test_a_job_without_user_runs_as_the_default_user(site):
     assert job["isolation"] == level
     started = next(e for e in job["events"] if e["kind"] == "job.started")
     assert f"isolation {level}" in started["message"]
+    shown = subprocess.run([sys.executable, "-m", "poold", "--url", client.url, "job", str(job_id)],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert f"isolation: {level}" in shown.stdout.splitlines()
 
 
 def test_a_job_over_its_host_memory_fails_saying_so(site):
@@ -135,6 +139,9 @@ def test_the_next_job_never_sees_the_last_ones_marker(site):
     first = submit(client, f'name = "leaves"\nuser = "root"\ncommand = ["sh", "-c", {json.dumps(write)}]\n'
                            '[resources]\ncount = 2\n[[resources.accept]]\nmodel = "L4"\n')
     assert ended(client, first)["state"] == "succeeded"
+    # The scrub takes a second here: meanwhile both GPUs say so, and take no job.
+    scrubbing = wait_for(lambda: [d["scrubbing"] for d in client.devices("l4") if d["scrubbing"]], timeout_s=10)
+    assert [entry["job_id"] for entry in scrubbing] == [first, first]
     read = f'for uuid in $(echo $CUDA_VISIBLE_DEVICES | tr , " "); do ls -A {fake_state}/memory/$uuid; done; echo read'
     second = submit(client, f'name = "looks"\nuser = "root"\ncommand = ["sh", "-c", {json.dumps(read)}]\n'
                             '[resources]\ncount = 2\n[[resources.accept]]\nmodel = "L4"\n')

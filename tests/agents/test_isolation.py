@@ -160,3 +160,16 @@ def test_a_cgroup_that_cannot_be_made_leaves_the_job_at_env(tmp_path: Path) -> N
     event = started(runner, 1)
     assert event.isolation == "env" and event.message.startswith("no cgroup: ")
     assert str(tmp_path / "cpu" / "poold" / "job-1") in event.message
+
+
+def test_a_command_that_cannot_join_its_cgroup_does_not_run(tmp_path: Path) -> None:
+    """Between fork and exec the command joins its cgroup; if it cannot, it never runs, and
+    the reason is the launch error (what the job's log and event say)."""
+    from agents.shim import LaunchError, launch
+
+    spec = {"command": ["sh", "-c", f"touch {tmp_path / 'ran'}"], "env": {"PATH": os.environ["PATH"]},
+            "workdir": str(tmp_path), "cgroup_procs": [str(tmp_path / "gone" / "cgroup.procs")], "run_as": None}
+    with open(tmp_path / "output.log", "ab") as log, pytest.raises(LaunchError) as failed:
+        launch(spec, tmp_path, log)
+    assert str(failed.value) == f"cannot join the job's cgroup ({tmp_path / 'gone' / 'cgroup.procs'}): No such file or directory"
+    assert not (tmp_path / "ran").exists()
