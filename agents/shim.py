@@ -7,9 +7,10 @@ stderr appended to ``output.log``; waits for it; writes ``exit.json`` atomically
 until the last of the command's descendants is gone. Between fork and exec the command
 joins the job's cgroup (``cgroup_procs``) and becomes its user (``run_as``: groups, then
 group, then user), so none of its processes ever runs elsewhere or as root by mistake; the
-shim stays outside the cgroup, so a job killed whole never takes its shim along. Because the shim, not the agent, is the command's parent, the job and its exit
-status outlive an agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the agent signals
-the whole group) so that it can record how the command ended; only SIGKILL stops it.
+shim stays outside the cgroup, so a job killed whole never takes its shim along. Because
+the shim, not the agent, is the command's parent, the job and its exit status outlive an
+agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the agent signals the whole group)
+so that it can record how the command ended; only SIGKILL stops it.
 
 This module uses the standard library and psutil only: it starts once per job, so it must
 start fast. ``agents.state`` reuses its two file helpers, and the runner its functions that

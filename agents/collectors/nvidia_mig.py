@@ -79,7 +79,7 @@ def processes(query: NvmlQuery, handle: Any) -> list[dict[str, Any]] | None:
 def mig_device_files(dev_root: str | None, parent: DeviceRecord, gi: int | None, ci: int | None) -> list[str]:
     """A slice's device files: its GPU's, and the capability files of its GPU instance and
     compute instance (``/dev/nvidia-caps/nvidia-cap<N>``, their minors read from
-    ``/proc/driver/nvidia-caps/mig-minors``: ``gpu0/gi3/access 30``). None when either
+    ``/proc/driver/nvidia-caps/mig-minors``: ``gpu0/gi3/access 30``). None at all when either
     capability is not found: a job holding fewer files than its slice needs could not use it."""
     minor, gpu_files = parent.attributes.get("minor"), parent.attributes.get("device_files") or []
     if dev_root is None or minor is None or gi is None or ci is None or not gpu_files:
