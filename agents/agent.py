@@ -37,8 +37,11 @@ from agents import __version__, identity
 from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
 from agents.config import AgentSettings
 from agents.inventory import Inventory
+from agents.isolation import Isolations
 from agents.runner import Runner
+from agents.scrub import Scrubber
 from agents.state import RefusalJournal
+from agents.users import UserPolicy
 from poold_common.sdnotify import notify as sd_notify
 from poold_wire.messages import PROTOCOL_VERSION, HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest
 from poold_wire.records import HostRecord
@@ -82,7 +85,9 @@ class Agent:
         self.close = close  # releases the collectors (NVML) when the loop ends
         self.backoff = backoff or Backoff(base_s=min(1.0, settings.poll_interval_s), cap_s=settings.retry_max_s)
         self.runner = Runner(settings.state_dir, self.node, kill_grace_s=settings.kill_grace_s,
-                             kill_untagged=settings.fake is None)
+                             kill_untagged=settings.fake is None, users=UserPolicy.from_settings(settings),
+                             isolation=Isolations.from_settings(settings),
+                             scrubber=Scrubber(settings.scrub, settings.scrub_timeout_s))
         self.refusals = RefusalJournal(settings.state_dir)
         self.machine_id = identity.machine_id(settings.state_dir, settings.machine_id)
         self.heartbeat_interval_s = settings.heartbeat_interval_s
@@ -124,6 +129,7 @@ class Agent:
                 watcher.stop()
             if self.close is not None:
                 self.close()
+            self.runner.isolation.close()
             self.client.close()
             log.info("agent %s stopped; %d job(s) left running", self.node, len(self.runner.running_ids()))
 
@@ -252,7 +258,8 @@ class Agent:
         self._next_poll = now + self.settings.poll_interval_s
         for assignment in answer.start:
             if not self.runner.known(assignment.job_id):  # listed until its started event lands
-                self.runner.start(assignment)
+                inventory = self.inventory or self.fresh_inventory()
+                self.runner.start(assignment, {device.uuid: device for device in inventory.devices})
         for job_id in answer.cancel:
             if self.runner.cancel(job_id):
                 log.info("job %d: cancel requested by the daemon", job_id)
@@ -353,10 +360,12 @@ def _bare_host() -> HostRecord:
 
 
 def build_agent(settings: AgentSettings, **kwargs: Any) -> Agent:
-    """An agent over the collectors of ``agents.inventory`` (the fixture of ``settings.fake``, if set)."""
+    """An agent over the collectors of ``agents.inventory`` (the fixture of ``settings.fake``, if
+    set, with its device files under ``state_dir/fake-devices``)."""
     from agents import inventory
 
-    collectors = inventory.load_collectors(fake=settings.fake, enabled=settings.collectors)
+    fake_root = settings.state_dir / "fake-devices" if settings.fake is not None else None
+    collectors = inventory.load_collectors(fake=settings.fake, enabled=settings.collectors, fake_root=fake_root)
     return Agent(
         settings,
         inventory_source=lambda: inventory.collect(collectors),

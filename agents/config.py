@@ -10,14 +10,30 @@ names the key path, exactly as the daemon's settings do (both go through
 from __future__ import annotations
 
 import socket
+import string
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from agents.scrub import PLACEHOLDERS
 from poold_common.config import load_model
 from poold_wire.messages import NODE_NAME_PATTERN
 
 ENV_PREFIX = "POOLD_AGENT_"
+
+
+def _placeholders(argv: list[str]) -> list[str]:
+    for position, arg in enumerate(argv):
+        for _, name, _, _ in string.Formatter().parse(arg):
+            if name is not None and name not in PLACEHOLDERS:
+                known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                raise ValueError(f"argument {position}: unknown placeholder {{{name}}} (known: {known})")
+    return argv
+
+
+ScrubCommand = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1), AfterValidator(_placeholders)]
+"""The argv that scrubs one device, with placeholders naming it (``agents.scrub``)."""
 
 
 def default_node_name() -> str:
@@ -52,12 +68,44 @@ class AgentSettings(BaseModel):
     )
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
 
+    # ---- who jobs run as, and what holds them (agents.users, agents.isolation) ----------
+    allow_root: bool = Field(default=False, description="whether a job may run as root (uid 0)")
+    default_user: str = Field(
+        default="nobody", min_length=1, max_length=64, description="Unix user of jobs that name none (when the agent is root)"
+    )
+    allowed_users: list[str] | None = Field(
+        default=None, description="users a job may name; None: any user of the node but root (default_user always)"
+    )
+    job_groups: list[str] = Field(default_factory=list, description="supplementary groups every job gets (video, render)")
+    isolation: Literal["auto", "env"] = Field(
+        default="auto", description="auto: a cgroup per job (and device control) where the kernel allows; env: variables only"
+    )
+    cgroup_parent: str = Field(
+        default="poold", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100,
+        description="the cgroup (under each hierarchy's root) that holds the jobs' cgroups, job-<id>",
+    )
+    shared_device_files: list[str] = Field(
+        default_factory=list, description="device files (globs) every job may open besides its own devices' and the standard ones"
+    )
+    scrub: dict[str, ScrubCommand] = Field(
+        default_factory=dict,
+        description="device class (nvidia, nvidia-mig, amd, huawei, xilinx, intel) -> the command that scrubs one device",
+    )
+    scrub_timeout_s: float = Field(default=600.0, gt=0, le=86400, description="a scrub that runs longer has failed")
+
     @field_validator("server_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {url!r}")
         return url.rstrip("/")
+
+    @field_validator("default_user")
+    @classmethod
+    def _root_needs_allow_root(cls, user: str, info: ValidationInfo) -> str:
+        if user == "root" and not info.data.get("allow_root"):
+            raise ValueError("root needs allow_root = true")
+        return user
 
 
 def load_agent_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> AgentSettings:

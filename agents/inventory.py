@@ -19,6 +19,8 @@ With ``fake`` (a fixture name such as ``"hgx-h100-mig"`` or a fixture file's pat
 collectors run over the harness in :mod:`agents.fake`: the NVIDIA collector gets a
 :class:`~agents.fake.FakeNvml`, the vendor plugins the fake executables, the host
 collector the fixture's node. Plugins the fixture has no devices for report ``absent``.
+With ``fake_root`` too, the harness makes the node's device files there and the collectors
+name those (``attributes["device_files"]``); without it, fake devices name none.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import socket
 from collections.abc import Iterable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -60,7 +63,7 @@ class Inventory(BaseModel):
     )
 
 
-def _plugins(enabled: set[str] | None, fixture: "Fixture | None") -> list[Collector]:
+def _plugins(enabled: set[str] | None, fixture: "Fixture | None", dev_root: str | None) -> list[Collector]:
     collectors: list[Collector] = []
     seen: set[str] = set()
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -78,7 +81,7 @@ def _plugins(enabled: set[str] | None, fixture: "Fixture | None") -> list[Collec
         if fixture is not None:
             from agents.fake import plugin_kwargs
 
-            found = plugin_kwargs(entry.name, fixture)
+            found = plugin_kwargs(entry.name, fixture, dev_root)
             if found is None:
                 collectors.append(UnavailableCollector(entry.name, f"absent: fake node {fixture.name} has no "
                                                                    f"{entry.name} devices"))
@@ -98,27 +101,31 @@ def _plugins(enabled: set[str] | None, fixture: "Fixture | None") -> list[Collec
     return collectors
 
 
-def load_collectors(fake: str | os.PathLike[str] | None = None, enabled: list[str] | None = None) -> list[Collector]:
-    """The collectors of this node (or of fake node ``fake``), host first.
+def load_collectors(fake: str | os.PathLike[str] | None = None, enabled: list[str] | None = None,
+                    fake_root: str | os.PathLike[str] | None = None) -> list[Collector]:
+    """The collectors of this node (or of fake node ``fake``, its device files under ``fake_root``), host first.
 
     ``enabled``: names to keep (``host``, ``nvidia``, and plugin names such as
     ``ascend``); None keeps all. An unknown name is reported as an ``error`` collector.
     """
     fixture = None
+    dev_root: str | None = "/"
     if fake is not None:
-        from agents.fake import FakeNvml, load_fixture
+        from agents.fake import FakeNvml, load_fixture, make_device_files
 
         fixture = load_fixture(fake)
+        made = make_device_files(fixture, Path(fake_root)) if fake_root is not None else None
+        dev_root = str(made) if made is not None else None
     wanted = set(enabled) if enabled is not None else None
     collectors: list[Collector] = [HostCollector(fixture.node if fixture else None,
                                                  sysfs_root=None if fixture else "/sys")]
     if wanted is None or "nvidia" in wanted:
         if fixture is not None:
-            nvidia = NvidiaCollector(FakeNvml(fixture), sysfs_root=None)
+            nvidia = NvidiaCollector(FakeNvml(fixture), sysfs_root=None, dev_root=dev_root)
         else:
             nvidia = NvidiaCollector()
         collectors.append(nvidia)
-    collectors += _plugins(wanted, fixture)
+    collectors += _plugins(wanted, fixture, dev_root)
     if wanted is not None:
         known = {c.name for c in collectors}
         for name in sorted(wanted - known):

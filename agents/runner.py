@@ -7,7 +7,11 @@ job forward: it reaps ended jobs, enforces ``max_runtime_s``, escalates to SIGKI
 
 Outcome rules, decided once and written to ``state.json`` before the event is queued: an
 intent recorded by the agent (cancelled, timed_out) wins; otherwise exit 0 is succeeded, a
-non-zero exit or a signal is failed, and a shim gone without ``exit.json`` is lost.
+non-zero exit or a signal is failed, and a shim gone without ``exit.json`` is lost. A job
+whose cgroup's OOM killer struck says it exceeded its ``host_memory``.
+
+Who a job runs as is ``agents.users``'; what holds it, ``agents.isolation``'; the scrub of
+its devices after its end, ``agents.scrub``'s.
 """
 
 from __future__ import annotations
@@ -25,58 +29,23 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from agents.shim import carries_job, job_processes, signal_all
+from agents import leftovers
+from agents.cgroups import JobCgroup
+from agents.isolation import Isolations
+from agents.scrub import Scrubber
+from agents.job_env import default_workdir, job_env
+from agents.shim import job_processes, signal_all
 from agents.state import Intent, JobState, JobStore, Outbox, utcnow
-from poold_wire.messages import AssignedDevice, Assignment, JobEvent, event_message
+from agents.users import UserPolicy, UserRefused
+from poold_wire.messages import Assignment, DeviceScrub, JobEvent, event_message
+from poold_wire.records import DeviceRecord
 
 if TYPE_CHECKING:
     from agents.inventory import Inventory
 
 log = logging.getLogger(__name__)
 
-# Every variable that narrows which accelerators a process sees: a job gets only the ones
-# the agent sets for it, never one inherited from the agent's own environment.
-VISIBILITY_VARS = (
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_VISIBLE_DEVICES",
-    "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "POOLD_FPGA_DEVICES",
-)
-# Variables of the agent's service that must not leak into a job.
-SERVICE_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 SHIM_STUCK_S = 5.0  # after SIGKILL of the job's processes, the shim must record the exit by then
-
-
-def visibility_env(devices: list[AssignedDevice]) -> dict[str, str]:
-    """The variables that show a job its devices and nothing else.
-
-    NVIDIA GPUs and MIG slices by uuid (``CUDA_VISIBLE_DEVICES=""`` hides every GPU), Ascend
-    NPUs by index in ascending order, AMD GPUs by uuid (or index), FPGAs by PCI bus id.
-    """
-    nvidia = [d.uuid for d in devices if d.vendor == "nvidia"]
-    npus = sorted((d.index for d in devices if d.kind == "npu" and d.index is not None))
-    amd = [d.uuid if d.uuid.startswith("GPU-") or d.index is None else str(d.index)
-           for d in devices if d.vendor == "amd" and d.kind == "gpu"]
-    fpgas = [d.bus_id or d.uuid for d in devices if d.kind == "fpga"]
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(nvidia)}
-    if npus:
-        env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(str(index) for index in npus)
-    if amd:
-        env["ROCR_VISIBLE_DEVICES"] = ",".join(amd)
-    if fpgas:
-        env["POOLD_FPGA_DEVICES"] = ",".join(fpgas)
-    return env
-
-
-def job_env(assignment: Assignment, node: str, base: Mapping[str, str]) -> dict[str, str]:
-    """The agent's environment without its service and visibility variables, then the job's
-    own env, then what the agent sets (which the job cannot override)."""
-    env = {key: value for key, value in base.items()
-           if key not in VISIBILITY_VARS and key not in SERVICE_VARS and not key.startswith(("POOLD_AGENT_", "POOLD_JOB_"))}
-    env.update(assignment.env)
-    for key in VISIBILITY_VARS:
-        env.pop(key, None)
-    env.update(visibility_env(assignment.devices))
-    env.update(POOLD_JOB_ID=str(assignment.job_id), POOLD_JOB_NAME=assignment.name, POOLD_NODE=node)
-    return env
 
 
 class Runner:
@@ -84,7 +53,10 @@ class Runner:
 
     ``kill_untagged`` allows killing a leftover process on a job's device that does not carry
     the job's id, when no other running job shares the device; the agent turns it off under
-    the fake-device harness, whose process lists are made up.
+    the fake-device harness, whose process lists are made up. ``users`` says who jobs run as
+    (by default ``nobody`` unless they name a user, never root), ``isolation`` what holds
+    them (by default their environment alone), ``scrubber`` how their devices are scrubbed
+    (by default not at all).
     """
 
     def __init__(
@@ -97,6 +69,9 @@ class Runner:
         base_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         launch_timeout_s: float = 5.0,
+        users: UserPolicy | None = None,
+        isolation: Isolations | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.store = JobStore(state_dir)
         self.outbox = outbox or Outbox(state_dir)
@@ -106,6 +81,9 @@ class Runner:
         self.base_env = os.environ if base_env is None else base_env
         self.python = python
         self.launch_timeout_s = launch_timeout_s
+        self.users = users or UserPolicy()
+        self.isolation = isolation or Isolations()
+        self.scrubber = scrubber or Scrubber()
         self.jobs: dict[int, JobState] = {state.job_id: state for state in self.store.load_all()}
         self._shims: dict[int, subprocess.Popen] = {}  # only the shims this Runner started
         self._victims: dict[int, dict[int, psutil.Process]] = {}  # who got SIGTERM, for SIGKILL
@@ -129,14 +107,32 @@ class Runner:
 
     # ---- commands -----------------------------------------------------------------------
 
-    def start(self, assignment: Assignment) -> bool:
-        """Start a job under its shim; False when this node already has (or had) the job."""
+    def start(self, assignment: Assignment, devices: Mapping[str, DeviceRecord] | None = None) -> bool:
+        """Start a job under its shim; False when this node already has (or had) the job, or
+        one of its devices is still being scrubbed (it is listed again at the next poll).
+        ``devices``: the latest inventory's records by uuid, whose device files the job may open."""
         if assignment.job_id in self.jobs:
             return False
+        if busy := self.scrubbing() & {device.uuid for device in assignment.devices}:
+            log.debug("job %d waits: %s still being scrubbed", assignment.job_id, ", ".join(sorted(busy)))
+            return False
         state = JobState(assignment=assignment, node=self.node)
-        spec = {"command": assignment.command, "env": job_env(assignment, self.node, self.base_env),
-                "workdir": assignment.workdir, "user": assignment.user}
-        job_dir = self.store.create(state, spec)
+        job_dir = self.store.dir(state.job_id)
+        try:
+            run_as = self.users.resolve(assignment.user)
+        except UserRefused as refusal:
+            self.store.create(state, spec={})
+            self.jobs[state.job_id] = state
+            self._refuse(state, str(refusal))
+            return True
+        confinement = self.isolation.confine(assignment, devices or {})
+        state.isolation, state.isolation_note = confinement.level, confinement.note
+        state.cgroup = [str(d) for d in confinement.cgroup.dirs] if confinement.cgroup else []
+        spec = {"command": assignment.command, "env": job_env(assignment, self.node, self.base_env, run_as),
+                "workdir": assignment.workdir or default_workdir(run_as, job_dir),
+                "run_as": run_as.spec() if run_as else None,
+                "cgroup_procs": confinement.cgroup.procs_files if confinement.cgroup else []}
+        self.store.create(state, spec)
         self.jobs[state.job_id] = state
         try:
             with open(job_dir / "shim.log", "ab") as shim_log:
@@ -158,8 +154,19 @@ class Runner:
                 break
             time.sleep(0.005)
         self._queue_started(state)
-        log.info("job %d started under shim %d: %s", state.job_id, shim.pid, assignment.command)
+        log.info("job %d started under shim %d (%s): %s", state.job_id, shim.pid, state.isolation, assignment.command)
         return True
+
+    def _refuse(self, state: JobState, reason: str) -> None:
+        """End a job that may not start here ``failed``, saying why at the top of its log too."""
+        with open(self.store.log_path(state.job_id), "ab") as output:
+            output.write(f"poold: cannot start the job: {reason}\n".encode())
+        self._end(state, {"exit_code": None, "error": reason, "ended_at": utcnow().isoformat()}, None)
+
+    def scrubbing(self) -> set[str]:
+        """Devices whose scrub after an ended job has not finished."""
+        return {uuid for state in self.jobs.values() if state.outcome is not None and not state.scrubbed_queued
+                for uuid in state.scrubbing if uuid not in state.scrubbed}
 
     def cancel(self, job_id: int, reason: str = "cancelled by the daemon") -> bool:
         """Kill a running job (outcome cancelled); False when it has already ended or is being killed.
@@ -188,6 +195,8 @@ class Runner:
                 self._poll_running(state, inventory_source)
             elif not state.ended_queued:
                 self._queue_ended(state)  # outcome decided just before a restart
+            if state.ended_queued and state.scrubbing and not state.scrubbed_queued:
+                self._scrub(state)
 
     def prune(self, retention_s: float, keep: set[int]) -> list[int]:
         """Forget finished jobs that ended more than ``retention_s`` ago, except ``keep``."""
@@ -262,7 +271,8 @@ class Runner:
         if child is None:
             return
         state.started_at = datetime.fromisoformat(child["started_at"])
-        self.outbox.put(JobEvent(job_id=state.job_id, kind="started", at=state.started_at, pid=child["pid"]))
+        self.outbox.put(JobEvent(job_id=state.job_id, kind="started", at=state.started_at, pid=child["pid"],
+                                 isolation=state.isolation, message=event_message(state.isolation_note)))
         state.started_queued = True
         self.save(state)
 
@@ -279,8 +289,9 @@ class Runner:
             return
         assert state.shim_pid is not None
         now = utcnow()
+        cgroup = JobCgroup([Path(d) for d in state.cgroup])
         if state.term_sent_at is None:
-            victims = job_processes(state.shim_pid)
+            victims = {**job_processes(state.shim_pid), **cgroup.processes()}
             self._victims[state.job_id] = victims
             try:
                 os.killpg(state.shim_pid, signal.SIGTERM)  # the shim's handler ignores it
@@ -292,7 +303,7 @@ class Runner:
             state.term_sent_at = now
             self.save(state)
         elif state.kill_sent_at is None and (now - state.term_sent_at).total_seconds() >= self.kill_grace_s:
-            victims = {**self._victims.pop(state.job_id, {}), **job_processes(state.shim_pid)}
+            victims = {**self._victims.pop(state.job_id, {}), **job_processes(state.shim_pid), **cgroup.processes()}
             victims.pop(state.shim_pid, None)  # the shim must live to write exit.json
             killed = signal_all(victims, signal.SIGKILL)
             log.info("job %d: SIGKILL after %gs: %s", state.job_id, self.kill_grace_s, ", ".join(killed) or "none left")
@@ -320,6 +331,10 @@ class Runner:
             state.outcome = state.intent or ("succeeded" if state.exit_code == 0 else "failed")
             sig = exit_info.get("signal")
             detail = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {state.exit_code}"
+        if ooms := JobCgroup([Path(d) for d in state.cgroup]).oom_kills():
+            limit = state.assignment.host_memory_mib
+            why = f"exceeded its host_memory of {limit} MiB" if limit > 0 else "the node ran out of memory"
+            detail = f"{why}: the kernel's OOM killer stopped {ooms} of its processes; {detail}"
         state.ended_at = datetime.fromisoformat(exit_info["ended_at"]) if exit_info else utcnow()
         state.message = "; ".join(filter(None, [state.intent_reason, detail, state.leftovers]))
         self.save(state)
@@ -327,63 +342,51 @@ class Runner:
         cleaned = self._clean_up(state, inventory_source)
         if cleaned:
             state.message = f"{state.message}; {cleaned}"
+        if state.started_at is not None:  # a job that never ran left nothing on its devices
+            in_use = self._devices_in_use(state.job_id)
+            state.scrubbing = [d.uuid for d in state.assignment.devices
+                               if d.uuid not in in_use and self.scrubber.command(d, state.job_id) is not None]
         log.info("job %d ended: %s (%s)", state.job_id, state.outcome, state.message)
         self._queue_ended(state)
 
     def _queue_ended(self, state: JobState) -> None:
         assert state.outcome is not None and state.ended_at is not None
         self.outbox.put(JobEvent(job_id=state.job_id, kind="ended", at=state.ended_at, exit_code=state.exit_code,
-                                 outcome=state.outcome, message=event_message(state.message)))
+                                 outcome=state.outcome, message=event_message(state.message), scrubbing=state.scrubbing))
         state.ended_queued = True
+        self.save(state)
+
+    def _scrub(self, state: JobState) -> None:
+        """Move the scrub of the job's devices on; once all are done, queue ``scrubbed``."""
+        pending = [uuid for uuid in state.scrubbing if uuid not in state.scrubbed]
+        done = self.scrubber.advance(state.job_id, state.assignment.devices, pending, self.store.dir(state.job_id))
+        if not done:
+            return
+        state.scrubbed.update(done)
+        for uuid, error in done.items():
+            log.log(logging.WARNING if error else logging.INFO, "job %d: %s %s", state.job_id, uuid,
+                    f"scrub failed: {error}" if error else "scrubbed")
+        if len(state.scrubbed) == len(state.scrubbing):
+            self.outbox.put(JobEvent(job_id=state.job_id, kind="scrubbed", at=utcnow(), scrubbed=[
+                DeviceScrub(uuid=uuid, error=event_message(state.scrubbed[uuid])) for uuid in state.scrubbing]))
+            state.scrubbed_queued = True
         self.save(state)
 
     # ---- leftovers ----------------------------------------------------------------------
 
     def _clean_up(self, state: JobState, inventory_source: Callable[[], Inventory] | None) -> str:
         """Kill what the job left behind outside the shim's care; a sentence for the ended event, or ''."""
-        parts = []
-        if state.shim_pid is not None:
-            # Orphans of a shim that died early: members of its old group or session. The
-            # environment check guards against the group id having been reused since.
-            stragglers = {pid: proc for pid, proc in job_processes(state.shim_pid).items()
-                          if pid not in self._protected and carries_job(proc, state.job_id)}
-            if killed := signal_all(stragglers, signal.SIGKILL):
-                parts.append("killed leftover processes of the job: " + ", ".join(killed))
+        parts = leftovers.kill_leftovers(state, self._protected)
         if state.assignment.devices and inventory_source is not None:
-            parts.extend(self._clean_devices(state, inventory_source))
+            taken_at = time.time()
+            try:
+                inventory = inventory_source()
+            except Exception as exc:  # a failing collector must not stop the job from being reported
+                log.warning("job %d: no inventory for the device clean-up: %s", state.job_id, exc)
+            else:
+                parts += leftovers.kill_on_devices(state, inventory, taken_at, self._devices_in_use(state.job_id),
+                                                   self._protected, self.kill_untagged)
         return "; ".join(parts)
 
-    def _clean_devices(self, state: JobState, inventory_source: Callable[[], Inventory]) -> list[str]:
-        """Kill processes on the job's devices that carry its id, or any, if no running job shares the device."""
-        taken_at = time.time()
-        try:
-            inventory = inventory_source()
-        except Exception as exc:  # a failing collector must not stop the job from being reported
-            log.warning("job %d: no inventory for the device clean-up: %s", state.job_id, exc)
-            return []
-        mine = {d.uuid for d in state.assignment.devices} | {d.parent_uuid for d in state.assignment.devices if d.parent_uuid}
-        others: set[str] = set()
-        for other in self.jobs.values():
-            if other.outcome is None and other.job_id != state.job_id:
-                others |= {d.uuid for d in other.assignment.devices} | {d.parent_uuid for d in other.assignment.devices if d.parent_uuid}
-        parts = []
-        for device in inventory.devices:
-            if device.uuid not in mine:
-                continue
-            shared = device.uuid in others or (device.parent_uuid in others if device.parent_uuid else False)
-            victims: dict[int, psutil.Process] = {}
-            for entry in device.attributes.get("processes") or []:
-                pid = entry.get("pid") if isinstance(entry, dict) else None
-                if not isinstance(pid, int) or pid in self._protected:
-                    continue
-                try:
-                    proc = psutil.Process(pid)
-                    if proc.create_time() > taken_at:
-                        continue  # started after the inventory was taken: not the one it listed
-                except psutil.Error:
-                    continue
-                if carries_job(proc, state.job_id) or (self.kill_untagged and not shared):
-                    victims[pid] = proc
-            if killed := signal_all(victims, signal.SIGKILL):
-                parts.append(f"killed leftover processes on {device.uuid}: " + ", ".join(killed))
-        return parts
+    def _devices_in_use(self, but: int) -> set[str]:
+        return leftovers.devices_in_use(self.jobs.values(), but)

@@ -2,11 +2,15 @@
 
 ``python -m agents.shim JOB_DIR`` (as conmon or containerd-shim do for containers) starts a
 new session, so the job has its own process group (group id = the shim's pid) and no
-terminal; runs ``spec.json``'s command in that group, as its user, with its env and workdir,
-stdout and stderr appended to ``output.log``; waits for it; writes ``exit.json`` atomically;
-and stays until the last of the command's descendants is gone. Because the shim, not the agent, is the command's parent, the job and its exit
-status outlive an agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the agent signals
-the whole group) so that it can record how the command ended; only SIGKILL stops it.
+terminal; runs ``spec.json``'s command in that group, with its env and workdir, stdout and
+stderr appended to ``output.log``; waits for it; writes ``exit.json`` atomically; and stays
+until the last of the command's descendants is gone. Between fork and exec the command
+joins the job's cgroup (``cgroup_procs``) and becomes its user (``run_as``: groups, then
+group, then user), so none of its processes ever runs elsewhere or as root by mistake; the
+shim stays outside the cgroup, so a job killed whole never takes its shim along. Because
+the shim, not the agent, is the command's parent, the job and its exit status outlive an
+agent restart. The shim ignores SIGTERM/SIGINT/SIGHUP (the agent signals the whole group)
+so that it can record how the command ended; only SIGKILL stops it.
 
 This module uses the standard library and psutil only: it starts once per job, so it must
 start fast. ``agents.state`` reuses its two file helpers, and the runner its functions that
@@ -18,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -74,29 +77,21 @@ def _become_subreaper() -> None:
 
 def launch(spec: dict[str, Any], job_dir: Path, log) -> subprocess.Popen:
     """Start the command in the shim's process group; raise LaunchError with a clear reason."""
-    env = dict(spec["env"])
-    user, workdir = spec.get("user"), spec.get("workdir")
-    switch: dict[str, Any] = {}
-    if user:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise LaunchError(f"unknown user {user!r} on this node") from None
-        if entry.pw_uid != os.geteuid():
-            if os.geteuid() != 0:
-                raise LaunchError(f"cannot run as user {user!r}: the agent is not running as root")
-            switch = {"user": entry.pw_uid, "group": entry.pw_gid,
-                      "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
-        env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-        workdir = workdir or entry.pw_dir
-    workdir = workdir or str(job_dir)
+    workdir = spec.get("workdir") or str(job_dir)
     if not os.path.isdir(workdir):
         raise LaunchError(f"workdir {workdir} does not exist on this node")
+    run_as, procs = spec.get("run_as"), spec.get("cgroup_procs") or []
+    report_r, report_w = os.pipe()  # the child says here why it could not get ready to exec
     try:
         return subprocess.Popen(
             spec["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=workdir, env=env, close_fds=True, **switch,
+            cwd=workdir, env=spec["env"], close_fds=True,
+            preexec_fn=_enter(procs, run_as, report_w) if procs or run_as else None,
         )
+    except subprocess.SubprocessError:
+        os.close(report_w)
+        report_w = -1
+        raise LaunchError(os.read(report_r, 4096).decode(errors="replace") or "the job could not be prepared") from None
     except FileNotFoundError:
         raise LaunchError(f"command not found: {spec['command'][0]}") from None
     except PermissionError as exc:
@@ -105,6 +100,36 @@ def launch(spec: dict[str, Any], job_dir: Path, log) -> subprocess.Popen:
         raise LaunchError(f"cannot execute {spec['command'][0]}: {exc.strerror}") from None
     except OSError as exc:
         raise LaunchError(f"cannot start {spec['command'][0]}: {exc}") from None
+    finally:
+        os.close(report_r)
+        if report_w >= 0:
+            os.close(report_w)
+
+
+def _enter(cgroup_procs: list[str], run_as: dict[str, Any] | None, report: int):
+    """What the child does between fork and exec: join the cgroup, then drop to the job's user."""
+
+    def enter() -> None:
+        step = "join the job's cgroup"
+        try:
+            pid = str(os.getpid()).encode()
+            for path in cgroup_procs:
+                step = f"join the job's cgroup ({path})"
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            if run_as:
+                step = f"become user {run_as['name']}"
+                os.setgroups(run_as["groups"])
+                os.setgid(run_as["gid"])
+                os.setuid(run_as["uid"])
+        except OSError as exc:
+            os.write(report, f"cannot {step}: {exc.strerror}".encode())
+            raise
+
+    return enter
 
 
 def supervise(child: int, exit_path: Path) -> None:

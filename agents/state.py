@@ -8,6 +8,7 @@ Layout under ``state_dir``::
     jobs/<id>/child.json   the command's pid, once it is started                      shim
     jobs/<id>/exit.json    how the command ended                                      shim
     jobs/<id>/output.log   the command's stdout and stderr                            job
+    jobs/<id>/scrub-N.log  what the scrub of its N-th device printed                  agent
     outbox/<seq>.json      job events not yet answered by the daemon, sent in order   agent
     refused.jsonl          reports the daemon refused for good, one JSON line each    agent
 
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.shim import atomic_write_json, read_json
-from poold_wire.messages import Assignment, JobEvent, Outcome
+from poold_wire.messages import Assignment, Isolation, JobEvent, Outcome
 
 Intent = Literal["cancelled", "timed_out"]
 
@@ -60,6 +61,12 @@ class JobState(BaseModel):
     ended_queued: bool = Field(default=False, description="the ended event is in the outbox (or was sent)")
     log_offset: int = Field(default=0, ge=0, description="bytes of output.log the daemon has")
     log_done: bool = False
+    isolation: Isolation | None = Field(default=None, description="what held the job (agents.isolation)")
+    isolation_note: str | None = Field(default=None, description="why it got less than the node offers")
+    cgroup: list[str] = Field(default_factory=list, description="its cgroup's directories (agents.cgroups.JobCgroup)")
+    scrubbing: list[str] = Field(default_factory=list, description="devices scrubbed after its end (agents.scrub)")
+    scrubbed: dict[str, str | None] = Field(default_factory=dict, description="device -> None (scrubbed) or why not")
+    scrubbed_queued: bool = Field(default=False, description="the scrubbed event is in the outbox (or was sent)")
 
     @property
     def job_id(self) -> int:
@@ -67,8 +74,9 @@ class JobState(BaseModel):
 
     @property
     def finished(self) -> bool:
-        """Ended, reported, and its whole log shipped: nothing left to do but keep the dir a while."""
-        return self.outcome is not None and self.ended_queued and self.log_done
+        """Ended, reported, scrubbed, and its whole log shipped: nothing left to do but keep the dir a while."""
+        scrubbed = not self.scrubbing or self.scrubbed_queued
+        return self.outcome is not None and self.ended_queued and self.log_done and scrubbed
 
 
 class JobStore:

@@ -9,6 +9,7 @@ unless ``keep`` is set.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -134,6 +135,11 @@ def _start(pool: DemoPool, env: dict[str, str], log_dir: Path, say: Callable[[st
     # an XID into a running demo (with --keep), as on a real GPU.
     agent_env = {key: value for key, value in env.items() if not key.startswith("POOLD_")}
     agent_env["POOLD_FAKE_STATE"] = str(workdir / "fake")
+    # The examples' jobs run as whoever runs the demo (a root demo's agents would otherwise
+    # run them as nobody, who may not reach the demo's Python), held by their environment:
+    # the demo ends jobs after their agents, and no agent would be left to remove their cgroups.
+    agent_env.update(POOLD_AGENT_ALLOW_ROOT="true", POOLD_AGENT_DEFAULT_USER=pwd.getpwuid(os.geteuid()).pw_name,
+                     POOLD_AGENT_ISOLATION="env")
     (workdir / "fake").mkdir(exist_ok=True)
     for node, fixture in SITE:
         command = [

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from poold_wire.bounds import INT32_MAX, Count32, Int32, JobId, Text, WireModel
-from poold_wire.records import DeviceRecord, HostRecord
+from poold_wire.records import DeviceRecord, DeviceUuid, HostRecord
 
 PROTOCOL_VERSION = 1
 """The agent <-> daemon protocol this code speaks. An agent that sends none speaks 1."""
@@ -23,6 +23,10 @@ NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MESSAGE_MAX = 2000  # characters of a job event's message
 
 Outcome = Literal["succeeded", "failed", "cancelled", "timed_out", "lost"]
+Isolation = Literal["env", "cgroup", "cgroup+devices"]
+"""What kept a job to what it was given: ``env`` the visibility variables alone; ``cgroup`` a
+cgroup of its own with its CPU and memory limits; ``cgroup+devices`` that, and only its own
+device files openable."""
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -66,16 +70,30 @@ class HeartbeatRequest(WireModel):
     machine_id: MachineId | None = Field(default=None, description="as at register; another machine's is refused")
 
 
+class DeviceScrub(WireModel):
+    """How the scrub of one device after a job went: ``error`` is None when it was scrubbed."""
+
+    uuid: DeviceUuid
+    error: Text | None = Field(default=None, max_length=MESSAGE_MAX)
+
+
 class JobEvent(WireModel):
-    """A fact about a job the agent runs. ``ended`` carries the one outcome the job will have."""
+    """A fact about a job the agent runs. ``ended`` carries the one outcome the job will have.
+
+    ``started`` says the isolation the job got; ``ended`` lists the devices the agent scrubs
+    before they may take another job (``scrubbing``), and ``scrubbed`` how each scrub went.
+    """
 
     job_id: JobId
-    kind: Literal["started", "ended"]
+    kind: Literal["started", "ended", "scrubbed"]
     at: UtcTime
     pid: Count32 | None = None
     exit_code: Int32 | None = None
     outcome: Outcome | None = None
     message: Text | None = Field(default=None, max_length=MESSAGE_MAX)
+    isolation: Isolation | None = None
+    scrubbing: list[DeviceUuid] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
+    scrubbed: list[DeviceScrub] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
 
 
 class JobEventsRequest(WireModel):
@@ -118,6 +136,8 @@ class Assignment(WireModel):
     user: str | None = None
     max_runtime_s: float | None = None
     devices: list[AssignedDevice] = Field(default_factory=list)
+    cpu_cores: float = Field(default=0.0, description="CPU cores booked for it: its cgroup's CPU limit (0: none)")
+    host_memory_mib: int = Field(default=0, description="host memory booked for it: its cgroup's memory limit (0: none)")
 
 
 class AssignmentsResponse(WireModel):

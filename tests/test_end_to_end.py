@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,15 +23,18 @@ import pytest
 
 from poold.client import PooldClient
 from poold.jobspec import parse_job_text
+from tests.agents.cgroup_support import fresh_parent
 from tests.live import LiveDaemon, wait_for
 
 
 class Agent:
-    def __init__(self, daemon: LiveDaemon, node: str, fixture: str, state_dir: Path, fake_state: Path):
+    def __init__(self, daemon: LiveDaemon, node: str, fixture: str, state_dir: Path, fake_state: Path,
+                 extra_env: dict[str, str] | None = None):
         self.args = [sys.executable, "-c", "from agents.cli import main; main()", "run", "--server", daemon.url,
                      "--node", node, "--fake", fixture, "--state-dir", str(state_dir)]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("POOLD_")}
         self.env.update({"POOLD_AGENT_POLL_INTERVAL_S": "0.2", "POOLD_AGENT_KILL_GRACE_S": "2", "POOLD_FAKE_STATE": str(fake_state)})
+        self.env.update(extra_env or {})
         state_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = state_dir.parent / f"agent-{node}.log"
         self.process: subprocess.Popen | None = None
@@ -54,16 +59,32 @@ class Agent:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def cgroup_parent():
+    """The agents' cgroups (where this machine gives jobs cgroups) go under a parent of this module's own."""
+    yield from fresh_parent()
+
+
+@pytest.fixture
+def scratch():
+    """A directory jobs can write into whoever they run as (the agents' default user, nobody, where they run as root)."""
+    path = Path(tempfile.mkdtemp(prefix="poold-e2e-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, cgroup_parent):
     root = tmp_path_factory.mktemp("site")
     daemon = LiveDaemon(root / "daemon")
     fake_state = root / "fake"
     fake_state.mkdir()
     agents: dict[str, Agent] = {}
     client = PooldClient(daemon.url)
+    env = {"POOLD_AGENT_CGROUP_PARENT": cgroup_parent}
     try:
-        agents["hgx"] = Agent(daemon, "hgx", "hgx-h100-mig", root / "agents" / "hgx", fake_state)
-        agents["l4"] = Agent(daemon, "l4", "l4-2", root / "agents" / "l4", fake_state)
+        agents["hgx"] = Agent(daemon, "hgx", "hgx-h100-mig", root / "agents" / "hgx", fake_state, env)
+        agents["l4"] = Agent(daemon, "l4", "l4-2", root / "agents" / "l4", fake_state, env)
         wait_for(lambda: {n["name"] for n in client.nodes() if n["state"] == "ready"} >= set(agents), timeout_s=30)
         yield daemon, agents, client, fake_state
     finally:
@@ -102,9 +123,9 @@ def test_cpu_only_job_runs_with_no_device_visible(site):
     assert wait_for(lambda: client.log(job_id).decode()).strip() == "CUDA=[]"
 
 
-def test_cancel_kills_the_whole_tree(site, tmp_path):
+def test_cancel_kills_the_whole_tree(site, scratch):
     _, _, client, _ = site
-    pids = tmp_path / "pids"
+    pids = scratch / "pids"
     # The job starts a grandchild in a new session (escaping the process group) and waits.
     command = f"echo $$ > {pids}; setsid sleep 300 & echo $! >> {pids}; wait"
     job_id = submit(client, f'name = "tree"\ncommand = ["sh", "-c", "{command}"]\n[resources]\nkind = "gpu"\n[[resources.accept]]\nmodel = "L4"\n')
@@ -117,9 +138,9 @@ def test_cancel_kills_the_whole_tree(site, tmp_path):
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree), timeout_s=10)
 
 
-def test_agent_killed_mid_job_loses_no_outcome(site, tmp_path):
+def test_agent_killed_mid_job_loses_no_outcome(site, scratch):
     _, agents, client, _ = site
-    go = tmp_path / "go"
+    go = scratch / "go"
     command = f"while [ ! -e {go} ]; do sleep 0.1; done; echo done; exit 7"
     job_id = submit(client, f'name = "survivor"\ncommand = ["sh", "-c", "{command}"]\n[resources]\nkind = "gpu"\n[[resources.accept]]\nmodel = "L4"\n')
     wait_for(lambda: client.job(job_id)["state"] == "running")

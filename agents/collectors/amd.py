@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from agents.collectors.base import CollectorResult, describe, log_once, normalize_bus_id
+from agents.collectors.base import CollectorResult, describe, log_once, normalize_bus_id, render_node_files
 from poold_wire.records import DeviceRecord
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ class AmdCollector:
 
     name = "amd"
 
-    def __init__(self, amdsmi: Any = None):
+    def __init__(self, amdsmi: Any = None, *, dev_root: str | None = "/"):
+        """``amdsmi``: the module or a fake (default: imported when first needed);
+        ``dev_root``: where ``/dev`` is (None: report no device files)."""
         self._module = amdsmi
+        self.dev_root = dev_root
         self._import_error: str | None = None
         self._initialized = False
 
@@ -104,7 +107,8 @@ class AmdCollector:
             utilization_pct=float(activity["gfx_activity"]) if isinstance(activity.get("gfx_activity"), (int, float))
             else None,
             numa_node=numa if isinstance(numa, int) and numa >= 0 else None,
-            attributes={"compute_units": asic.get("num_compute_units"), "pci_device_id": asic.get("device_id")},
+            attributes={"compute_units": asic.get("num_compute_units"), "pci_device_id": asic.get("device_id"),
+                        "device_files": render_node_files(self.dev_root, bus_id, "/dev/kfd")},
         )
 
     def close(self) -> None:

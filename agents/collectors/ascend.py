@@ -17,7 +17,7 @@ import logging
 import re
 from typing import Any
 
-from agents.collectors.base import log_once, normalize_bus_id, pci_numa_node
+from agents.collectors.base import device_files, log_once, normalize_bus_id, pci_numa_node
 from agents.collectors.tool import ToolCollector, ToolError, ToolOutputError
 from poold_wire.records import DeviceRecord
 
@@ -28,6 +28,14 @@ _PAIR = re.compile(r"(\d+)\s*/\s*(\d+)")
 _NO_PROCESSES = re.compile(r"No running processes found in NPU (\d+)")
 _MODEL = re.compile(r"^(\d{3}[A-Z]?)")
 HEALTHY_STATES = ("OK", "Warning")
+# Files every Ascend process opens besides its chip's own /dev/davinci<N>.
+ASCEND_SHARED_FILES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
+
+
+def npu_device_files(dev_root: str | None, index: int) -> list[str]:
+    """A chip's device files: ``/dev/davinci<index>`` (its logical id, as
+    ``ASCEND_RT_VISIBLE_DEVICES`` numbers it) and the driver's shared ones."""
+    return device_files(dev_root, f"/dev/davinci{index}", *ASCEND_SHARED_FILES)
 
 
 def _cells(line: str) -> list[str]:
@@ -173,6 +181,7 @@ class AscendCollector(ToolCollector):
                     "hbm": hbm is not None and hbm[1] > 0,
                     "serial": board.get("Serial Number") or None,
                     "processes": chip["processes"],
+                    "device_files": npu_device_files(self.dev_root, index),
                 },
             ))
         return devices, ({"npu_driver_version": version} if version else {})

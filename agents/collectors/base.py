@@ -11,6 +11,7 @@ runs each on its own, and a collector itself reports a device it cannot read as
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -112,3 +113,30 @@ def pci_numa_node(sysfs_root: str | None, bus_id: str | None) -> int | None:
     except (OSError, ValueError):
         return None
     return node if node >= 0 else None
+
+
+def device_files(dev_root: str | None, *paths: str) -> list[str]:
+    """Which of ``paths`` (device files as a node names them: ``/dev/nvidia0``) exist under
+    ``dev_root`` (``/`` on a node; the fake harness's own tree in tests), as paths to open.
+
+    Each collector names its devices' files (``attributes["device_files"]``) with this: they
+    are what a job on the device may open when the agent limits device files
+    (``agents.isolation``). None for ``dev_root``: report none.
+    """
+    if dev_root is None:
+        return []
+    found = []
+    for path in paths:
+        full = os.path.join(dev_root, path.lstrip("/"))
+        if os.path.exists(full) and full not in found:
+            found.append(full)
+    return found
+
+
+def render_node_files(dev_root: str | None, bus_id: str | None, *shared: str) -> list[str]:
+    """A PCI device's DRM render node (``/dev/dri/by-path/pci-<bus id>-render``, a link to
+    its ``renderD<N>``) and the ``shared`` files; none without a bus id. AMD GPUs need
+    ``/dev/kfd`` besides; Alveo cards (XRT's xocl driver) need nothing else."""
+    if bus_id is None:
+        return []
+    return device_files(dev_root, f"/dev/dri/by-path/pci-{bus_id}-render", *shared)

@@ -9,9 +9,10 @@ id plays the role of a shell (an accelerator function must match it), so it goes
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from agents.collectors.base import normalize_bus_id, pci_numa_node
+from agents.collectors.base import device_files, normalize_bus_id, pci_numa_node
 from agents.collectors.tool import ToolCollector, ToolOutputError
 from poold_wire.records import DeviceRecord
 
@@ -38,6 +39,18 @@ def parse_fme(text: str) -> list[dict[str, str]]:
     if not found and not _NO_DEVICES.search(text):
         raise ToolOutputError("no FME block with a 'PCIe s:b:d.f' line")
     return found
+
+
+def port_device_files(sysfs_root: str | None, dev_root: str | None, bus_id: str) -> list[str]:
+    """The card's accelerator port, the file a job programs and uses its AFU through:
+    ``/dev/dfl-port.<N>`` (DFL driver) or ``/dev/intel-fpga-port.<N>`` (older OPAE driver),
+    found under the card's sysfs directory. The management engine (``dfl-fme``,
+    ``intel-fpga-fme``: partial reconfiguration of the FIU, flashing) is never a job's."""
+    if sysfs_root is None:
+        return []
+    card = Path(sysfs_root) / "bus/pci/devices" / bus_id
+    ports = sorted(card.glob("fpga_region/region*/dfl-port.*")) + sorted(card.glob("intel-fpga-port.*"))
+    return device_files(dev_root, *(f"/dev/{port.name}" for port in ports))
 
 
 class IntelFpgaCollector(ToolCollector):
@@ -73,6 +86,7 @@ class IntelFpgaCollector(ToolCollector):
                     "bitstream_version": block.get("Bitstream Version"),
                     "pci_device_id": block.get("Device Id"),
                     "socket_id": block.get("Socket Id"),
+                    "device_files": port_device_files(self.sysfs_root, self.dev_root, bus_id),
                 },
             ))
         return devices, {}

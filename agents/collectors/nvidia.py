@@ -9,7 +9,8 @@ report normally.
 Units: memory in MiB (NVML gives bytes), power in W (NVML gives mW), temperature in °C.
 Per GPU, ``attributes`` holds ``mig_mode`` (bool), ``mig_capable``, ``serial``, ``ecc``,
 ``remapped_rows``, ``processes`` (``[{"pid", "used_memory_mib"}]``, None if NVML cannot
-tell), ``nvlink`` (``{peer_uuid: links}``) and ``pcie`` (``{peer_uuid: relation}``).
+tell), ``nvlink`` (``{peer_uuid: links}``), ``pcie`` (``{peer_uuid: relation}``), ``minor``
+(the driver's minor number) and ``device_files`` (:func:`gpu_device_files`).
 Host attributes: ``driver_version`` ("550.54.15") and ``cuda_version`` ("12.4").
 """
 
@@ -21,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from agents.collectors.base import MIB, CollectorResult, describe, log_once, normalize_bus_id, pci_numa_node
+from agents.collectors.base import MIB, CollectorResult, describe, device_files, log_once, normalize_bus_id, pci_numa_node
 from agents.collectors.nvidia_mig import gpu_instance_profiles, mig_slices, processes
 from agents.collectors.nvidia_topology import GpuRef, Topology, read_topology
 from agents.collectors.nvml_query import NvmlQuery, to_str
@@ -33,6 +34,16 @@ ARCHITECTURES = {2: "Kepler", 3: "Maxwell", 4: "Pascal", 5: "Volta", 6: "Turing"
                  9: "Hopper", 10: "Blackwell", 13: "Rubin"}
 _MODEL_TOKEN = re.compile(r"^(?:[A-Z]{1,2}\d{1,4}[A-Z]?|GH\d{3}|GB\d{3})$")
 _VENDOR_WORDS = ("NVIDIA", "Tesla", "Quadro", "GeForce")
+# Files every CUDA process opens besides its GPU's own /dev/nvidia<minor>.
+NVIDIA_SHARED_FILES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+
+
+def gpu_device_files(dev_root: str | None, minor: int | None) -> list[str]:
+    """A whole GPU's device files: ``/dev/nvidia<minor>`` and the driver's shared ones (those
+    that exist). None for a GPU whose minor number NVML does not give."""
+    if minor is None:
+        return []
+    return device_files(dev_root, f"/dev/nvidia{minor}", *NVIDIA_SHARED_FILES)
 
 
 def canonical_model(name: str) -> str:
@@ -62,15 +73,18 @@ class NvidiaCollector:
 
     name = "nvidia"
 
-    def __init__(self, nvml: Any = None, *, sysfs_root: str | None = "/sys", topology_ttl_s: float = 300.0):
+    def __init__(self, nvml: Any = None, *, sysfs_root: str | None = "/sys", dev_root: str | None = "/",
+                 topology_ttl_s: float = 300.0):
         """``nvml``: the ``pynvml`` module or a fake; ``sysfs_root``: where to read a GPU's
-        NUMA node when NVML cannot (None: never); ``topology_ttl_s``: how long NVLink and
-        PCIe relations (which change only with hardware) are reused."""
+        NUMA node when NVML cannot (None: never); ``dev_root``: where ``/dev`` and
+        ``/proc/driver`` are (None: report no device files); ``topology_ttl_s``: how long
+        NVLink and PCIe relations (which change only with hardware) are reused."""
         if nvml is None:
             import pynvml as nvml
         self.nvml = nvml
         self.query = NvmlQuery(nvml)
         self.sysfs_root = sysfs_root
+        self.dev_root = dev_root
         self.topology_ttl_s = topology_ttl_s
         self._initialized = False
         self._lock = threading.Lock()
@@ -190,6 +204,7 @@ class NvidiaCollector:
         mig_mode = q("nvmlDeviceGetMigMode", handle)
         mig_enabled = bool(mig_mode) and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
         remapped = self._remapped_rows(handle)
+        minor = q("nvmlDeviceGetMinorNumber", handle)
         health, reason = self._health_of(uuid)
         if health == "ok" and remapped is not None and remapped["failure"]:
             health, reason = "unhealthy", "row remapping failed: the GPU has run out of spare memory rows"
@@ -220,13 +235,15 @@ class NvidiaCollector:
                 "ecc": self._ecc(handle),
                 "remapped_rows": remapped,
                 "processes": processes(q, handle),
+                "minor": minor,
+                "device_files": gpu_device_files(self.dev_root, minor),
             },
         )
         records = [gpu]
         if mig_enabled:
             if uuid not in self._profiles:
                 self._profiles[uuid] = gpu_instance_profiles(q, handle)
-            records += mig_slices(q, handle, gpu, self._profiles[uuid], self._health_of)
+            records += mig_slices(q, handle, gpu, self._profiles[uuid], self._health_of, self.dev_root)
         return records, handle
 
     def _unreadable_gpu(self, index: int, known: dict[str, Any], reason: str) -> DeviceRecord:

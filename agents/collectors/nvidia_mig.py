@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from agents.collectors.base import MIB
+from agents.collectors.base import MIB, device_files
 from agents.collectors.nvml_query import NvmlQuery, to_str
 from poold_wire.records import DeviceRecord, Health
 
@@ -75,8 +76,26 @@ def processes(query: NvmlQuery, handle: Any) -> list[dict[str, Any]] | None:
     ]
 
 
+def mig_device_files(dev_root: str | None, parent: DeviceRecord, gi: int | None, ci: int | None) -> list[str]:
+    """A slice's device files: its GPU's, and the capability files of its GPU instance and
+    compute instance (``/dev/nvidia-caps/nvidia-cap<N>``, their minors read from
+    ``/proc/driver/nvidia-caps/mig-minors``: ``gpu0/gi3/access 30``). None at all when either
+    capability is not found: a job holding fewer files than its slice needs could not use it."""
+    minor, gpu_files = parent.attributes.get("minor"), parent.attributes.get("device_files") or []
+    if dev_root is None or minor is None or gi is None or ci is None or not gpu_files:
+        return []
+    wanted = (f"gpu{minor}/gi{gi}/access", f"gpu{minor}/gi{gi}/ci{ci}/access")
+    try:
+        lines = (Path(dev_root) / "proc/driver/nvidia-caps/mig-minors").read_text().splitlines()
+    except OSError:
+        return []
+    numbers = dict(line.split()[:2] for line in lines if len(line.split()) >= 2)
+    caps = device_files(dev_root, *(f"/dev/nvidia-caps/nvidia-cap{numbers[name]}" for name in wanted if name in numbers))
+    return [*gpu_files, *caps] if len(caps) == len(wanted) else []
+
+
 def mig_slices(query: NvmlQuery, handle: Any, parent: DeviceRecord, profiles: list[MigProfile],
-               health_of: Callable[[str], tuple[Health, str | None]]) -> list[DeviceRecord]:
+               health_of: Callable[[str], tuple[Health, str | None]], dev_root: str | None = None) -> list[DeviceRecord]:
     """The MIG slices of a MIG-enabled GPU, each with ``parent_uuid`` set to the GPU.
 
     Empty MIG indexes (``NVMLError_NotFound``) are skipped. A slice inherits its parent's
@@ -90,6 +109,7 @@ def mig_slices(query: NvmlQuery, handle: Any, parent: DeviceRecord, profiles: li
         uuid = to_str(query("nvmlDeviceGetUUID", slice_handle))
         if not uuid:
             continue
+        gi, ci = query("nvmlDeviceGetGpuInstanceId", slice_handle), query("nvmlDeviceGetComputeInstanceId", slice_handle)
         memory = query("nvmlDeviceGetMemoryInfo", slice_handle)
         attributes = query("nvmlDeviceGetAttributes", slice_handle)
         gpu_slices = attributes.gpuInstanceSliceCount if attributes is not None else None
@@ -117,12 +137,13 @@ def mig_slices(query: NvmlQuery, handle: Any, parent: DeviceRecord, profiles: li
             attributes={
                 "mig_profile": profile_name(profiles, gpu_slices, compute_slices, profile_memory),
                 "mig_index": index,
-                "mig_gi_id": query("nvmlDeviceGetGpuInstanceId", slice_handle),
-                "mig_ci_id": query("nvmlDeviceGetComputeInstanceId", slice_handle),
+                "mig_gi_id": gi,
+                "mig_ci_id": ci,
                 "mig_slices": compute_slices,
                 "mig_gpu_slices": gpu_slices,
                 "multiprocessor_count": attributes.multiprocessorCount if attributes is not None else None,
                 "processes": processes(query, slice_handle),
+                "device_files": mig_device_files(dev_root, parent, gi, ci),
             },
         ))
     return slices

@@ -61,14 +61,16 @@ class ToolCollector:
     tool_names: tuple[str, ...] = ()
 
     def __init__(self, executable: str | Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, sysfs_root: str | None = "/sys"):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, sysfs_root: str | None = "/sys", dev_root: str | None = "/"):
         """``executable``: the tool's path or argv prefix (default: found on PATH);
         ``env``: extra environment for the tool; ``timeout_s``: per call; ``sysfs_root``:
-        where to read a device's NUMA node (None: never)."""
+        where to read a device's NUMA node (None: never); ``dev_root``: where ``/dev`` is
+        (None: report no device files)."""
         self.executable = executable
         self.env = dict(env) if env else None
         self.timeout_s = timeout_s
         self.sysfs_root = sysfs_root
+        self.dev_root = dev_root
 
     def command(self) -> list[str] | None:
         """The argv prefix that runs the tool, or None when it is not installed."""

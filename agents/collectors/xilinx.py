@@ -14,7 +14,7 @@ import re
 import tempfile
 from typing import Any
 
-from agents.collectors.base import normalize_bus_id, pci_numa_node
+from agents.collectors.base import normalize_bus_id, pci_numa_node, render_node_files
 from agents.collectors.tool import ToolCollector, ToolOutputError
 from poold_wire.records import DeviceRecord
 
@@ -84,6 +84,9 @@ class XilinxCollector(ToolCollector):
                     "fpga_shell": shell,
                     "fpga_logic_uuid": entry.get("id"),
                     "device_class": entry.get("device_class"),
+                    # The user function's render node; the management function's
+                    # /dev/xclmgmt<N> (flashing, resets) is the operator's, never a job's.
+                    "device_files": render_node_files(self.dev_root, bus_id),
                 },
             ))
         return devices, ({"xrt_version": version} if version else {})

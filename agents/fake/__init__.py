@@ -6,14 +6,16 @@ Public API::
     load_fixture(name_or_path) -> Fixture
     FakeNvml(fixture, state=None)                 # a stand-in for the pynvml module
     FakeAmdSmi(fixture)                           # a stand-in for the amdsmi module
+    make_device_files(fixture, root) -> Path | None   # the node's /dev (mknod) under root
     claim_device(uuid, pid, used_mib=None, state=None) -> Path
     release_device(uuid, pid=None, state=None)
     inject_xid(uuid, xid, state=None)
-    tool_command(tool) -> list[str]               # argv prefix running a fake executable
-    plugin_kwargs(plugin_name, fixture) -> dict | None
+    device_memory(state, uuid) -> Path            # a fake device's memory, emptied by bin/scrub
+    tool_command(tool) -> list[str]               # argv prefix running a fake executable (scrub too)
+    plugin_kwargs(plugin_name, fixture, dev_root=None) -> dict | None
 
 Environment: ``POOLD_FAKE_FIXTURE`` (fixture path, read by the fake executables) and
-``POOLD_FAKE_STATE`` (shared state directory: device claims and XID injection).
+``POOLD_FAKE_STATE`` (shared state directory: device claims, XID injection, device memory).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.fake.amdsmi import FakeAmdSmi
+from agents.fake.devices import make_device_files
 from agents.fake.fixture import Fixture, load_fixture
-from agents.fake.fixture_file import FIXTURE_ENV, STATE_ENV, FixtureError, fixture_names, state_dir
+from agents.fake.fixture_file import FIXTURE_ENV, STATE_ENV, FixtureError, device_memory, fixture_names, state_dir
 from agents.fake.nvml import FakeNvml
 
 __all__ = [
-    "FIXTURE_ENV", "STATE_ENV", "FakeAmdSmi", "FakeNvml", "Fixture", "FixtureError", "claim_device",
-    "fixture_names", "inject_xid", "load_fixture", "plugin_kwargs", "release_device", "tool_command",
+    "FIXTURE_ENV", "STATE_ENV", "FakeAmdSmi", "FakeNvml", "Fixture", "FixtureError", "claim_device", "device_memory",
+    "fixture_names", "inject_xid", "load_fixture", "make_device_files", "plugin_kwargs", "release_device", "tool_command",
 ]
 
 BIN_DIR = Path(__file__).resolve().parent / "bin"
@@ -90,8 +93,9 @@ def tool_command(tool: str) -> list[str]:
     return [sys.executable, "-I", "-S", str(script)]
 
 
-def plugin_kwargs(plugin_name: str, fixture: Fixture) -> dict[str, Any] | None:
-    """Constructor arguments that point a vendor plugin at the harness for ``fixture``.
+def plugin_kwargs(plugin_name: str, fixture: Fixture, dev_root: str | None = None) -> dict[str, Any] | None:
+    """Constructor arguments that point a vendor plugin at the harness for ``fixture``, with
+    the device files of :func:`make_device_files` under ``dev_root`` (None: no device files).
 
     None when the fixture has no devices of that vendor (or the plugin is not one the
     harness simulates): the caller then reports the plugin as absent.
@@ -101,11 +105,13 @@ def plugin_kwargs(plugin_name: str, fixture: Fixture) -> dict[str, Any] | None:
         section, tool = _TOOLS[plugin_name]
         if not fixture.has(section):
             return None
+        # Intel FPGA ports are found through sysfs: the fake tree has the links, no NUMA node.
+        sysfs = os.path.join(dev_root, "sys") if dev_root is not None and plugin_name == "intel-fpga" else None
         kwargs: dict[str, Any] = {"executable": tool_command(tool), "env": {FIXTURE_ENV: str(fixture.path)},
-                                  "sysfs_root": None}
+                                  "sysfs_root": sysfs, "dev_root": dev_root}
         if timeout is not None:
             kwargs["timeout_s"] = float(timeout)
         return kwargs
     if plugin_name == "amd" and fixture.has("amd"):
-        return {"amdsmi": FakeAmdSmi(fixture)}
+        return {"amdsmi": FakeAmdSmi(fixture), "dev_root": dev_root}
     return None

@@ -10,7 +10,8 @@ Environment variables the harness reads:
 - ``POOLD_FAKE_STATE``: a directory shared by the agent, the fake devices and the jobs:
   ``procs/<device uuid>`` lists the pids that use a device (one ``pid [used_mib]`` a line),
   ``xid`` takes ``<uuid> <xid>`` lines (appended, never rewritten) that the fake NVML turns
-  into XID events, each once.
+  into XID events, each once, and ``memory/<device uuid>/`` is a device's memory: what a
+  job leaves there stays until the device is scrubbed (``bin/scrub``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def live_claims(state: Path | None, uuid: str) -> list[tuple[int, int]]:
         if pid_alive(pid):
             claims.append((pid, used))
     return claims
+
+
+def device_memory(state: Path, uuid: str) -> Path:
+    """A fake device's memory, ``<state>/memory/<uuid>``: a directory any job on the device
+    may write into (as any process may use a real device's memory), kept until a scrub."""
+    path = state / "memory" / uuid
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o1777)
+    return path
 
 
 # --- fake vendor tools -----------------------------------------------------------------

@@ -208,6 +208,10 @@ class FakeNvml(EventsMixin):
             raise pynvml.NVMLError_NotSupported()
         return int(handle.numa_node)
 
+    @nvml_function(core=True)
+    def nvmlDeviceGetMinorNumber(self, handle: FakeGpu) -> int:
+        return handle.index  # /dev/nvidia<minor>; the driver numbers GPUs in the order it finds them
+
     @nvml_function()
     def nvmlDeviceGetEccMode(self, handle: FakeGpu) -> list[int]:
         state = int(handle.ecc)

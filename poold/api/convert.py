@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from poold.api.schemas import (
     AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
+    ScrubbingOut,
 )
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
 from poold.scheduler.candidates import TIER_NAMES
@@ -43,6 +44,7 @@ def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = Fals
         started_at=job.started_at,
         ended_at=job.ended_at,
         exit_code=job.exit_code,
+        isolation=job.isolation,  # type: ignore[arg-type]
         price_per_hour=job.price_per_hour,
         reason=job.reason,
         attempt=job.attempt,
@@ -105,6 +107,8 @@ def device_out(
         health_reason=device.health_reason,
         quarantine=QuarantineOut(since=device.quarantined_at, reason=device.quarantine_reason, until=device.quarantine_until,
                                  held=device.quarantine_held) if device.quarantined_at is not None else None,
+        scrubbing=ScrubbingOut(since=device.scrubbing_since, job_id=device.scrub_job_id)
+        if device.scrubbing_since is not None else None,
         allocated_share=round(held.get(device.id, 0.0), 6),
         price_per_hour=device_price(settings, device.model, device.attributes),
         attributes=device.attributes,

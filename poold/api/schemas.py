@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from poold.jobspec import JobSpec
 from poold_wire.bounds import Text
+from poold_wire.messages import Isolation
 
 JobState = Literal["pending", "assigned", "running", "succeeded", "failed", "cancelled", "timed_out", "lost"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost"})
@@ -51,6 +52,9 @@ class JobOut(Strict):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exit_code: int | None = None
+    isolation: Isolation | None = Field(
+        default=None, description="what held it on its node (env, cgroup, cgroup+devices; docs/jobs.md, Isolation); null before it started"
+    )
     price_per_hour: float | None = None
     reason: str | None = Field(default=None, description="why it waits, or why it went where it went")
     attempt: int = Field(default=1, description="1 as submitted; a job lost with its node is submitted again as the next attempt")
@@ -81,6 +85,13 @@ class QuarantineOut(Strict):
     held: bool = Field(description="it flapped: out until an administrator returns it (poold devices return)")
 
 
+class ScrubbingOut(Strict):
+    """A device out of placement while its agent scrubs it after a job's end."""
+
+    since: datetime
+    job_id: int | None = Field(description="the job whose end it is scrubbed after")
+
+
 class DeviceOut(Strict):
     uuid: str
     node: str
@@ -95,6 +106,7 @@ class DeviceOut(Strict):
     health: str
     health_reason: str | None
     quarantine: QuarantineOut | None = None
+    scrubbing: ScrubbingOut | None = None
     allocated_share: float
     price_per_hour: float | None
     attributes: dict[str, Any]

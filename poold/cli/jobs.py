@@ -143,6 +143,8 @@ def show_job(ctx: click.Context, job_id: int) -> None:
         console.print(f"submitted again as job {job['requeued_as']}")
     if job.get("exit_code") is not None:
         console.print(f"exit code: {job['exit_code']}")
+    if job.get("isolation"):
+        console.print(f"isolation: {job['isolation']}")
     if job.get("allocations"):
         emit_table(
             ["DEVICE", "MODEL", "KIND", "SHARE", "MEMORY", "PRICE/H"],

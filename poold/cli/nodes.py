@@ -46,8 +46,9 @@ def list_devices(ctx: click.Context, node: str | None) -> None:
     """List devices: model, memory, health, quarantine, how much is allocated, price per hour.
 
     A device reported unhealthy is quarantined: out of placement while unhealthy and for the
-    daemon's nodes.quarantine_s once healthy again; one that flapped stays out until
-    `poold devices return UUID`. QUARANTINE says since when, until when, and why.
+    daemon's nodes.quarantine_s once healthy again; one that flapped, or whose scrub after a
+    job failed, stays out until `poold devices return UUID`. QUARANTINE says since when, until
+    when, and why. HEALTH says `scrubbing` while the agent scrubs a device after a job.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -63,6 +64,8 @@ def list_devices(ctx: click.Context, node: str | None) -> None:
         if d["attributes"].get("mig_mode"):
             model += " (MIG)"
         health = d["health"] if d["health"] == "ok" else f"{d['health']}: {d.get('health_reason') or ''}"
+        if d.get("scrubbing"):
+            health = f"{health}, scrubbing after job {d['scrubbing']['job_id']}"
         price = f"{d['price_per_hour']:.2f}" if d.get("price_per_hour") is not None else None
         rows.append([d["node"], d["index"], d["kind"], model, d["uuid"], gib(d["memory_total_mib"]), health,
                      quarantine_text(d.get("quarantine")), f"{d['allocated_share']:g}", price])

@@ -153,6 +153,8 @@ class DeviceModel(Base):
     unhealthy_reports: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default="[]", doc="when it turned unhealthy (ISO times) within the flap window"
     )
+    scrubbing_since: Mapped[datetime | None] = mapped_column(doc="out of placement while its agent scrubs it (poold.services.scrub)")
+    scrub_job_id: Mapped[int | None] = mapped_column(Integer, doc="the job whose end it is scrubbed after")
     present: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -162,12 +164,12 @@ class DeviceModel(Base):
 
     @property
     def in_service(self) -> bool:
-        return in_service(self.health, self.quarantined_at)
+        return in_service(self.health, self.quarantined_at, self.scrubbing_since)
 
 
-def in_service(health: str, quarantined_at: datetime | None) -> bool:
-    """Whether placement may use a device: reported healthy, and not quarantined."""
-    return health == "ok" and quarantined_at is None
+def in_service(health: str, quarantined_at: datetime | None, scrubbing_since: datetime | None) -> bool:
+    """Whether placement may use a device: reported healthy, not quarantined, not being scrubbed."""
+    return health == "ok" and quarantined_at is None and scrubbing_since is None
 
 
 # jobs.id is an INTEGER column: ids past it name no job (the API and agents allow 64 bits).
@@ -196,6 +198,7 @@ class JobModel(Base):
     price_per_hour: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    isolation: Mapped[str | None] = mapped_column(String(20), doc="what held it on its node: env, cgroup, cgroup+devices")
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)

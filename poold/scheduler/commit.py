@@ -11,7 +11,7 @@ A batch
    host memory) and walks the placements in order, keeping each one only if the whole
    resource vector still fits: device share ≤ 1, device memory booked ≤ total and the memory
    the job needs free after what is booked and what runs outside poold (when counted), node
-   CPU and host memory ≤ the node's; every device present, healthy and not quarantined;
+   CPU and host memory ≤ the node's; every device present, healthy, not quarantined, not being scrubbed;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events, and moves the nodes' generation.
 
@@ -105,7 +105,7 @@ def _claim(session: Session, job_ids: list[int]) -> set[int]:
 _NODE_COLUMNS = (NodeModel.id, NodeModel.state, NodeModel.drained, NodeModel.cpu_cores, NodeModel.memory_total_mib, NodeModel.generation)
 _DEVICE_COLUMNS = (
     DeviceModel.id, DeviceModel.node_id, DeviceModel.present, DeviceModel.health, DeviceModel.quarantined_at,
-    DeviceModel.memory_total_mib, DeviceModel.memory_outside_mib,
+    DeviceModel.scrubbing_since, DeviceModel.memory_total_mib, DeviceModel.memory_outside_mib,
 )
 
 
@@ -155,7 +155,7 @@ class _Ledger:
             device = self.devices.get(claim.device_id)
             if device is None or device.node_id != node.id or not device.present:
                 return False
-            if not in_service(device.health, device.quarantined_at):
+            if not in_service(device.health, device.quarantined_at, device.scrubbing_since):
                 return False
             if self.share.get(device.id, 0.0) + claim.share > 1.0 + EPSILON:
                 return False

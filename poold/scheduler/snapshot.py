@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
-from poold.services import quarantine
+from poold.services import quarantine, scrub
 from poold.settings import Settings
 from poold_wire.records import DeviceRecord
 
@@ -65,7 +65,7 @@ def device_state(
     source: DeviceModel | DeviceRecord, held_share: float = 0.0, held_memory_mib: int = 0, quarantined: str | None = None
 ) -> DeviceState:
     """What changes often on a device. ``quarantined`` (why a device that reports healthy is
-    still out of service) makes it unhealthy for placement, with that reason."""
+    still out of service: :func:`out_of_service`) makes it unhealthy for placement, with that reason."""
     return DeviceState(
         healthy=source.health == "ok" and quarantined is None,
         health_reason=source.health_reason if source.health != "ok" else quarantined,
@@ -73,6 +73,11 @@ def device_state(
         held_share=held_share,
         held_memory_mib=held_memory_mib,
     )
+
+
+def out_of_service(device: DeviceModel) -> str | None:
+    """Why placement must not use a device that reports healthy (quarantined, being scrubbed), or None."""
+    return quarantine.placement_note(device) or scrub.placement_note(device)
 
 
 def node_spec(node: NodeModel) -> NodeSpec:
@@ -175,6 +180,6 @@ class StoreSnapshot:
             best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
             self.pool.upsert_node(best, specs)
             return
-        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0)), quarantine.placement_note(row)) for row in rows}
+        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0)), out_of_service(row)) for row in rows}
         cpu, memory = node_held.get(node.id, (0.0, 0))
         self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)

@@ -12,7 +12,7 @@ from poold.db.models import MAX_JOB_ID, AllocationModel, EventModel, JobModel, N
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
-from poold.services import Conflict, Invalid, NotFound, ServiceError, events
+from poold.services import Conflict, Invalid, NotFound, ServiceError, events, scrub
 from poold.services.nodes import check_machine, get_node, touch
 from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
 
@@ -223,6 +223,7 @@ def _assignment(job: JobModel) -> Assignment:
         for alloc in job.allocations
         if alloc.released_at is None and alloc.device is not None
     ]
+    resources = spec.get("resources") or {}
     return Assignment(
         job_id=job.id,
         name=job.name,
@@ -232,11 +233,16 @@ def _assignment(job: JobModel) -> Assignment:
         user=spec.get("user"),
         max_runtime_s=spec.get("max_runtime"),
         devices=devices,
+        cpu_cores=float(resources.get("cpu_cores") or 0),
+        host_memory_mib=int(resources.get("host_memory") or 0),
     )
 
 
 def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventResult:
-    """Record an agent's report. Idempotent; a second, different outcome for a job is refused."""
+    """Record an agent's report. Idempotent; a second, different outcome for a job is refused.
+
+    ``started`` records the isolation the job got; an ``ended`` job's ``scrubbing`` devices
+    stay out of placement until its ``scrubbed`` event (``poold.services.scrub``)."""
     node = get_node(session, node_name)
     job = None
     if event.job_id <= MAX_JOB_ID:
@@ -250,10 +256,17 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     if job.node_id != node.id:
         return result(False, f"job {job.id} is not placed on node {node_name}")
     if event.kind == "started":
+        if job.state in ("assigned", "running") and event.isolation is not None:
+            job.isolation = event.isolation  # also for a job a heartbeat adopted before this came
         if job.state == "assigned":
             job.state, job.started_at = "running", event.at
             pid = f" (pid {event.pid})" if event.pid else ""
-            events.record(session, "job.started", f"started on {node_name}{pid}", job_id=job.id, node_id=node.id)
+            isolation = f"; isolation {event.isolation}" if event.isolation else ""
+            note = f" ({event.message})" if event.message else ""
+            events.record(session, "job.started", f"started on {node_name}{pid}{isolation}{note}", job_id=job.id, node_id=node.id)
+        return result(True)
+    if event.kind == "scrubbed":
+        scrub.finish(session, node, job, event.scrubbed)
         return result(True)
     outcome = event.outcome or ("succeeded" if event.exit_code == 0 else "failed")
     if job.state in TERMINAL_STATES:
@@ -264,6 +277,7 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
             code = f" (exit {event.exit_code})" if event.exit_code is not None else ""
             events.record(session, "job.stopped", f"the agent on {node_name} stopped the job's processes{code}",
                           job_id=job.id, node_id=node.id)
+            scrub.begin(session, node, job, event.scrubbing)
             return result(True)
         events.record(
             session,
@@ -276,6 +290,7 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     if job.started_at is None and outcome != "cancelled":
         job.started_at = event.at
     _end(session, job, outcome, event.exit_code, event.message, at=event.at)
+    scrub.begin(session, node, job, event.scrubbing)
     return result(True)
 
 

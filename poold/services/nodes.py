@@ -229,7 +229,8 @@ def release_quarantines(session: Session, now: datetime | None = None) -> list[s
 
 
 def return_device(session: Session, uuid: str, node: str | None = None) -> DeviceModel:
-    """An administrator returns a quarantined device to service (``poold devices return``).
+    """An administrator returns a quarantined device to service (``poold devices return``), or
+    one whose scrub its agent will never report (it stays ``scrubbing`` until then).
 
     Refused while the device still reports unhealthy. ``node`` names the node when the uuid is
     not unique (NPU and FPGA ids are built from bus ids, unique per node only).
@@ -245,12 +246,17 @@ def return_device(session: Session, uuid: str, node: str | None = None) -> Devic
     [(device_id, node_id, node_name)] = found
     get_node(session, node_name, lock=True)
     device = session.scalars(select(DeviceModel).where(DeviceModel.id == device_id).with_for_update()).one()
-    if device.quarantined_at is None:
+    if device.quarantined_at is None and device.scrubbing_since is None:
         raise Conflict(f"device {uuid} is not quarantined")
     if device.health != "ok":
         raise Conflict(f"device {uuid} still reports {device.health} ({device.health_reason or 'no reason given'}); "
                        "it can be returned once it reports healthy")
-    quarantine.release(session, device, "returned by an administrator")
+    if device.scrubbing_since is not None:  # its agent lost track of the scrub (its state_dir was wiped)
+        events.record(session, "device.scrub_abandoned", f"{device.model} {uuid}: the scrub after job {device.scrub_job_id} "
+                      "is no longer awaited (returned by an administrator)", node_id=node_id)
+        device.scrubbing_since = device.scrub_job_id = None
+    if device.quarantined_at is not None:
+        quarantine.release(session, device, "returned by an administrator")
     touch(session, [node_id])
     return device
 

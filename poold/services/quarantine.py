@@ -12,6 +12,9 @@ quarantine
 - is held when the device turned unhealthy ``nodes.quarantine_flaps`` times within
   ``nodes.quarantine_flap_window_s``: it stays out until ``poold devices return UUID``.
 
+A device whose scrub failed (``poold.services.scrub``) is held at once, healthy or not: the
+last job's data may still be on it.
+
 Placement reads a quarantined device as unhealthy (``poold.scheduler.snapshot``) and the
 commit re-check refuses it; starting and ending a quarantine moves the node's generation.
 These functions change one device; ``poold.services.nodes`` calls them under the node's lock.
@@ -59,6 +62,15 @@ def observe(session: Session, device: DeviceModel, was: str | None, settings: No
             events.record(session, "device.quarantine_timed",
                           f"{name} reports healthy again; back in service at {device.quarantine_until:%Y-%m-%d %H:%M:%S} UTC "
                           f"unless it fails before", node_id=device.node_id)
+
+
+def hold(session: Session, device: DeviceModel, reason: str, now: datetime) -> None:
+    """Take ``device`` out of service until an administrator returns it, because ``reason``."""
+    device.quarantined_at = device.quarantined_at or now
+    device.quarantine_reason, device.quarantine_until, device.quarantine_held = reason, None, True
+    events.record(session, "device.quarantine_held",
+                  f"{device.model} {device.uuid} stays out until an administrator returns it (poold devices return "
+                  f"{device.uuid}): {reason}", node_id=device.node_id)
 
 
 def release(session: Session, device: DeviceModel, why: str) -> None:

@@ -17,6 +17,7 @@ from agents.fake import STATE_ENV
 from agents.inventory import Inventory, close_collectors, collect, load_collectors
 from poold_wire.records import DeviceRecord
 from tests.agents.agent_harness import Harness
+from tests.agents.cgroup_support import fresh_parent
 from tests.agents.fake_daemon import FakeDaemon
 
 
@@ -36,6 +37,12 @@ def harness(tmp_path: Path, daemon: FakeDaemon) -> Iterator[Harness]:
             psutil.Process(int(state_file.read_text().split('"pid": ')[1].split(",")[0])).kill()
         except (psutil.Error, IndexError, ValueError):
             pass
+
+
+@pytest.fixture
+def cgroup_parent() -> Iterator[str]:
+    """A cgroup parent name of this test's own (``poold-test-…``), removed with its job cgroups at the end."""
+    yield from fresh_parent()
 
 
 @pytest.fixture

@@ -87,6 +87,11 @@ def test_inventory_table_prints_what_the_node_reports_as_written(tmp_path: Path)
         ("serverurl = 'http://x'\n", {}, "agent.toml: serverurl: unknown key"),
         ("", {"POOLD_AGENT_POLL_INTERVAL_S": "fast"}, "$POOLD_AGENT_POLL_INTERVAL_S: poll_interval_s: Input should be a valid number"),
         ("server_url = 'pool:8470'\n", {}, "agent.toml: server_url: must start with http:// or https://, got 'pool:8470'"),
+        ("default_user = 'root'\n", {}, "agent.toml: default_user: root needs allow_root = true"),
+        ("[scrub]\nnvidia = ['nvidia-smi', '-r', '-i', '{uid}']\n", {},
+         "agent.toml: scrub.nvidia: argument 3: unknown placeholder {uid} (known: {uuid}, {index}, {bus_id}, {parent_uuid}, {vendor}, {kind}, {job_id})"),
+        ("", {"POOLD_AGENT_SCRUB__AMD": "[]"}, "$POOLD_AGENT_SCRUB__AMD: scrub.amd: List should have at least 1 item"),
+        ("isolation = 'cgroups'\n", {}, "agent.toml: isolation: Input should be 'auto' or 'env'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, toml: str, env: dict[str, str], expected: str) -> None:
@@ -124,3 +129,13 @@ def test_unknown_fixture_is_one_line() -> None:
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "no-such-fixture" in result.stderr
+
+
+def test_the_shipped_config_loads_and_documents_every_key() -> None:
+    from agents.config import AgentSettings, load_agent_settings
+
+    shipped = Path(__file__).resolve().parents[2] / "config" / "agent.toml"
+    assert load_agent_settings(shipped, env={}).model_dump(exclude={"node_name"}) == \
+        AgentSettings().model_dump(exclude={"node_name"})  # the values shown are the defaults
+    text = shipped.read_text()
+    assert [key for key in AgentSettings.model_fields if f"{key} =" not in text and f"[{key}]" not in text] == []

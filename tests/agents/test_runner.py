@@ -18,6 +18,7 @@ import pytest
 
 from agents.inventory import Inventory
 from agents.runner import Runner
+from agents.users import UserPolicy
 from poold_wire.messages import AssignedDevice, Assignment
 from poold_wire.records import DeviceRecord, HostRecord
 
@@ -44,6 +45,8 @@ def make_runner(tmp_path: Path):
     def make(**kwargs) -> Runner:
         kwargs.setdefault("kill_grace_s", 0.5)
         kwargs.setdefault("base_env", {"PATH": os.environ["PATH"]})
+        # Jobs run as the test itself (root or not): they write into its temporary directory.
+        kwargs.setdefault("users", UserPolicy(default_user="root", allow_root=True))
         return Runner(tmp_path / "state", "node-1", **kwargs)
 
     return make

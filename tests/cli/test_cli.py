@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    # No agent heartbeats here: the nodes must not be lost while the module runs, however slowly.
+    # The test plays the agents and sends no heartbeats: the nodes must not be lost while the
+    # module runs (each `poold` command is a process of its own, slow on a busy machine).
     live = LiveDaemon(tmp_path_factory.mktemp("daemon"), extra_env={"POOLD_NODES__TIMEOUT_S": "3600"})
     try:
         for builder in (make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4")):
