@@ -7,17 +7,13 @@ import time
 
 import click
 
+from poold.cli.connection import connect
 from poold.cli.output import console, devices_text, emit_json, emit_table, gib, when
-from poold.client import PooldClient
 from poold.jobspec import parse_job_file
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 # Exit codes of `poold submit --wait` for outcomes without an exit code of their own.
 OUTCOME_EXIT = {"succeeded": 0, "cancelled": 130, "timed_out": 124, "lost": 1}
-
-
-def _client(ctx: click.Context) -> PooldClient:
-    return PooldClient(ctx.obj["url"])
 
 
 def outcome_exit_code(job: dict) -> int:
@@ -41,7 +37,7 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
     (its `retries`) is followed to the retry's end.
     """
     spec = parse_job_file(job_file)
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.submit(spec.model_dump(mode="json"))
         if ctx.obj["output"] == "json" and not wait:
             emit_json(job)
@@ -78,7 +74,7 @@ def plan(ctx: click.Context, job_file: str) -> None:
     it would wait, 3 when it can never fit.
     """
     spec = parse_job_file(job_file)
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         result = client.plan(spec.model_dump(mode="json"))
     if ctx.obj["output"] == "json":
         emit_json(result)
@@ -106,7 +102,7 @@ def plan(ctx: click.Context, job_file: str) -> None:
 @click.pass_context
 def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
     """List jobs, newest first."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         jobs = client.jobs(list(states), limit)
     if ctx.obj["output"] == "json":
         emit_json(jobs)
@@ -124,7 +120,7 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
 @click.pass_context
 def show_job(ctx: click.Context, job_id: int) -> None:
     """Show one job: where it runs and why, or why it still waits, and its events."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.job(job_id)
     if ctx.obj["output"] == "json":
         emit_json(job)
@@ -160,7 +156,7 @@ def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
     agent (one that cannot report, or is gone); its devices, CPU cores and memory are
     released, and the agent, if it still runs the job, is told to kill it.
     """
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.cancel(job_id, force)
     if ctx.obj["output"] == "json":
         emit_json(job)
@@ -178,7 +174,7 @@ def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
 @click.pass_context
 def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
     """Print a job's output (stdout and stderr, as its agent shipped them)."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         offset = 0
         while True:
             chunk = client.log(job_id, offset)
