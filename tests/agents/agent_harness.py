@@ -33,7 +33,8 @@ class Harness:
         self.xid_callback = None
         self.settings = AgentSettings(server_url="http://poold.test", node_name="node-1", state_dir=state_dir,
                                       heartbeat_interval_s=heartbeat_interval_s, poll_interval_s=0.05,
-                                      kill_grace_s=0.5, retry_max_s=0.4, machine_id="machine-1")
+                                      kill_grace_s=0.5, retry_max_s=0.4, machine_id="machine-1",
+                                      join_token=daemon.join_token)
         self.agent: Agent | None = None
         self.thread: threading.Thread | None = None
 
