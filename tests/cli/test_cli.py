@@ -175,8 +175,11 @@ def test_devices_show_a_quarantine_and_return_ends_it(daemon):
 
 def test_help_texts(daemon):
     text = poold(daemon, "--help", check=0).stdout
-    for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "db", "serve", "demo"):
+    for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "token", "tls", "db", "serve", "demo"):
         assert command in text
+    assert "POOLD_TOKEN" in text and "client.toml" in text
+    assert "--local" in poold(daemon, "token", "create", "--help", check=0).stdout
+    assert "--host" in poold(daemon, "tls", "init", "--help", check=0).stdout
     assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
     assert "--force" in poold(daemon, "cancel", "--help", check=0).stdout
 
