@@ -9,8 +9,11 @@ One thread does everything, one ``step`` per ``poll_interval_s``:
 
 When the daemon is unreachable (connection errors, timeouts, 5xx) the agent keeps its jobs
 running, keeps queuing events on disk, and retries with exponential backoff and jitter
-(capped at ``retry_max_s``). A 404 for the node means the daemon forgot it: the agent
-registers again. A 409 for a registration, a heartbeat or a poll means the node's name
+(capped at ``retry_max_s``). Every call carries the node's credential (``agents.credential``),
+taken by the daemon at the node's join, the first registration, which carries the join token
+instead; a 401 (no credential taken yet and no join token, or one revoked) is logged and
+retried with the same backoff, every report kept. A 404 for the node means the daemon forgot
+it: the agent registers again. A 409 for a registration, a heartbeat or a poll means the node's name
 belongs to another machine (see ``agents.identity``): the agent keeps registering, with
 backoff, and polls for no work meanwhile. A report the daemon refuses for good (a 4xx for
 one event or log chunk, or an event answered ``accepted: false``) is written to
@@ -30,11 +33,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import psutil
 
-from agents import __version__, identity
-from agents.client import Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, UnknownNode
+from agents import __version__, credential, identity
+from agents.client import (
+    Backoff, DaemonClient, DaemonRejected, DaemonUnavailable, LogOffsetMismatch, NotAuthenticated, UnknownNode,
+)
 from agents.config import AgentSettings
 from agents.inventory import Inventory
 from agents.isolation import Isolations
@@ -42,8 +48,9 @@ from agents.runner import Runner
 from agents.scrub import Scrubber
 from agents.state import RefusalJournal
 from agents.users import UserPolicy
+from poold_common.https import is_loopback
 from poold_common.sdnotify import notify as sd_notify
-from poold_wire.messages import PROTOCOL_VERSION, HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest
+from poold_wire.messages import PROTOCOL_VERSION, HeartbeatRequest, JobEvent, JobEventResult, RegisterRequest, RegisterResponse
 from poold_wire.records import HostRecord
 
 log = logging.getLogger(__name__)
@@ -80,7 +87,7 @@ class Agent:
         self.node = settings.node_name
         self.inventory_source = inventory_source
         self.watcher_factory = watcher_factory
-        self.client = client or DaemonClient(settings.server_url, settings.request_timeout_s)
+        self.client = client or DaemonClient(settings.server_url, settings.request_timeout_s, ca_file=settings.ca_file)
         self.notify = notify
         self.close = close  # releases the collectors (NVML) when the loop ends
         self.backoff = backoff or Backoff(base_s=min(1.0, settings.poll_interval_s), cap_s=settings.retry_max_s)
@@ -90,6 +97,9 @@ class Agent:
                              scrubber=Scrubber(settings.scrub, settings.scrub_timeout_s))
         self.refusals = RefusalJournal(settings.state_dir)
         self.machine_id = identity.machine_id(settings.state_dir, settings.machine_id)
+        self.credential = credential.load_or_make(settings.state_dir, self.node, self.machine_id)
+        if self.credential.joined:
+            self.client.use(self.credential.token)
         self.heartbeat_interval_s = settings.heartbeat_interval_s
         self.registered = False
         self.inventory: Inventory | None = None
@@ -108,6 +118,9 @@ class Agent:
     def run(self) -> None:
         """Run until ``stop()``. READY=1 goes out after the first registration attempt, whether
         or not the daemon answered: the agent is up and minding its jobs either way."""
+        if self.settings.server_url.startswith("http://") and not is_loopback(urlsplit(self.settings.server_url).hostname or ""):
+            log.warning("%s is plain HTTP: this node's credential crosses the network in clear (use https:// and ca_file)",
+                        self.settings.server_url)
         watcher = self.watcher_factory(self.on_xid) if self.watcher_factory else None
         if watcher is not None:
             watcher.start()
@@ -181,6 +194,11 @@ class Agent:
             self._retry_at = time.monotonic() + delay
             log.warning("daemon unreachable (%s); retrying in %.1f s", exc, delay)
             return
+        except NotAuthenticated as exc:
+            delay = self.backoff.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.error("the daemon does not take this node's token: %s; retrying in %.1f s", exc, delay)
+            return
         except UnknownNode:
             log.warning("the daemon does not know node %s; registering again", self.node)
             self.registered = False
@@ -216,12 +234,27 @@ class Agent:
         inventory = self.fresh_inventory()
         request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__,
                                   protocol_version=PROTOCOL_VERSION, machine_id=self.machine_id)
-        answer = self.client.register(request)
+        if self.credential.joined:
+            answer = self.client.register(request)
+        else:
+            answer = self._join(request)
         self.node = self.runner.node = answer.node
         self.heartbeat_interval_s = answer.heartbeat_interval_s or self.settings.heartbeat_interval_s
         self.registered = True
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval_s
         log.info("registered as %s (%d devices)", self.node, len(request.devices))
+
+    def _join(self, request: RegisterRequest) -> RegisterResponse:
+        """The first registration: with the join token, sending the credential made for the node."""
+        if not self.settings.join_token:
+            raise NotAuthenticated(f"node {self.node} has not joined yet and no join_token is set: ask an admin for one "
+                                   f"(poold token create --role join) and set join_token (or POOLD_AGENT_JOIN_TOKEN)")
+        answer = self.client.register(request.model_copy(update={"credential": self.credential.token}), self.settings.join_token)
+        self.credential.joined = True
+        credential.save(self.settings.state_dir, self.credential)
+        self.client.use(self.credential.token)
+        log.info("node %s joined: its credential is in %s", self.node, self.settings.state_dir / credential.FILE)
+        return answer
 
     def _heartbeat(self, now: float) -> None:
         inventory = self.fresh_inventory()

@@ -95,7 +95,12 @@ def _fmt(value: object) -> str:
 @click.option("--node", metavar="NAME", help="this node's name (node_name)")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="job dirs and queued events")
 def run(config: Path | None, fake: str | None, server: str | None, node: str | None, state_dir: Path | None) -> None:
-    """Run the agent until SIGTERM (running jobs are left running and adopted on the next start)."""
+    """Run the agent until SIGTERM (running jobs are left running and adopted on the next start).
+
+    At its first start the node joins with join_token (POOLD_AGENT_JOIN_TOKEN; an admin makes
+    one with `poold token create --role join`) and keeps a credential of its own in the state
+    dir, the only token it sends from then on. Over https, ca_file is the CA it trusts.
+    """
     settings = _settings(config, fake=fake, server_url=server, node_name=node, state_dir=state_dir)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from agents.agent import build_agent

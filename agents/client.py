@@ -1,19 +1,24 @@
 """The agent's side of the daemon's HTTP API, and the backoff it uses while the daemon is away.
 
-Errors are sorted by what the agent does about them: ``DaemonUnavailable`` (connection
-errors, timeouts, 5xx) means wait and retry; ``UnknownNode`` (404 on a node's endpoint)
-means register again; ``DaemonRejected`` (other 4xx) means the daemon refused this request
-for good and says why in ``detail``.
+Every call carries the node's credential (``agents.credential``); a join carries the join
+token instead. Errors are sorted by what the agent does about them: ``DaemonUnavailable``
+(connection errors, timeouts, 5xx) means wait and retry; ``NotAuthenticated`` (401: the
+credential or join token is not, or no longer, taken) means say so, keep every report and
+retry later; ``UnknownNode`` (404 on a node's endpoint) means register again;
+``DaemonRejected`` (other 4xx) means the daemon refused this request for good and says why
+in ``detail``.
 """
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
+from poold_common.https import client_context
 from poold_wire.messages import (
     AssignmentsResponse,
     HeartbeatRequest,
@@ -41,6 +46,11 @@ class DaemonRejected(Exception):
         self.detail = detail
 
 
+class NotAuthenticated(Exception):
+    """401: the daemon does not take the token sent (none yet, revoked, a join token expired or
+    used up). Nothing is wrong with the report itself: keep it, retry later."""
+
+
 class UnknownNode(DaemonRejected):
     """404 for this node: the daemon forgot it (or never knew it); register again."""
 
@@ -54,18 +64,27 @@ class LogOffsetMismatch(DaemonRejected):
 
 
 class DaemonClient:
-    """One node's calls to the daemon. ``transport`` lets tests put a fake daemon behind it."""
+    """One node's calls to the daemon, as ``token`` (set with :meth:`use`); HTTPS answers are
+    verified against ``ca_file`` (default: the system's CAs). ``transport`` lets tests put a
+    fake daemon behind it."""
 
     def __init__(
-        self, base_url: str, timeout_s: float = 10.0, transport: httpx.BaseTransport | None = None
+        self, base_url: str, timeout_s: float = 10.0, transport: httpx.BaseTransport | None = None,
+        ca_file: Path | None = None,
     ) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, verify=client_context(ca_file))
 
     def close(self) -> None:
         self.http.close()
 
-    def register(self, request: RegisterRequest) -> RegisterResponse:
-        return self._call("POST", "/api/v1/agents/register", RegisterResponse, json=request.model_dump(mode="json"))
+    def use(self, token: str) -> None:
+        """Send ``token`` (the node's credential) with every call from now on."""
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def register(self, request: RegisterRequest, join_token: str | None = None) -> RegisterResponse:
+        """Register the node: with its credential, or (a join) with ``join_token``."""
+        headers = {"Authorization": f"Bearer {join_token}"} if join_token else {}
+        return self._call("POST", "/api/v1/agents/register", RegisterResponse, json=request.model_dump(mode="json"), headers=headers)
 
     def heartbeat(self, node: str, request: HeartbeatRequest) -> HeartbeatResponse:
         return self._call("POST", f"/api/v1/agents/{node}/heartbeat", HeartbeatResponse,
@@ -119,6 +138,8 @@ def _raise_for_status(response: httpx.Response, node: bool) -> None:
     if status >= 500:
         raise DaemonUnavailable(f"{where}: {status}")
     detail = str(_json(response).get("detail") or response.text[:200])
+    if status == 401:
+        raise NotAuthenticated(f"{where}: {detail}")
     if status == 404 and node:
         raise UnknownNode(status, detail)
     raise DaemonRejected(status, f"{where}: {detail}")

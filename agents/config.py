@@ -45,6 +45,11 @@ class AgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     server_url: str = Field(default="http://127.0.0.1:8470", description="base URL of the poold daemon")
+    ca_file: Path | None = Field(default=None, description="CA the daemon's certificate is verified against (https); default the system's")
+    join_token: str | None = Field(
+        default=None, max_length=200,
+        description="an admin's join token (poold token create --role join): used once, to join, while state_dir holds no credential",
+    )
     node_name: str = Field(
         default_factory=default_node_name, min_length=1, max_length=200, pattern=NODE_NAME_PATTERN
     )

@@ -35,10 +35,13 @@ import psutil
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON, durably: temp file, fsync, rename, fsync dir."""
+def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` as JSON, durably: temp file, fsync, rename, fsync dir.
+    ``mode``: the file's permissions, set before anything is written into it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
         json.dump(data, handle, default=str)
         handle.flush()
         os.fsync(handle.fileno())

@@ -28,7 +28,6 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poold.client import PooldClient  # noqa: E402
 from poold.demo import start_pool  # noqa: E402
 from poold.jobspec import parse_job_text  # noqa: E402
 
@@ -71,7 +70,7 @@ def main() -> None:
         workdir = Path(tmp)
         pool = start_pool(workdir, say=lambda line: None)
         try:
-            with PooldClient(pool.url) as client:
+            with pool.client() as client:
                 job = client.submit(parse_job_text(SLEEP_JOB).model_dump(mode="json"))
             shim = wait_for_shim(workdir)
             time.sleep(3)  # registration, first heartbeats, imports done
@@ -88,7 +87,7 @@ def main() -> None:
             memory = shim.memory_full_info()
             print(f"shim of job {job['id']}: RSS {mib(memory.rss):6.1f} MiB  USS {mib(memory.uss):6.1f} MiB   "
                   f"{verdict(mib(memory.rss), TARGET_SHIM_RSS_MIB)}")
-            with PooldClient(pool.url) as client:
+            with pool.client() as client:
                 client.cancel(job["id"])
             deadline = time.monotonic() + 30
             while shim.is_running() and shim.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:

@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
 
 from bench.store import throwaway_store, wait_answering  # noqa: E402
 from poold.db.models import JobModel  # noqa: E402
-from poold.demo import free_port  # noqa: E402
+from poold.demo import free_port, issue_tokens  # noqa: E402
 from poold.db.session import make_sessionmaker  # noqa: E402
 from poold.services import audit  # noqa: E402
 
@@ -111,11 +111,11 @@ def _job(index: int, marks: Path, rng: random.Random) -> dict:
     return {"name": f"chaos-{index}", "command": ["sh", "-c", command], "retries": 2, "resources": SHAPES[index % len(SHAPES)]}
 
 
-def _submit(urls: list[str], spec: dict, rng: random.Random) -> int | None:
+def _submit(urls: list[str], spec: dict, rng: random.Random, token: str) -> int | None:
     """Submit to a random daemon, another on a connection error; the id if acknowledged."""
     for url in rng.sample(urls, len(urls)):
         try:
-            response = httpx.post(url + "/api/v1/jobs", json={"spec": spec}, timeout=10)
+            response = httpx.post(url + "/api/v1/jobs", json={"spec": spec}, timeout=10, headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError:
             continue
         if response.status_code == 201:
@@ -125,10 +125,10 @@ def _submit(urls: list[str], spec: dict, rng: random.Random) -> int | None:
     return None
 
 
-def _cancel(urls: list[str], job_id: int, rng: random.Random) -> bool:
+def _cancel(urls: list[str], job_id: int, rng: random.Random, token: str) -> bool:
     for url in rng.sample(urls, len(urls)):
         try:
-            response = httpx.post(url + f"/api/v1/jobs/{job_id}/cancel", timeout=10)
+            response = httpx.post(url + f"/api/v1/jobs/{job_id}/cancel", timeout=10, headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError:
             continue
         return response.status_code == 200
@@ -144,6 +144,7 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
         if backend != "postgresql":
             raise SystemExit("chaos needs PostgreSQL (--db): several daemons share one store")
         url = engine.url.render_as_string(hide_password=False)
+        site = issue_tokens(make_sessionmaker(engine), agents)
         base = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
         ports = [free_port() for _ in range(daemons)]
         urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -161,7 +162,7 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
             proc.start()
         for daemon_url in urls[1:]:
             wait_answering(daemon_url)
-        agent_env = {**base, "POOLD_FAKE_STATE": str(workdir / "fake")}
+        agent_env = {**base, "POOLD_FAKE_STATE": str(workdir / "fake"), "POOLD_AGENT_JOIN_TOKEN": site.join}
         (workdir / "fake").mkdir()
         agent_procs = [
             Proc(f"agent-{k}", [sys.executable, "-c", "from agents.cli import main; main()", "run", "--server", urls[k % daemons],
@@ -186,12 +187,12 @@ def run(db: str, daemons: int, agents: int, minutes: float, seed: int, workdir: 
                 live = [u for u, p in zip(urls, daemon_procs) if p.alive] or urls
                 roll = rng.random()
                 if roll < 0.85:
-                    job_id = _submit(live, _job(index, marks, rng), rng)
+                    job_id = _submit(live, _job(index, marks, rng), rng, site.user)
                     index += 1
                     if job_id is not None:
                         tally.acknowledged[job_id] = 2
                 elif tally.acknowledged:
-                    tally.cancels += _cancel(live, rng.choice(list(tally.acknowledged)), rng)
+                    tally.cancels += _cancel(live, rng.choice(list(tally.acknowledged)), rng, site.user)
                 if now >= next_kill:
                     victims = [p for p in daemon_procs if p.alive] if rng.random() < 0.5 else [p for p in agent_procs if p.alive]
                     if len([p for p in daemon_procs if p.alive]) <= 1:

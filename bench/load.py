@@ -8,6 +8,9 @@ The agents are simulated in this process with asyncio and one HTTP connection po
 5,000 processes; each reports the inventory the real agent code collects from the fake
 ``hgx-h100-mig`` node (8 H100 with NVLink, one split into MIG slices: 12 devices, about
 15 KB of JSON), with its own device uuids and usage figures that move on every heartbeat.
+Tokens as on a real site: the store is given an admin's and a join token before the daemon
+starts; each node joins with the join token and its own credential, which every heartbeat
+then carries; submits carry the admin's token.
 
 Phases:
 
@@ -53,8 +56,10 @@ if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
 
 from agents.inventory import collect, load_collectors  # noqa: E402
 from bench.store import throwaway_store, wait_answering  # noqa: E402
-from poold.demo import free_port  # noqa: E402
+from poold.demo import free_port, issue_tokens  # noqa: E402
 from poold.db.models import JobModel  # noqa: E402
+from poold.db.session import make_sessionmaker  # noqa: E402
+from poold_common.tokens import make_token  # noqa: E402
 
 FIXTURE = "hgx-h100-mig"
 SHAPES = [
@@ -91,6 +96,7 @@ class Nodes:
         template = json.dumps([device.model_dump(mode="json") for device in inventory.devices])
         self.uuids = [device.uuid for device in inventory.devices]
         self.names = [f"load-{n:05d}" for n in range(count)]
+        self.credentials = [make_token() for _ in range(count)]
         self._template = template
 
     def devices(self, n: int, rng: random.Random) -> list[dict]:
@@ -153,16 +159,18 @@ class Http:
     is what is measured (a general client such as httpx costs about a millisecond a request,
     as much as the daemon's own work)."""
 
-    def __init__(self, host: str, port: int, connections: int):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, connections: int, token: str):
+        self.host, self.port, self.token = host, port, token
         self.idle: asyncio.Queue = asyncio.Queue()
         for _ in range(connections):
             self.idle.put_nowait(None)  # opened on first use
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> Answer:
+    async def request(self, method: str, path: str, body: bytes = b"", token: str | None = None) -> Answer:
+        """``token``: sent as the bearer (default: the client's own)."""
         connection = await self.idle.get()
         try:
-            head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {token or self.token}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
             for _ in range(2):  # a kept-alive connection the daemon closed meanwhile: open another
                 if connection is None:
                     connection = await asyncio.open_connection(self.host, self.port)
@@ -194,15 +202,15 @@ class Http:
                 connection[1].close()
 
 
-def _post(client: Http, path: str, body: Any):
+def _post(client: Http, path: str, body: Any, token: str | None = None):
     data = json.dumps(body).encode()
-    return lambda: client.request("POST", path, data)
+    return lambda: client.request("POST", path, data, token)
 
 
 def _heartbeat(client: Http, nodes: Nodes, n: int, rng: random.Random, phase: Phase):
-    """A heartbeat of node ``n``, its body serialised now (the agent's own work, not the daemon's)."""
-    body = {"host": nodes.host_of(n, rng), "devices": nodes.devices(n, rng), "running_jobs": []}
-    return lambda call=_post(client, f"/api/v1/agents/{nodes.names[n]}/heartbeat", body): _timed(phase, call)
+    """A heartbeat of node ``n`` with its credential, its body serialised now (the agent's own work, not the daemon's)."""
+    body = {"host": nodes.host_of(n, rng), "devices": nodes.devices(n, rng), "running_jobs": [], "machine_id": nodes.names[n]}
+    return lambda call=_post(client, f"/api/v1/agents/{nodes.names[n]}/heartbeat", body, nodes.credentials[n]): _timed(phase, call)
 
 
 def _submit(client: Http, index: int, phase: Phase, submitted: list[int]):
@@ -217,16 +225,17 @@ def _submit(client: Http, index: int, phase: Phase, submitted: list[int]):
     return lambda: _timed(phase, call)
 
 
-async def _run(port: int, nodes: Nodes, args: argparse.Namespace, daemon: psutil.Process) -> dict:
+async def _run(port: int, nodes: Nodes, args: argparse.Namespace, daemon: psutil.Process, admin: str, join: str) -> dict:
     rng = random.Random(1)
-    client = Http("127.0.0.1", port, args.concurrency)
+    client = Http("127.0.0.1", port, args.concurrency, admin)
     try:
         register = Phase("register")
         started = time.perf_counter()
         await _bounded(
             [
                 (lambda call=_post(client, "/api/v1/agents/register", {
-                    "node": nodes.names[n], "host": nodes.host_of(n, rng), "devices": nodes.devices(n, rng), "agent_version": "load"}): _timed(register, call))
+                    "node": nodes.names[n], "host": nodes.host_of(n, rng), "devices": nodes.devices(n, rng), "agent_version": "load",
+                    "machine_id": nodes.names[n], "credential": nodes.credentials[n]}, join): _timed(register, call))
                 for n in range(len(nodes.names))
             ],
             args.concurrency,
@@ -316,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nodes = Nodes(args.nodes)
     with throwaway_store(args.db, "load") as (engine, backend), tempfile.TemporaryDirectory(prefix="poold-load-") as tmp:
+        site = issue_tokens(make_sessionmaker(engine), len(nodes.names))
         port = free_port()
         env = {
             **os.environ,
@@ -333,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_answering(url, process, log_path)
-            result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid)))
+            result = asyncio.run(_run(port, nodes, args, psutil.Process(process.pid), site.admin, site.join))
         finally:
             process.terminate()
             try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from poold_common.https import client_context
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 
@@ -14,9 +17,13 @@ class ClientError(Exception):
 
 
 class PooldClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 10.0):
+    """The daemon's API as ``token`` (``Authorization: Bearer``); HTTPS answers are verified
+    against ``ca_file`` (default: the system's CAs)."""
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, ca_file: str | Path | None = None, timeout: float = 10.0):
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, headers=headers, verify=client_context(ca_file))
 
     def close(self) -> None:
         self._http.close()
@@ -34,10 +41,12 @@ class PooldClient:
             raise ClientError(f"cannot reach poold at {self.url}: {exc}") from exc
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
+                detail = str(response.json().get("detail", response.text))
             except ValueError:
                 detail = response.text or response.reason_phrase
-            raise ClientError(str(detail))
+            if response.status_code == 401:
+                detail += " (the CLI sends $POOLD_TOKEN, else `token` from ~/.config/poold/client.toml)"
+            raise ClientError(detail)
         return response
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,3 +81,13 @@ class PooldClient:
 
     def undrain(self, node: str) -> dict[str, Any]:
         return self._call("POST", f"/nodes/{node}/undrain").json()
+
+    def tokens(self, node: str | None = None, include_ended: bool = False) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"include_ended": "true"} if include_ended else {}
+        return self._call("GET", "/tokens", params=params | ({"node": node} if node else {})).json()
+
+    def create_token(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/tokens", json=request).json()
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/tokens/{token_id}/revoke").json()

@@ -1,9 +1,11 @@
 """``poold demo``: a small heterogeneous site on SQLite with fake devices, end to end.
 
 The daemon and one agent per node run as real processes (the same code as production, the
-agents over the mocked-device harness). The example jobs are submitted over HTTP, placed,
-and really run as processes that see only their devices. Everything is torn down at the end
-unless ``keep`` is set.
+agents over the mocked-device harness). The demo makes the site's tokens in the store before
+the daemon starts (an admin's, user ``demo``'s, one join token for its nodes), as a site's
+admin does with ``poold token create --local``; the agents join with the join token, and the
+example jobs are submitted over HTTP as user ``demo``, placed, and really run as processes
+that see only their devices. Everything is torn down at the end unless ``keep`` is set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
@@ -27,6 +30,9 @@ import psutil
 from poold.client import ClientError, PooldClient
 from poold.jobspec import parse_job_file, parse_job_text
 from poold.shipped import shipped_path
+
+if TYPE_CHECKING:  # the store's modules load when a site is prepared, not with every `poold` command
+    from sqlalchemy.orm import Session, sessionmaker
 
 # (node name, fixture): an HGX H100 with NVLink and GPU 0 in MIG mode, A100s, L4s,
 # Ascend 910B NPUs and Alveo U250 FPGAs.
@@ -62,12 +68,51 @@ def free_port() -> int:
 
 
 @dataclass
+class SiteTokens:
+    """What a new site starts with: an admin's token, user ``demo``'s, and a join token for its nodes."""
+
+    admin: str
+    user: str
+    join: str
+
+
+def issue_tokens(factory: sessionmaker[Session], nodes: int) -> SiteTokens:
+    """Make a new site's tokens in the store (the join token brings ``nodes`` nodes within an hour)."""
+    from poold.db.session import transaction
+    from poold.services import tokens
+
+    with transaction(factory) as session:
+        made = [tokens.create(session, "admin", user="admin", note="made with the site"),
+                tokens.create(session, "user", user="demo", note="made with the site"),
+                tokens.create(session, "join", uses=nodes, note="made with the site")]
+    return SiteTokens(*(issued.token for issued in made))
+
+
+def prepare_site(database_url: str, nodes: int) -> SiteTokens:
+    """Bring the store at ``database_url`` up to date and make its tokens (:func:`issue_tokens`)."""
+    from poold.db import migrate
+    from poold.db.session import make_sessionmaker, open_store
+
+    engine = open_store(database_url)
+    try:
+        migrate.upgrade(engine)
+        return issue_tokens(make_sessionmaker(engine), nodes)
+    finally:
+        engine.dispose()
+
+
+@dataclass
 class DemoPool:
-    """A running demo pool: the daemon, its agents, their state directory."""
+    """A running demo pool: the daemon, its agents, their state directory, the site's tokens."""
 
     workdir: Path
     url: str
+    tokens: SiteTokens
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def client(self, token: str | None = None) -> PooldClient:
+        """The API as ``token`` (default: the demo's user)."""
+        return PooldClient(self.url, token=token or self.tokens.user)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Agents, then any job still running under them, then the daemon: nothing is left."""
@@ -104,18 +149,19 @@ class DemoPool:
 def start_pool(workdir: Path, say: Callable[[str], None], timeout_s: float = 30.0) -> DemoPool:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    database_url = f"sqlite:///{workdir / 'daemon' / 'poold.db'}"
     env = {
         **os.environ,
         "POOLD_CONFIG": str(shipped_path("config", "poold.toml")),
         "POOLD_STATE_DIR": str(workdir / "daemon"),
-        "POOLD_DATABASE_URL": f"sqlite:///{workdir / 'daemon' / 'poold.db'}",
+        "POOLD_DATABASE_URL": database_url,
         "POOLD_SERVER__PORT": str(port),
         "POOLD_SCHEDULER__INTERVAL_S": "0.5",
         "POOLD_NODES__HEARTBEAT_INTERVAL_S": "2",
         "POOLD_LOG_LEVEL": "WARNING",
     }
     env.pop("POOLD_URL", None)
-    pool = DemoPool(workdir=workdir, url=url)
+    pool = DemoPool(workdir=workdir, url=url, tokens=prepare_site(database_url, len(SITE)))
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -140,6 +186,7 @@ def _start(pool: DemoPool, env: dict[str, str], log_dir: Path, say: Callable[[st
     # the demo ends jobs after their agents, and no agent would be left to remove their cgroups.
     agent_env.update(POOLD_AGENT_ALLOW_ROOT="true", POOLD_AGENT_DEFAULT_USER=pwd.getpwuid(os.geteuid()).pw_name,
                      POOLD_AGENT_ISOLATION="env")
+    agent_env["POOLD_AGENT_JOIN_TOKEN"] = pool.tokens.join
     (workdir / "fake").mkdir(exist_ok=True)
     for node, fixture in SITE:
         command = [
@@ -171,7 +218,7 @@ def _wait_healthy(pool: DemoPool, timeout_s: float) -> None:
 
 def _wait_nodes(pool: DemoPool, names: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    with PooldClient(pool.url) as client:
+    with pool.client() as client:
         while time.monotonic() < deadline:
             for name, process in pool.processes.items():
                 if process.poll() is not None:
@@ -193,8 +240,8 @@ def example_files() -> list[Path]:
 
 def run_jobs(pool: DemoPool, files: list[Path], timeout_s: float) -> tuple[list[dict], str]:
     """Submit the examples and the job that can never fit (refused: returns why); wait for
-    the examples to end."""
-    with PooldClient(pool.url) as client:
+    the examples to end (as user ``demo``)."""
+    with pool.client() as client:
         ids = [client.submit(parse_job_file(path).model_dump(mode="json"))["id"] for path in files]
         try:
             client.submit(parse_job_text(UNPLACEABLE_JOB, "too-big.toml").model_dump(mode="json"))

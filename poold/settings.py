@@ -13,15 +13,16 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from poold_common.config import load_model
+from poold_common.https import is_loopback
 from poold_wire.messages import MAX_DEVICES_PER_NODE, MAX_EVENTS_PER_REQUEST
 
 ENV_PREFIX = "POOLD_"
 # Variables under POOLD_ that belong to someone else: the CLI, the agent, the fake-device
 # harness, and the environment a job runs in. Everything else under POOLD_ must be a key.
-NOT_DAEMON_NAMES = frozenset({"POOLD_CONFIG", "POOLD_URL", "POOLD_NODE"})
+NOT_DAEMON_NAMES = frozenset({"POOLD_CONFIG", "POOLD_URL", "POOLD_TOKEN", "POOLD_CA_FILE", "POOLD_NODE"})
 NOT_DAEMON_PREFIXES = ("POOLD_AGENT_", "POOLD_FAKE_", "POOLD_JOB_", "POOLD_FPGA_", "POOLD_TEST_")
 DEFAULT_CONFIG = Path("/etc/poold/poold.toml")
 
@@ -33,6 +34,26 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     bind: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(default=8470, ge=0, le=65535)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) the API is served with over HTTPS")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    allow_plain_http: bool = Field(
+        default=False, description="serve plain HTTP on an address that is not loopback (tokens then cross the network in clear)"
+    )
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> "ServerSettings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        return self
+
+    def plain_http_refusal(self) -> str | None:
+        """Why the API may not be served as configured, or None: plain HTTP is for loopback
+        addresses unless ``allow_plain_http`` says otherwise."""
+        if self.tls_cert is not None or self.allow_plain_http or is_loopback(self.bind):
+            return None
+        return (f"server.bind = {self.bind!r} is not a loopback address and no certificate is configured: set "
+                "server.tls_cert and server.tls_key (`poold tls init` makes a CA and a certificate), or "
+                "server.allow_plain_http = true to serve plain HTTP there anyway")
 
 
 class SchedulerSettings(_Section):
@@ -81,6 +102,21 @@ class LimitSettings(_Section):
     devices_per_node: int = Field(default=1024, ge=1, le=MAX_DEVICES_PER_NODE, description="devices one node may report")
 
 
+class AuthSettings(_Section):
+    cache_s: float = Field(
+        default=10.0, ge=0, le=300,
+        description="a verified token is kept in memory this long: revoked on another daemon, it stops working within it",
+    )
+    run_as: dict[str, list[str]] = Field(
+        default_factory=dict, description="per poold user, the Unix users their jobs may run as (a job file's `user`)"
+    )
+    run_as_own_name: bool = Field(default=False, description="every user may also run jobs as the Unix user of their own name")
+
+    def may_run_as(self, user: str, unix_user: str) -> bool:
+        """Whether poold user ``user`` may name ``unix_user`` in a job file (admins may name any)."""
+        return unix_user in self.run_as.get(user, []) or (self.run_as_own_name and unix_user == user)
+
+
 class Settings(_Section):
     state_dir: Path = Field(default=Path("/var/lib/poold"), description="SQLite file and job logs live here")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in state_dir")
@@ -90,6 +126,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     nodes: NodeSettings = Field(default_factory=NodeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     prices: dict[str, float] = Field(
         default_factory=dict, description="price per hour of one whole device, by chip model"
     )

@@ -61,6 +61,10 @@ class RegisterRequest(WireModel):
     machine_id: MachineId | None = Field(
         default=None, description="the agent's machine (/etc/machine-id): a live node's name is not given to another"
     )
+    credential: Text | None = Field(
+        default=None, max_length=200,
+        description="at a join (a register with a join token): the token the agent made for its node, from then on the node's only one",
+    )
 
 
 class HeartbeatRequest(WireModel):

@@ -1,4 +1,5 @@
-"""A live daemon for tests that need a real server: ``poold serve`` as a subprocess."""
+"""A live daemon for tests that need a real server: ``poold serve`` as a subprocess, its store
+given a site's tokens before it starts (``poold.demo.prepare_site``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,30 @@ from pathlib import Path
 
 import httpx
 
-from poold.demo import free_port
+from poold.client import PooldClient
+from poold.demo import free_port, prepare_site
 from poold.shipped import shipped_path
+from poold_common.https import client_context
+from tests.auth import Credentials
 
 
 class LiveDaemon:
-    def __init__(self, state_dir: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None):
+    """``http`` calls the API as its callers would (``tests.auth.Credentials``: an admin, or a
+    node's agent on its routes); ``client()`` is the CLI's client, ``cli_env`` the variables a
+    ``poold`` command needs. ``tls``: a directory ``poold tls init`` made for 127.0.0.1, whose
+    certificate the daemon serves and whose CA every client here verifies it against."""
+
+    def __init__(self, state_dir: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None,
+                 tls: Path | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.state_dir = state_dir
+        self.ca_file = tls / "ca.pem" if tls else None
+        database_url = database_url or f"sqlite:///{state_dir / 'poold.db'}"
+        self.tokens = prepare_site(database_url, nodes=100)
+        self.http = httpx.Client(base_url=self.url, auth=Credentials(self.tokens), verify=client_context(self.ca_file), timeout=10)
+        self.cli_env = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
+        self.cli_env.update({"POOLD_URL": self.url, "POOLD_TOKEN": self.tokens.admin, **({"POOLD_CA_FILE": str(self.ca_file)} if tls else {})})
         env = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
         env.update(
             {
@@ -31,8 +47,9 @@ class LiveDaemon:
                 "POOLD_LOG_LEVEL": "WARNING",
             }
         )
-        if database_url:
-            env["POOLD_DATABASE_URL"] = database_url
+        env["POOLD_DATABASE_URL"] = database_url
+        if tls:
+            env.update({"POOLD_SERVER__TLS_CERT": str(tls / "server.pem"), "POOLD_SERVER__TLS_KEY": str(tls / "server-key.pem")})
         env.update(extra_env or {})
         state_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(state_dir / "daemon.log", "ab")  # noqa: SIM115 - closed in stop()
@@ -49,13 +66,18 @@ class LiveDaemon:
             if self.process.poll() is not None:
                 raise RuntimeError("daemon exited: " + (self.state_dir / "daemon.log").read_text())
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if self.http.get("/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("daemon did not start")
 
+    def client(self, token: str | None = None) -> PooldClient:
+        """The CLI's client, as ``token`` (default: the admin)."""
+        return PooldClient(self.url, token=token or self.tokens.admin, ca_file=self.ca_file)
+
     def stop(self) -> None:
+        self.http.close()
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -1,8 +1,11 @@
-"""The whole pool: a live daemon and real agent processes over the fake-device harness.
+"""The whole pool: a live daemon and real agent processes over the fake-device harness, over
+HTTPS with the certificates ``poold tls init`` made (agents and the CLI verify them against
+its CA), the agents joined with a join token.
 
 Covers what a user relies on across both programs: a MIG job sees exactly its slice, a
 CPU-only job sees no device, a cancelled job's whole process tree is gone, an agent killed (SIGKILL) and restarted in the
-middle of a job loses no outcome, and an XID reported by a fake GPU takes it out of service.
+middle of a job loses no outcome, an XID reported by a fake GPU takes it out of service, and
+a client that does not trust the site's CA is refused.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
+from poold import tls
 from poold.client import PooldClient
 from poold.jobspec import parse_job_text
 from tests.agents.cgroup_support import fresh_parent
@@ -33,9 +36,13 @@ class Agent:
         self.args = [sys.executable, "-c", "from agents.cli import main; main()", "run", "--server", daemon.url,
                      "--node", node, "--fake", fixture, "--state-dir", str(state_dir)]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("POOLD_")}
-        self.env.update({"POOLD_AGENT_POLL_INTERVAL_S": "0.2", "POOLD_AGENT_KILL_GRACE_S": "2", "POOLD_FAKE_STATE": str(fake_state)})
+        self.env.update({"POOLD_AGENT_POLL_INTERVAL_S": "0.2", "POOLD_AGENT_KILL_GRACE_S": "2", "POOLD_FAKE_STATE": str(fake_state),
+                         "POOLD_AGENT_JOIN_TOKEN": daemon.tokens.join})
+        if daemon.ca_file:
+            self.env["POOLD_AGENT_CA_FILE"] = str(daemon.ca_file)
         self.env.update(extra_env or {})
         state_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state_dir
         self.log_path = state_dir.parent / f"agent-{node}.log"
         self.process: subprocess.Popen | None = None
         self.start()
@@ -76,11 +83,12 @@ def scratch():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, cgroup_parent):
     root = tmp_path_factory.mktemp("site")
-    daemon = LiveDaemon(root / "daemon")
+    tls.init(root / "tls", ["127.0.0.1", "localhost"])
+    daemon = LiveDaemon(root / "daemon", tls=root / "tls")
     fake_state = root / "fake"
     fake_state.mkdir()
     agents: dict[str, Agent] = {}
-    client = PooldClient(daemon.url)
+    client = daemon.client(daemon.tokens.user)
     env = {"POOLD_AGENT_CGROUP_PARENT": cgroup_parent}
     try:
         agents["hgx"] = Agent(daemon, "hgx", "hgx-h100-mig", root / "agents" / "hgx", fake_state, env)
@@ -165,3 +173,17 @@ def test_xid_marks_the_gpu_unhealthy_at_once(site):
     wait_for(lambda: next(d for d in client.devices("hgx") if d["uuid"] == gpu7["uuid"])["health"] == "unhealthy", timeout_s=10)
     reason = next(d for d in client.devices("hgx") if d["uuid"] == gpu7["uuid"])["health_reason"]
     assert "79" in reason
+
+
+def test_the_agents_joined_with_their_own_credentials_and_the_cli_trusts_only_the_sites_ca(site):
+    daemon, agents, _, _ = site
+    credentials = {t["node"]: t for t in daemon.client().tokens() if t["role"] == "agent"}
+    assert set(credentials) == set(agents) and all(t["expires_at"] is None for t in credentials.values())
+    for agent in agents.values():
+        kept = agent.state_dir / "credential.json"
+        assert kept.stat().st_mode & 0o777 == 0o600 and json.loads(kept.read_text())["joined"]
+    nodes = subprocess.run([sys.executable, "-m", "poold", "nodes"], capture_output=True, text=True, env=daemon.cli_env, timeout=60)
+    assert nodes.returncode == 0 and "hgx" in nodes.stdout, nodes.stderr
+    stranger = {key: value for key, value in daemon.cli_env.items() if key != "POOLD_CA_FILE"}
+    refused = subprocess.run([sys.executable, "-m", "poold", "nodes"], capture_output=True, text=True, env=stranger, timeout=60)
+    assert refused.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr and "Traceback" not in refused.stderr

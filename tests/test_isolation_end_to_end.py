@@ -23,7 +23,6 @@ import pytest
 
 from agents import cgroups
 from agents.fake import tool_command
-from poold.client import PooldClient
 from tests.agents.cgroup_support import fresh_parent, parent_dirs
 from tests.agents.test_cgroups import PROBE
 from tests.live import LiveDaemon, wait_for
@@ -50,14 +49,14 @@ def site(tmp_path_factory):
     daemon = LiveDaemon(root / "daemon")
     fake_state = root / "fake"
     fake_state.mkdir()
-    client = PooldClient(daemon.url)
+    client = daemon.client()  # an admin: some jobs here name user root
     agents: dict[str, Agent] = {}
     try:
         for node, fixture in (("l4", slow), ("t4", failing)):
             env = {"POOLD_AGENT_CGROUP_PARENT": parent, "POOLD_AGENT_ALLOW_ROOT": "true", "POOLD_AGENT_SCRUB": scrub_setting(fixture)}
             agents[node] = Agent(daemon, node, str(fixture), root / "agents" / node, fake_state, env)
         wait_for(lambda: {n["name"] for n in client.nodes() if n["state"] == "ready"} >= set(agents), timeout_s=30)
-        yield client, root, fake_state, level, parent
+        yield client, root, fake_state, level, parent, daemon.cli_env
     finally:
         client.close()
         for agent in agents.values():
@@ -73,7 +72,7 @@ def needs(level: str, have: str) -> None:
 
 
 def test_a_job_without_user_runs_as_the_default_user(site):
-    client, _, _, level, _ = site
+    client, _, _, level, _, cli_env = site
     if os.geteuid() != 0:
         pytest.skip("an agent that is not root runs jobs as itself")
     job_id = submit(client, 'name = "who"\ncommand = ["id", "-u"]\n[resources]\n[[resources.accept]]\nmodel = "L4"\n')
@@ -84,12 +83,12 @@ def test_a_job_without_user_runs_as_the_default_user(site):
     started = next(e for e in job["events"] if e["kind"] == "job.started")
     assert f"isolation {level}" in started["message"]
     shown = subprocess.run([sys.executable, "-m", "poold", "--url", client.url, "job", str(job_id)],
-                           capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+                           capture_output=True, text=True, timeout=60, env={**cli_env, "COLUMNS": "200"})
     assert f"isolation: {level}" in shown.stdout.splitlines()
 
 
 def test_a_job_over_its_host_memory_fails_saying_so(site):
-    client, _, _, level, _ = site
+    client, _, _, level, _, _ = site
     needs("cgroup", level)
     # `tail` keeps its last line, here 400 MB without a newline, in memory: far past 32 MiB.
     command = '["sh", "-c", "head -c 400000000 /dev/zero | tail -n 1 > /dev/null"]'
@@ -101,7 +100,7 @@ def test_a_job_over_its_host_memory_fails_saying_so(site):
 
 
 def test_a_cancelled_jobs_cgroup_is_empty_afterwards(site):
-    client, _, _, level, parent = site
+    client, _, _, level, parent, _ = site
     needs("cgroup", level)
     job_id = submit(client, 'name = "held"\ncommand = ["sh", "-c", "cat /proc/self/cgroup; sleep 300"]\n'
                             '[resources]\nkind = "cpu"\ncpu_cores = 1\n')
@@ -116,7 +115,7 @@ def test_a_cancelled_jobs_cgroup_is_empty_afterwards(site):
 
 
 def test_a_job_cannot_open_a_device_it_was_not_given(site):
-    client, root, _, level, _ = site
+    client, root, _, level, _, _ = site
     needs("cgroup+devices", level)
     gpus = sorted((d for d in client.devices("l4") if d["kind"] == "gpu"), key=lambda d: d["index"])
     files = [gpu["attributes"]["device_files"][0] for gpu in gpus]
@@ -134,7 +133,7 @@ def test_a_job_cannot_open_a_device_it_was_not_given(site):
 
 
 def test_the_next_job_never_sees_the_last_ones_marker(site):
-    client, _, fake_state, _, _ = site
+    client, _, fake_state, _, _, _ = site
     write = f'for uuid in $(echo $CUDA_VISIBLE_DEVICES | tr , " "); do mkdir -p {fake_state}/memory/$uuid; echo secret > {fake_state}/memory/$uuid/marker; done'
     first = submit(client, f'name = "leaves"\nuser = "root"\ncommand = ["sh", "-c", {json.dumps(write)}]\n'
                            '[resources]\ncount = 2\n[[resources.accept]]\nmodel = "L4"\n')
@@ -155,7 +154,7 @@ def test_the_next_job_never_sees_the_last_ones_marker(site):
 
 
 def test_a_failing_scrub_quarantines_the_device(site):
-    client, _, _, _, _ = site
+    client, _, _, _, _, _ = site
     job_id = submit(client, 'name = "t4"\ncommand = ["true"]\n[resources]\n[[resources.accept]]\nmodel = "T4"\n')
     assert ended(client, job_id)["state"] == "succeeded"
     [gpu] = wait_for(lambda: [d for d in client.devices("t4") if (d.get("quarantine") or {}).get("held")])

@@ -57,3 +57,50 @@ def test_invalid_config_names_the_key(tmp_path, text, env, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("server", "refused"),
+    [
+        ({"bind": "127.0.0.1"}, False),
+        ({"bind": "::1"}, False),
+        ({"bind": "localhost"}, False),
+        ({"bind": "0.0.0.0"}, True),
+        ({"bind": "10.0.0.5"}, True),
+        ({"bind": "gpu-head.example.org"}, True),
+        ({"bind": "0.0.0.0", "allow_plain_http": True}, False),
+        ({"bind": "0.0.0.0", "tls_cert": "/etc/poold/tls/server.pem", "tls_key": "/etc/poold/tls/server-key.pem"}, False),
+    ],
+)
+def test_plain_http_is_for_loopback_unless_allowed(server, refused):
+    from poold.server import check_listener
+    from poold.settings import Settings
+
+    settings = Settings(server=server)
+    assert (settings.server.plain_http_refusal() is not None) == refused
+    if refused:
+        with pytest.raises(SettingsError, match=r"server.tls_cert and server.tls_key .* server.allow_plain_http = true"):
+            check_listener(settings)
+
+
+def test_a_certificate_without_its_key_names_both_keys(tmp_path):
+    with pytest.raises(SettingsError, match="server: tls_cert and tls_key go together"):
+        load_settings(None, env={"POOLD_SERVER__TLS_CERT": str(tmp_path / "server.pem")})
+
+
+def test_a_certificate_that_does_not_load_stops_the_daemon_naming_the_keys(tmp_path):
+    from poold.server import check_listener
+
+    (tmp_path / "server.pem").write_text("not a certificate")
+    settings = load_settings(None, env={"POOLD_SERVER__TLS_CERT": str(tmp_path / "server.pem"),
+                                        "POOLD_SERVER__TLS_KEY": str(tmp_path / "server-key.pem")})
+    with pytest.raises(SettingsError, match="server.tls_cert .* server.tls_key .*: cannot load them"):
+        check_listener(settings)
+
+
+def test_who_may_run_jobs_as_whom():
+    from poold.settings import AuthSettings
+
+    auth = AuthSettings(run_as={"alice": ["ml", "alice-svc"]})
+    assert auth.may_run_as("alice", "ml") and not auth.may_run_as("alice", "alice") and not auth.may_run_as("bob", "ml")
+    assert AuthSettings(run_as_own_name=True).may_run_as("bob", "bob")

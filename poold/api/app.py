@@ -7,8 +7,9 @@ from pydantic import BaseModel
 
 from poold import __version__
 from poold.api import errors
+from poold.api.auth import SECURITY_SCHEME
 from poold.api.context import AppContext
-from poold.api.routes import agents, jobs, nodes
+from poold.api.routes import agents, jobs, nodes, tokens
 from poold_wire.messages import HeartbeatRequest
 
 
@@ -22,9 +23,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(agents.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
+    app.include_router(tokens.router, prefix="/api/v1")
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=ctx.settings.limits.request_bytes)
-    _describe_bodies(app, HeartbeatRequest)
+    _document(app, HeartbeatRequest)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
@@ -33,14 +35,20 @@ def create_app(ctx: AppContext) -> FastAPI:
     return app
 
 
-def _describe_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Put in the OpenAPI document's components the request bodies that routes read raw and
-    validate themselves (their ``openapi_extra`` refers to them)."""
+def _document(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Put in the OpenAPI document what routes do by hand: the request bodies they read raw and
+    validate themselves (their ``openapi_extra`` refers to them), and the bearer token every
+    route under ``/api`` takes (``poold.api.auth``)."""
     default = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             document = default()
+            document["components"].setdefault("securitySchemes", {}).update(SECURITY_SCHEME)
+            for path, operations in document["paths"].items():
+                if path.startswith("/api/"):
+                    for operation in operations.values():
+                        operation["security"] = [{name: []} for name in SECURITY_SCHEME]
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in models:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from poold.api.intake import SubmitQueue
+from poold.auth import Authenticator
 from poold.leader import Leadership
 from poold.telemetry import NodeReports
 from poold.scheduler.loop import Scheduler
@@ -23,6 +24,7 @@ class AppContext:
     capacity: Capacity
     leader: Leadership
     submits: SubmitQueue
+    auth: Authenticator
     reports: NodeReports = field(default_factory=NodeReports)
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
 
@@ -37,4 +39,5 @@ class AppContext:
             capacity=Capacity(factory, settings),
             leader=Leadership(factory.kw["bind"]),
             submits=SubmitQueue(factory, settings.scheduler.never_fits),
+            auth=Authenticator(factory, settings.auth.cache_s),
         )

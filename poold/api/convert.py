@@ -7,18 +7,22 @@ from sqlalchemy.orm import Session
 
 from poold.api.schemas import (
     AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
-    ScrubbingOut,
+    ScrubbingOut, TokenOut,
 )
-from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel
+from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, TokenModel
 from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price
+from poold.services.tokens import state_of
 from poold.settings import Settings
 from poold.telemetry import Usage
 
 
-def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = False, requeued_as: dict[int, int] | None = None) -> JobOut:
+def job_out(
+    job: JobModel, node_names: dict[int, str], *, with_spec: bool = False, show_env: bool = False, requeued_as: dict[int, int] | None = None
+) -> JobOut:
+    """``with_spec``: with the job file, its environment only if ``show_env`` (the owner's and admins' view)."""
     allocations = [
         AllocationOut(
             device_uuid=alloc.device.uuid,
@@ -51,12 +55,16 @@ def job_out(job: JobModel, node_names: dict[int, str], *, with_spec: bool = Fals
         retry_of=job.retry_of,
         requeued_as=(requeued_as or {}).get(job.id),
         allocations=allocations,
-        spec=job.spec if with_spec else None,
+        owner=job.owner,
+        spec=(job.spec if show_env else {key: value for key, value in job.spec.items() if key != "env"}) if with_spec else None,
+        hidden=["spec.env"] if with_spec and not show_env and job.spec.get("env") else [],
     )
 
 
-def job_detail(job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int]) -> JobDetail:
-    base = job_out(job, node_names, with_spec=True, requeued_as=requeued_as)
+def job_detail(
+    job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int], *, show_env: bool
+) -> JobDetail:
+    base = job_out(job, node_names, with_spec=True, show_env=show_env, requeued_as=requeued_as)
     return JobDetail(
         **base.model_dump(),
         events=[
@@ -145,4 +153,12 @@ def plan_out(plan: Plan) -> PlanOut:
         runner_up=plan_choice(placement, placement.runner_up) if placement and placement.runner_up else None,
         rejections=rejections,
         never_fits=plan.never_fits.rejections.summary() if plan.never_fits else None,
+    )
+
+
+def token_out(row: TokenModel) -> TokenOut:
+    return TokenOut(
+        id=row.id, role=row.role, state=state_of(row), user=row.user_name, node=row.node, machine_id=row.machine_id,  # type: ignore[arg-type]
+        uses_left=row.uses_left, note=row.note, created_by=row.created_by, created_at=row.created_at, expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
     )

@@ -29,7 +29,8 @@ _SOURCES = ("body", "query", "path", "header", "cookie")
 
 _MEANING = {
     400: "The request cannot be served as sent: a body that is not JSON, or an agent protocol this daemon does not serve",
-    403: "Not this caller's to do: a log appended by another node than the job's",
+    401: "No token, or one that is not valid (unknown, revoked, expired); the answer carries `WWW-Authenticate: Bearer`",
+    403: "Not this caller's to do: its role does not allow it, or the job, node or log is another's",
     404: "No such job or node",
     409: "The request conflicts with the current state: the job already ended, or a log offset is not the log's size",
     413: "Larger than the daemon's limits (limits.*): a log chunk, a job's whole log, events in one report, devices of one node",
@@ -57,9 +58,11 @@ class LogConflictOut(ErrorOut):
 
 
 def responses(*statuses: int, conflict: type[ErrorOut] = ErrorOut) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route that answers these error statuses (and 503, which any
-    route touching the store may answer: ``poold.api.retry``)."""
-    return {status: {"model": conflict if status == 409 else ErrorOut, "description": _MEANING[status]} for status in (*statuses, 503)}
+    """The ``responses=`` of a route that answers these error statuses, and those every route
+    may: 401 and 403 (every route takes a token: ``poold.api.auth``), 503 (any route touching
+    the store: ``poold.api.retry``)."""
+    return {status: {"model": conflict if status == 409 else ErrorOut, "description": _MEANING[status]}
+            for status in sorted({401, 403, *statuses, 503})}
 
 
 def install(app: FastAPI) -> None:
@@ -79,7 +82,8 @@ def install(app: FastAPI) -> None:
         body = ErrorOut(detail=exc.message)
         if exc.field is not None:
             body = ErrorOut(detail=f"{exc.field}: {exc.message}", errors=[FieldError(field=exc.field, message=exc.message)])
-        return JSONResponse(status_code=exc.status, content=body.model_dump())
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(status_code=exc.status, content=body.model_dump(), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -34,15 +34,15 @@ MAX_BATCH = 500
 class SubmitQueue:
     def __init__(self, factory: sessionmaker[Session], never_fits_policy: str):
         self.factory, self.never_fits_policy = factory, never_fits_policy
-        self._queue: queue.SimpleQueue[tuple[JobSpec, Rejections | None, Future]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[JobSpec, Rejections | None, str | None, Future]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._start = threading.Lock()
 
-    def submit(self, spec: JobSpec, never_fits: Rejections | None) -> JobOut:
-        """Store ``spec`` as a pending job (in the next transaction) and return it; raises the
-        refusal (``ServiceError``) or the store's error."""
+    def submit(self, spec: JobSpec, never_fits: Rejections | None, owner: str | None = None) -> JobOut:
+        """Store ``spec`` as a pending job of ``owner`` (in the next transaction) and return it;
+        raises the refusal (``ServiceError``) or the store's error."""
         answer: Future[JobOut] = Future()
-        self._queue.put((spec, never_fits, answer))
+        self._queue.put((spec, never_fits, owner, answer))
         with self._start:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_forever, name="poold-submits", daemon=True)
@@ -59,10 +59,10 @@ class SubmitQueue:
                     break
             self._write(batch)
 
-    def _write(self, batch: list[tuple[JobSpec, Rejections | None, Future]]) -> None:
+    def _write(self, batch: list[tuple[JobSpec, Rejections | None, str | None, Future]]) -> None:
         try:
             with transaction(self.factory) as session:
-                stored = jobs.submit_many(session, [(spec, never_fits) for spec, never_fits, _ in batch], self.never_fits_policy)
+                stored = jobs.submit_many(session, [(spec, never_fits, owner) for spec, never_fits, owner, _ in batch], self.never_fits_policy)
                 answers = [job if isinstance(job, ServiceError) else convert.job_out(job, {}) for job in stored]
         except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
             log.info("a batch of %d submits failed: %s", len(batch), exc)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from poold.jobspec import JobSpec
+from poold.services.tokens import MAX_EXPIRY_S, MAX_JOIN_USES, USER_NAME_PATTERN
+from poold_common.tokens import IssuedRole
 from poold_wire.bounds import Text
 from poold_wire.messages import Isolation
 
@@ -61,7 +63,9 @@ class JobOut(Strict):
     retry_of: int | None = Field(default=None, description="the lost job this one was submitted again for")
     requeued_as: int | None = Field(default=None, description="the job submitted again for this one, after it was lost")
     allocations: list[AllocationOut] = Field(default_factory=list)
+    owner: str | None = Field(default=None, description="the poold user who submitted it (null: submitted before tokens)")
     spec: dict[str, Any] | None = None
+    hidden: list[str] = Field(default_factory=list, description="what is withheld from this caller: `spec.env` of another user's job")
 
 
 class EventOut(Strict):
@@ -163,3 +167,36 @@ class PlanOut(Strict):
 
 class DrainRequest(Strict):
     reason: Text | None = Field(default=None, max_length=500)
+
+
+# ---- admins: tokens ---------------------------------------------------------------------
+
+
+class TokenCreate(Strict):
+    role: IssuedRole
+    user: str | None = Field(default=None, min_length=1, max_length=100, pattern=USER_NAME_PATTERN,
+                             description="whom an admin or user token is for (a job's owner is its submitter's user)")
+    expires_in_s: int | None = Field(default=None, ge=1, le=MAX_EXPIRY_S, description="default 90 days; 1 hour for a join token")
+    uses: int | None = Field(default=None, ge=1, le=MAX_JOIN_USES, description="nodes a join token may bring (default 1)")
+    note: Text = Field(default="", max_length=500, description="what it is for")
+
+
+class TokenOut(Strict):
+    """A token as lists show it: never its secret."""
+
+    id: str
+    role: str
+    state: Literal["valid", "revoked", "expired", "used up"]
+    user: str | None = None
+    node: str | None = Field(default=None, description="a node's credential: the node")
+    machine_id: str | None = Field(default=None, description="a node's credential: the machine it joined from")
+    uses_left: int | None = Field(default=None, description="a join token: nodes it may still bring")
+    note: str = ""
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None = Field(description="null: until revoked (a node's credential)")
+    revoked_at: datetime | None = None
+
+
+class TokenIssued(TokenOut):
+    token: str = Field(description="the token itself, shown this once: only a digest of it is kept")

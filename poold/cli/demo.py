@@ -19,8 +19,10 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
     """Start a demo pool (SQLite, fake devices), run the example jobs, show where each went and why.
 
     The site: an 8x H100 HGX node with NVLink and GPU 0 in MIG mode, 4x A100, 2x L4,
-    8x Ascend 910B and 2x Alveo U250. The daemon and agents are real processes; the jobs
-    really run and see only their devices. Ends by itself and leaves nothing running.
+    8x Ascend 910B and 2x Alveo U250. The daemon and agents are real processes; the demo makes
+    its own tokens (an admin's, user demo's, a join token its agents join with) and submits as
+    user demo; the jobs really run and see only their devices. Ends by itself and leaves
+    nothing running.
     """
     from poold import demo as pool_demo
 
@@ -32,9 +34,7 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
     keep_running = False
     try:
         pool = pool_demo.start_pool(workdir, say)
-        from poold.client import PooldClient
-
-        with PooldClient(pool.url) as client:
+        with pool.client() as client:
             nodes = client.nodes()
         if not json_out:
             emit_table(
@@ -46,14 +46,16 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
         say(f"submitting {len(files)} example jobs from config/examples and one that can never fit ...")
         jobs, refusal = pool_demo.run_jobs(pool, files, timeout)
         if json_out:
-            emit_json({"jobs": jobs, "refused": {"name": "too-big", "error": refusal}, "url": pool.url if keep else None})
+            emit_json({"jobs": jobs, "refused": {"name": "too-big", "error": refusal}, "url": pool.url if keep else None,
+                       "token": pool.tokens.admin if keep else None})
         else:
             _show(jobs, refusal)
         failed = [job for job in jobs if job["state"] != "succeeded"]
         say(f"done in {time.monotonic() - started:.1f} s: {len(jobs) - len(failed)} of {len(jobs)} example jobs succeeded")
         if keep:
             pids = " ".join(str(p.pid) for p in pool.processes.values())
-            say(f"the pool stays up: poold --url {pool.url} nodes | jobs | devices\nstop it with: kill {pids}; rm -rf {workdir}")
+            say(f"the pool stays up: export POOLD_URL={pool.url} POOLD_TOKEN={pool.tokens.admin}  (an admin's token)\n"
+                f"then: poold nodes | jobs | devices | token list\nstop it with: kill {pids}; rm -rf {workdir}")
             keep_running = True
         if failed:
             sys.exit(1)

@@ -8,17 +8,13 @@ import time
 import click
 from rich.text import Text
 
+from poold.cli.connection import connect
 from poold.cli.output import console, devices_text, emit_json, emit_table, gib, when
-from poold.client import PooldClient
 from poold.jobspec import parse_job_file
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 # Exit codes of `poold submit --wait` for outcomes without an exit code of their own.
 OUTCOME_EXIT = {"succeeded": 0, "cancelled": 130, "timed_out": 124, "lost": 1}
-
-
-def _client(ctx: click.Context) -> PooldClient:
-    return PooldClient(ctx.obj["url"])
 
 
 def outcome_exit_code(job: dict) -> int:
@@ -42,7 +38,7 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
     (its `retries`) is followed to the retry's end.
     """
     spec = parse_job_file(job_file)
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.submit(spec.model_dump(mode="json"))
         if ctx.obj["output"] == "json" and not wait:
             emit_json(job)
@@ -79,7 +75,7 @@ def plan(ctx: click.Context, job_file: str) -> None:
     it would wait, 3 when it can never fit.
     """
     spec = parse_job_file(job_file)
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         result = client.plan(spec.model_dump(mode="json"))
     if ctx.obj["output"] == "json":
         emit_json(result)
@@ -106,8 +102,8 @@ def plan(ctx: click.Context, job_file: str) -> None:
 @click.option("--limit", default=200, show_default=True)
 @click.pass_context
 def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
-    """List jobs, newest first."""
-    with _client(ctx) as client:
+    """List jobs, newest first: every user's (OWNER is who submitted each)."""
+    with connect(ctx) as client:
         jobs = client.jobs(list(states), limit)
     if ctx.obj["output"] == "json":
         emit_json(jobs)
@@ -116,22 +112,26 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
     for job in jobs:
         devices = devices_text(job)
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else None
-        rows.append([job["id"], job["name"], job["queue"], job["state"], job.get("node"), devices, price, when(job["submitted_at"])])
-    emit_table(["ID", "NAME", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED"], rows)
+        rows.append([job["id"], job["name"], job.get("owner"), job["queue"], job["state"], job.get("node"), devices, price,
+                     when(job["submitted_at"])])
+    emit_table(["ID", "NAME", "OWNER", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED"], rows)
 
 
 @click.command(name="job")
 @click.argument("job_id", type=int)
 @click.pass_context
 def show_job(ctx: click.Context, job_id: int) -> None:
-    """Show one job: where it runs and why, or why it still waits, and its events."""
-    with _client(ctx) as client:
+    """Show one job: where it runs and why, or why it still waits, and its events. Another
+    user's job is shown without its environment."""
+    with connect(ctx) as client:
         job = client.job(job_id)
     if ctx.obj["output"] == "json":
         emit_json(job)
         return
     console.print(Text.assemble((f"job {job['id']}", "bold"), f" {job['name']}  state: ", (job["state"], "bold"),
-                                f"  queue: {job['queue']}  priority: {job['priority']}"))
+                                f"  queue: {job['queue']}  priority: {job['priority']}  owner: {job.get('owner') or '-'}"))
+    if "spec.env" in job.get("hidden", []):
+        console.print("environment: hidden (another user's job)")
     if job.get("node"):
         console.print(f"node: {job['node']}  price: {job.get('price_per_hour') or 0:.2f}/h")
     label = {"pending": "why it waits", "assigned": "placement", "running": "placement"}.get(job["state"], "reason")
@@ -158,13 +158,13 @@ def show_job(ctx: click.Context, job_id: int) -> None:
 @click.option("--force", is_flag=True, help="End the job now, whatever its state, and release its devices (administrators).")
 @click.pass_context
 def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
-    """Cancel a job: a pending one ends at once, a running one is killed by its agent.
+    """Cancel a job of yours (admins: anyone's): a pending one ends at once, a running one is killed by its agent.
 
     With --force the job ends `cancelled` at once, in any state, without waiting for its
     agent (one that cannot report, or is gone); its devices, CPU cores and memory are
     released, and the agent, if it still runs the job, is told to kill it.
     """
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.cancel(job_id, force)
     if ctx.obj["output"] == "json":
         emit_json(job)
@@ -181,8 +181,8 @@ def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_context
 def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
-    """Print a job's output (stdout and stderr, as its agent shipped them)."""
-    with _client(ctx) as client:
+    """Print a job's output (stdout and stderr, as its agent shipped them): your own jobs' (admins: anyone's)."""
+    with connect(ctx) as client:
         offset = 0
         while True:
             chunk = client.log(job_id, offset)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from poold.cli.connection import connect
 from poold.cli.output import emit_json, emit_table, gib, when
-from poold.client import PooldClient
 
 
 @click.command(name="nodes")
@@ -18,7 +18,7 @@ def list_nodes(ctx: click.Context) -> None:
     it is ready again with its next heartbeat. MACHINE is the start of the machine id of
     the agent that holds the node's name.
     """
-    with PooldClient(ctx.obj["url"]) as client:
+    with connect(ctx) as client:
         nodes = client.nodes()
     if ctx.obj["output"] == "json":
         emit_json(nodes)
@@ -52,7 +52,7 @@ def list_devices(ctx: click.Context, node: str | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    with PooldClient(ctx.obj["url"]) as client:
+    with connect(ctx) as client:
         devices = client.devices(node)
     if ctx.obj["output"] == "json":
         emit_json(devices)
@@ -94,7 +94,7 @@ def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
 
     Refused while the device still reports unhealthy.
     """
-    with PooldClient(ctx.obj["url"]) as client:
+    with connect(ctx) as client:
         out = client.return_device(uuid, node or ctx.parent.params.get("node"))
     emit_json(out) if ctx.obj["output"] == "json" else click.echo(f"device {uuid} on {out['node']} is back in service")
 
@@ -105,7 +105,7 @@ def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
 @click.pass_context
 def drain(ctx: click.Context, node: str, reason: str | None) -> None:
     """Stop placing new jobs on NODE; running jobs go on."""
-    with PooldClient(ctx.obj["url"]) as client:
+    with connect(ctx) as client:
         out = client.drain(node, reason)
     emit_json(out) if ctx.obj["output"] == "json" else click.echo(f"node {node} drained")
 
@@ -115,7 +115,7 @@ def drain(ctx: click.Context, node: str, reason: str | None) -> None:
 @click.pass_context
 def undrain(ctx: click.Context, node: str) -> None:
     """Let NODE take new jobs again."""
-    with PooldClient(ctx.obj["url"]) as client:
+    with connect(ctx) as client:
         out = client.undrain(node)
     emit_json(out) if ctx.obj["output"] == "json" else click.echo(f"node {node} undrained")
 

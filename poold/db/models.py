@@ -1,4 +1,4 @@
-"""The pool as stored in SQL: nodes, devices, jobs, allocations, queues and the event log.
+"""The pool as stored in SQL: nodes, devices, jobs, allocations, queues, the event log and tokens.
 
 ORM classes end in ``Model`` so they never get mixed up with API schemas or the
 scheduler's in-memory view. Times are timezone-aware UTC. Memory is MiB.
@@ -202,6 +202,7 @@ class JobModel(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(100), doc="the poold user whose token submitted it; null for jobs from before tokens")
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
@@ -247,3 +248,28 @@ class EventModel(Base):
     node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TokenModel(Base):
+    """A bearer token (``poold_common.tokens``), by its public id; of its secret only a digest is kept.
+
+    ``role`` is ``admin``, ``user`` (both carry ``user_name``), ``agent`` (a node's credential,
+    made by its agent at its join: ``node`` and ``machine_id`` say for which node and machine)
+    or ``join`` (registers new nodes, ``uses_left`` more times). A token works while it is not
+    revoked, not expired and, for a join token, has uses left.
+    """
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(10))
+    user_name: Mapped[str | None] = mapped_column(String(100))
+    node: Mapped[str | None] = mapped_column(String(200), index=True)
+    machine_id: Mapped[str | None] = mapped_column(String(200))
+    uses_left: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(doc="null: until revoked (node credentials)")
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -13,6 +13,12 @@ class ServiceError(Exception):
         self.field = field
 
 
+class Unauthorized(ServiceError):
+    """No token, or one that is not (or no longer) valid."""
+
+    status = 401
+
+
 class NotFound(ServiceError):
     status = 404
 

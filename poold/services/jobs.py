@@ -22,11 +22,14 @@ ACTIVE_STATES = ("assigned", "running")
 GIVEN_UP_STATES = ("cancelled", "lost")
 
 
-def submit(session: Session, spec: JobSpec, never_fits: Rejections | None = None, never_fits_policy: str = "refuse") -> JobModel:
-    """Store a pending job. ``never_fits`` says why no device of the pool could hold it even
-    when idle (``poold.scheduler.plan.Capacity``): with policy ``refuse`` the job is refused
-    naming the key at fault, with ``warn`` it is kept and its reason says so."""
-    [stored] = submit_many(session, [(spec, never_fits)], never_fits_policy)
+def submit(
+    session: Session, spec: JobSpec, never_fits: Rejections | None = None, never_fits_policy: str = "refuse", owner: str | None = None
+) -> JobModel:
+    """Store a pending job of ``owner`` (the poold user who submits it). ``never_fits`` says why
+    no device of the pool could hold it even when idle (``poold.scheduler.plan.Capacity``): with
+    policy ``refuse`` the job is refused naming the key at fault, with ``warn`` it is kept and
+    its reason says so."""
+    [stored] = submit_many(session, [(spec, never_fits, owner)], never_fits_policy)
     if isinstance(stored, ServiceError):
         raise stored
     return stored
@@ -36,16 +39,16 @@ NEVER_FITS = "never fits as the pool stands: "
 
 
 def submit_many(
-    session: Session, specs: list[tuple[JobSpec, Rejections | None]], never_fits_policy: str = "refuse"
+    session: Session, specs: list[tuple[JobSpec, Rejections | None, str | None]], never_fits_policy: str = "refuse"
 ) -> list[JobModel | ServiceError]:
     """Store pending jobs (as :func:`submit`) in one go: one insert for the jobs and one for their
     events. Each job is stored, or answered with why it was refused; one refusal does not stop
     the others. The jobs returned are not in the session (their ids and fields are set)."""
     queues = set(session.scalars(select(QueueModel.name)))
     results: list[JobModel | ServiceError] = []
-    for spec, never_fits in specs:
+    for spec, never_fits, owner in specs:
         try:
-            results.append(_pending_job(spec, never_fits, never_fits_policy, queues))
+            results.append(_pending_job(spec, never_fits, never_fits_policy, queues, owner))
         except ServiceError as refusal:
             results.append(refusal)
     stored = [job for job in results if isinstance(job, JobModel)]
@@ -53,7 +56,7 @@ def submit_many(
         return results
     # Core inserts, one statement each for the jobs and their events: a burst of submits is
     # one round trip, not one unit of work per job.
-    columns = ("name", "queue_name", "priority", "state", "spec", "reason", "cancel_requested", "attempt", "submitted_at")
+    columns = ("name", "queue_name", "priority", "state", "spec", "reason", "cancel_requested", "attempt", "owner", "submitted_at")
     ids = session.execute(
         insert(JobModel).returning(JobModel.id, sort_by_parameter_order=True),
         [{column: getattr(job, column) for column in columns} for job in stored],
@@ -69,7 +72,7 @@ def submit_many(
     return results
 
 
-def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queues: set[str]) -> JobModel:
+def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queues: set[str], owner: str | None) -> JobModel:
     if spec.queue not in queues:
         raise Invalid(f"no queue named {spec.queue!r} (known: {', '.join(sorted(queues))})", field="spec.queue")
     reason = "waiting for the scheduler"
@@ -79,7 +82,7 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
             raise Invalid(why, field="spec." + blamed_field(never_fits))
         reason = NEVER_FITS + never_fits.summary()
     job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
-                   reason=reason, cancel_requested=False, attempt=1, submitted_at=utcnow())
+                   reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow())
     job.allocations = []  # known empty: nothing is loaded to show it
     return job
 
@@ -100,7 +103,7 @@ def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
         fate = f"not submitted again: attempt {job.attempt} of {retries + 1} (retries = {retries})"
     else:
         retry = JobModel(name=job.name, queue_name=job.queue_name, priority=job.priority, state="pending", spec=job.spec,
-                         reason="waiting for the scheduler", attempt=job.attempt + 1, retry_of=job.id)
+                         reason="waiting for the scheduler", attempt=job.attempt + 1, retry_of=job.id, owner=job.owner)
         session.add(retry)
         session.flush()
         fate = f"submitted again as job {retry.id} (attempt {retry.attempt} of {retries + 1})"

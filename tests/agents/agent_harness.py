@@ -36,7 +36,8 @@ class Harness:
                                       kill_grace_s=0.5, retry_max_s=0.4, machine_id="machine-1",
                                       # The loop is what these tests are about: jobs run as the
                                       # test (root or not) and are held by their environment.
-                                      allow_root=True, default_user="root", isolation="env")
+                                      allow_root=True, default_user="root", isolation="env",
+                                      join_token=daemon.join_token)
         self.agent: Agent | None = None
         self.thread: threading.Thread | None = None
 

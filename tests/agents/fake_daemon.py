@@ -4,7 +4,10 @@ It keeps the daemon's rules that the agent relies on: a job is listed in ``start
 ``started`` event is accepted; the same ``ended`` twice is accepted, a different outcome is
 refused; a log upload at the wrong offset gets 409 with the real size; a node it does not
 know gets 404; a node another machine owns (``owners``) answers registrations, heartbeats
-and assignments polls 409. ``down = True`` makes every request fail as a refused connection. As a daemon
+and assignments polls 409. Tokens as the daemon takes them: a register with ``join_token``
+brings the node and takes the credential it sends (``credentials``), ``lose_join_answer``
+times dropping the answer after taking it; every other call must carry the node's
+credential, or gets 401. ``down = True`` makes every request fail as a refused connection. As a daemon
 that checks reports at the door would, ``refuse_event`` (event -> reason, or None) answers a
 whole events request 422 when one event in it is refused; ``fail_events`` answers that many
 events requests 500 first; ``refuse_logs`` answers those jobs' log uploads 413. Every call
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from poold_common.tokens import make_token
 from poold_wire.messages import (
     Assignment,
     AssignmentsResponse,
@@ -69,6 +73,9 @@ class FakeDaemon:
     heartbeats: list[HeartbeatRequest] = field(default_factory=list)
     registrations: list[RegisterRequest] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)  # node -> machine id: others get 409
+    join_token: str = field(default_factory=make_token)
+    credentials: dict[str, str] = field(default_factory=dict)  # node -> the credential taken at its join
+    lose_join_answer: int = 0  # joins taken whose answer is then lost (a timeout)
     logs: dict[int, bytearray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,10 +123,13 @@ class FakeDaemon:
             self.calls.append(Call(request.method, path, time.monotonic(), self.down))
             if self.down:
                 raise httpx.ConnectError("connection refused", request=request)
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
             if request.method == "POST" and path == "/api/v1/agents/register":
-                return self._register(RegisterRequest.model_validate_json(request.content))
+                return self._register(RegisterRequest.model_validate_json(request.content), token, request)
             if match := re.fullmatch(r"/api/v1/agents/([^/]+)/(heartbeat|assignments|events)", path):
                 node, what = match.groups()
+                if self.credentials.get(node) != token:
+                    return httpx.Response(401, json={"detail": "not a valid token"})
                 if node not in self.nodes:
                     return httpx.Response(404, json={"detail": f"no node {node}"})
                 if what == "heartbeat":
@@ -134,6 +144,8 @@ class FakeDaemon:
                     return self._assignments(node)
                 return self._events(node, JobEventsRequest.model_validate_json(request.content))
             if (match := re.fullmatch(r"/api/v1/jobs/(\d+)/log", path)) and request.method == "PUT":
+                if self.credentials.get(request.url.params["node"]) != token:
+                    return httpx.Response(401, json={"detail": "not a valid token"})
                 return self._log(int(match.group(1)), int(request.url.params["offset"]), request.content)
             return httpx.Response(404, json={"detail": f"no route {request.method} {path}"})
 
@@ -143,8 +155,16 @@ class FakeDaemon:
             return httpx.Response(409, json={"detail": f"node {node} belongs to machine {owner}; this is machine {machine_id}"})
         return None
 
-    def _register(self, body: RegisterRequest) -> httpx.Response:
+    def _register(self, body: RegisterRequest, token: str, request: httpx.Request) -> httpx.Response:
         self.registrations.append(body)
+        held = self.credentials.get(body.node)
+        if token == self.join_token and body.credential is not None and held in (None, body.credential):
+            self.credentials[body.node] = body.credential
+            if self.lose_join_answer > 0:
+                self.lose_join_answer -= 1
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        elif held is None or token != held:
+            return httpx.Response(401 if token != self.join_token else 403, json={"detail": f"not node {body.node}'s token"})
         if (refused := self._claimed(body.node, body.machine_id)) is not None:
             return refused
         self.nodes.add(body.node)

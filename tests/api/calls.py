@@ -1,4 +1,5 @@
-"""What an agent and a user send, as the API tests write it: register a node, heartbeat, report, submit."""
+"""What an agent and a user send, as the API tests write it: register a node, heartbeat, report,
+submit (with the tokens ``tests.auth.Credentials`` gives each)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ def register(api, builder, **extra):
     return body
 
 
-def heartbeat(api, builder, running_jobs=(), **extra):
+def heartbeat(api, builder, running_jobs=(), headers=None, **extra):
     body = {"host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices],
             "running_jobs": list(running_jobs), **extra}
-    return api.post(f"/api/v1/agents/{builder.name}/heartbeat", json=body)
+    return api.post(f"/api/v1/agents/{builder.name}/heartbeat", json=body, headers=headers)
 
 
 def report(api, node, job_id, kind, **fields):

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from poold.db.models import JobModel, NodeModel
 from tests.api.calls import NOW, register, submit
+from tests.auth import bearer, node_credential
 from tests.builders import make_node
 
 def test_register_heartbeat_assign_run_end(api):
@@ -38,10 +39,11 @@ def test_register_heartbeat_assign_run_end(api):
     assert api.post("/api/v1/agents/hgx/heartbeat", json=heartbeat).json() == {"ok": True, "drained": False}
 
 
-def test_heartbeat_from_unknown_node_is_404(api):
+def test_heartbeat_from_a_node_the_store_does_not_hold_is_404(api, pool):
+    """What makes an agent register again: its credential is good, its node is not there."""
     builder = make_node("ghost").gpus(1, "L4")
     body = {"host": builder.host.model_dump(mode="json"), "devices": [], "running_jobs": []}
-    response = api.post("/api/v1/agents/ghost/heartbeat", json=body)
+    response = api.post("/api/v1/agents/ghost/heartbeat", json=body, headers=bearer(node_credential(pool.factory, "ghost")))
     assert response.status_code == 404 and "no node named 'ghost'" in response.json()["detail"]
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from poold.api.errors import ErrorOut
+from tests.auth import bearer
 from tests.builders import make_node
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc).isoformat()
@@ -41,7 +42,10 @@ def job(api) -> int:
     ],
 )
 def test_what_a_caller_sends_gets_a_4xx_naming_the_field(api, job, method, url, status, field):
-    response = api.request(method, url.format(job=job), json={} if method == "post" else None, content=b"x" if method == "put" else None)
+    # A valid token first: without one, the answer is 401 before anything else is looked at.
+    headers = bearer(api.auth.nodes["l4"]) if "/agents/" in url else {}
+    response = api.request(method, url.format(job=job), json={} if method == "post" else None, content=b"x" if method == "put" else None,
+                           headers=headers)
     assert response.status_code == status, response.text
     body = ErrorOut.model_validate({k: v for k, v in response.json().items() if k != "size"})
     if field is not None:

@@ -5,25 +5,20 @@ to its log."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from poold.api.app import create_app
-from poold.api.context import AppContext
 from tests.api.calls import NOW, register, submit
+from tests.auth import bearer
 from tests.builders import make_node
 
 
 @pytest.fixture
-def api(pool, settings):
+def settings(settings):
     settings.limits.request_bytes = 64 * 1024
     settings.limits.log_chunk_bytes = 1024
     settings.limits.job_log_bytes = 3000
     settings.limits.events_per_request = 3
     settings.limits.devices_per_node = 4
-    ctx = AppContext.build(settings, pool.factory)
-    ctx.wake_scheduler = ctx.scheduler.run_pass
-    with TestClient(create_app(ctx)) as client:
-        yield client
+    return settings
 
 
 def _field(response) -> str:
@@ -55,7 +50,7 @@ def test_only_the_node_running_a_job_may_append_to_its_log(api):
     job_id = submit(api, count=1, accept=[{"model": "L4"}])
     refused = api.put(f"/api/v1/jobs/{job_id}/log", params={"offset": 0, "node": "other"}, content=b"forged")
     assert refused.status_code == 403 and _field(refused) == "node" and "runs on l4" in refused.json()["detail"]
-    missing = api.put(f"/api/v1/jobs/{job_id}/log", params={"offset": 0}, content=b"who")
+    missing = api.put(f"/api/v1/jobs/{job_id}/log", params={"offset": 0}, content=b"who", headers=bearer(api.auth.nodes["l4"]))
     assert missing.status_code == 422 and _field(missing) == "node"
     assert api.get(f"/api/v1/jobs/{job_id}/log").content == b""
 

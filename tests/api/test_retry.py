@@ -67,12 +67,6 @@ def test_a_real_postgres_deadlock_is_recognised(postgres):
     assert len(errors) == 1 and is_retryable(errors[0]), errors
 
 
-@pytest.fixture
-def api(pool, settings):
-    with TestClient(create_app(AppContext.build(settings, pool.factory))) as client:
-        yield client
-
-
 def test_a_route_that_loses_a_race_is_run_again(api, monkeypatch):
     real, calls = nodes.list_nodes, []
 

@@ -1,7 +1,9 @@
 """schemathesis over the live API app on SQLite and on PostgreSQL: for generated requests,
 valid and invalid, no answer is a 5xx, and every answer (status, content type, body) is one
-the OpenAPI document describes. A bounded run: ``EXAMPLES`` per operation, generation mode
-and store, from a fixed seed (derandomized), so a run is repeatable."""
+the OpenAPI document describes. Requests carry an admin's token, and on agent routes and log
+uploads the seeded node's credential, so they get past the door. A bounded run: ``EXAMPLES``
+per operation, generation mode and store, from a fixed seed (derandomized), so a run is
+repeatable."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
+from tests.auth import bearer
 from tests.builders import make_node
 
 EXAMPLES = 60
@@ -40,13 +43,15 @@ def test_api_answers_as_documented(seeded: TestClient, mode: GenerationMode) -> 
         operations = [op for op in operations if list(op.iter_parameters()) or op.get_request_payload_content_types()]
     started, calls = time.monotonic(), 0
     for operation in operations:
+        agents = operation.path.startswith("/api/v1/agents/{node}") or (operation.method.upper(), operation.path) == ("PUT", "/api/v1/jobs/{job_id}/log")
+        headers = bearer(seeded.auth.nodes["n1"] if agents else seeded.auth.site.admin)
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
         def answers_as_documented(case: schemathesis.Case) -> None:
             nonlocal calls
             calls += 1
-            case.call_and_validate(checks=CHECKS)
+            case.call_and_validate(checks=CHECKS, headers=headers)
 
         answers_as_documented()
     print(f"schemathesis {mode.value}: {calls} calls over {len(operations)} operations in {time.monotonic() - started:.1f} s")

@@ -15,18 +15,14 @@ from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import Base, DeviceModel, NodeModel
 from poold.db.session import make_engine, make_sessionmaker, reading, transaction
+from tests.auth import authorised
 from tests.builders import make_node
 
 
 @pytest.fixture
 def ctx(pool, settings):
+    """No pass runs here: heartbeats alone."""
     return AppContext.build(settings, pool.factory)
-
-
-@pytest.fixture
-def api(ctx):
-    with TestClient(create_app(ctx)) as client:
-        yield client
 
 
 def _body(builder, **usage):
@@ -35,12 +31,13 @@ def _body(builder, **usage):
         record = device.model_dump(mode="json")
         record.update(usage)
         devices.append(record)
-    return {"host": builder.host.model_dump(mode="json"), "devices": devices, "running_jobs": []}
+    return {"host": builder.host.model_dump(mode="json"), "devices": devices, "running_jobs": [], "machine_id": "m-1"}
 
 
 def _register(api, builder):
     body = _body(builder)
-    response = api.post("/api/v1/agents/register", json={"node": builder.name, "host": body["host"], "devices": body["devices"]})
+    response = api.post("/api/v1/agents/register", json={"node": builder.name, "host": body["host"], "devices": body["devices"],
+                                                          "machine_id": "m-1"})
     assert response.status_code == 200, response.text
 
 
@@ -154,7 +151,7 @@ def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_r
     settings.nodes.timeout_s = 0.3
     ctx = AppContext.build(settings, pool.factory)
     ctx.wake_scheduler = ctx.scheduler.run_pass
-    with TestClient(create_app(ctx)) as api:
+    with authorised(TestClient(create_app(ctx)), pool.factory) as api:
         builder = make_node("hgx").gpus(1, "L4")
         register(api, builder)
         job_id = submit(api, count=1)
@@ -172,7 +169,8 @@ def test_the_heartbeat_after_register_is_answered_from_memory(api, pool):
     heartbeat (a field left out or sent as null alike) writes nothing."""
     builder = make_node("hgx").gpus(2, "H100", nvlink=18)
     _register(api, builder)
-    body = _body(builder, utilization_pct=12.0)  # no machine_id: register remembered it as null
+    body = _body(builder, utilization_pct=12.0)
+    body["devices"] = [{key: value for key, value in device.items() if value is not None} for device in body["devices"]]  # left out
     statements, stop = _writes(pool.engine)
     try:
         assert api.post("/api/v1/agents/hgx/heartbeat", json=body).status_code == 200

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from poold.cli.nodes import quarantine_text
@@ -26,14 +25,15 @@ def daemon(tmp_path_factory):
     try:
         for builder in (make_node("a100").gpus(4, "A100", nvlink=12), make_node("l4").gpus(2, "L4")):
             body = {"node": builder.name, "host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices]}
-            httpx.post(live.url + "/api/v1/agents/register", json=body).raise_for_status()
+            live.http.post("/api/v1/agents/register", json=body).raise_for_status()
         yield live
     finally:
         live.stop()
 
 
 def poold(daemon, *args, check=None):
-    result = subprocess.run([sys.executable, "-m", "poold", "--url", daemon.url, *args], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "poold", "--url", daemon.url, *args], capture_output=True, text=True, timeout=60,
+                            env=daemon.cli_env)
     if check is not None:
         assert result.returncode == check, result.stdout + result.stderr
     return result
@@ -77,7 +77,7 @@ def test_job_that_does_not_fit_now_waits_and_says_why(daemon, tmp_path):
     # No agent runs here: play the l4 agent, so that the first job ends and frees the L4s.
     at = "2026-11-21T12:00:00Z"
     ended = {"job_id": first, "kind": "ended", "at": at, "exit_code": 0, "outcome": "succeeded"}
-    httpx.post(daemon.url + "/api/v1/agents/l4/events", json={"events": [ended]}).raise_for_status()
+    daemon.http.post("/api/v1/agents/l4/events", json={"events": [ended]}).raise_for_status()
 
 
 def test_plan_shows_choice_runner_up_and_filters_without_submitting(daemon, tmp_path):
@@ -130,12 +130,13 @@ def test_nodes_devices_drain_json_and_tables(daemon):
 def test_submit_wait_exits_with_outcome(daemon, tmp_path):
     """No agent runs here: the test plays the agent over HTTP and reports exit code 3."""
     path = write(tmp_path, 'name = "w"\ncommand = "false"\n[resources]\nkind = "gpu"\n[[resources.accept]]\nmodel = "A100"\n')
-    process = subprocess.Popen([sys.executable, "-m", "poold", "--url", daemon.url, "submit", "--wait", "--poll", "0.1", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "poold", "--url", daemon.url, "submit", "--wait", "--poll", "0.1", path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=daemon.cli_env)
     job_id = int(process.stdout.readline())
-    wait_for(lambda: any(a["job_id"] == job_id for a in httpx.get(daemon.url + "/api/v1/agents/a100/assignments").json()["start"]))
+    wait_for(lambda: any(a["job_id"] == job_id for a in daemon.http.get("/api/v1/agents/a100/assignments").json()["start"]))
     at = "2026-11-21T12:00:00Z"
     events = [{"job_id": job_id, "kind": "started", "at": at}, {"job_id": job_id, "kind": "ended", "at": at, "exit_code": 3, "outcome": "failed"}]
-    httpx.post(daemon.url + "/api/v1/agents/a100/events", json={"events": events}).raise_for_status()
+    daemon.http.post("/api/v1/agents/a100/events", json={"events": events}).raise_for_status()
     assert process.wait(timeout=30) == 3
     assert "failed" in process.stderr.read()
 
@@ -160,7 +161,7 @@ def test_devices_show_a_quarantine_and_return_ends_it(daemon):
     for health in ("unhealthy", "ok") * 3:
         records[1].update(health=health, health_reason="XID 79: GPU has fallen off the bus" if health != "ok" else None)
         body = {"host": builder.host.model_dump(mode="json"), "devices": records}
-        httpx.post(daemon.url + "/api/v1/agents/l4/heartbeat", json=body).raise_for_status()
+        daemon.http.post("/api/v1/agents/l4/heartbeat", json=body).raise_for_status()
     [held] = [d for d in json.loads(poold(daemon, "-o", "json", "devices", "--node", "l4", check=0).stdout) if d["uuid"] == gpu]
     assert held["health"] == "ok" and held["quarantine"]["held"] and held["quarantine"]["until"] is None
     assert quarantine_text(held["quarantine"]).endswith(
@@ -175,8 +176,11 @@ def test_devices_show_a_quarantine_and_return_ends_it(daemon):
 
 def test_help_texts(daemon):
     text = poold(daemon, "--help", check=0).stdout
-    for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "db", "serve", "demo"):
+    for command in ("submit", "jobs", "job", "cancel", "logs", "nodes", "devices", "drain", "undrain", "token", "tls", "db", "serve", "demo"):
         assert command in text
+    assert "POOLD_TOKEN" in text and "client.toml" in text
+    assert "--local" in poold(daemon, "token", "create", "--help", check=0).stdout
+    assert "--host" in poold(daemon, "tls", "init", "--help", check=0).stdout
     assert "--wait" in poold(daemon, "submit", "--help", check=0).stdout
     assert "--force" in poold(daemon, "cancel", "--help", check=0).stdout
 
@@ -196,3 +200,37 @@ def test_serve_with_a_bad_database_url_says_so_in_one_line(tmp_path, url, words)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and words in result.stderr, result.stderr
     assert "secret" not in result.stderr
+
+
+def test_serve_refuses_plain_http_beyond_loopback_naming_the_settings(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_")}
+    env |= {"POOLD_SERVER__BIND": "0.0.0.0", "POOLD_STATE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "poold", "serve"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "server.bind = '0.0.0.0' is not a loopback address" in result.stderr and "server.allow_plain_http = true" in result.stderr
+
+
+def test_tokens_are_made_listed_and_revoked_through_the_api_or_on_the_store(daemon):
+    made = json.loads(poold(daemon, "-o", "json", "token", "create", "--role", "user", "--user", "carol", "--expires", "2h", check=0).stdout)
+    carol = daemon.cli_env | {"POOLD_TOKEN": made["token"]}
+    as_carol = lambda *args: subprocess.run([sys.executable, "-m", "poold", *args], capture_output=True, text=True, env=carol, timeout=60)  # noqa: E731
+    assert as_carol("jobs").returncode == 0
+    refused = as_carol("drain", "l4")
+    assert refused.returncode == 1 and refused.stderr.strip() == "error: user carol may not do this: it takes an admin token"
+    listed = poold(daemon, "token", "list", check=0).stdout
+    assert made["id"] in listed and "carol" in listed
+    assert poold(daemon, "token", "revoke", made["id"], check=0).stdout.strip() == f"token {made['id']} (user carol) revoked"
+    gone = as_carol("jobs")
+    assert gone.returncode == 1 and f"token {made['id']} was revoked at" in gone.stderr and "POOLD_TOKEN" in gone.stderr
+    # On the daemon's host, on the store itself: how the first admin token is made.
+    store = daemon.cli_env | {"POOLD_DATABASE_URL": f"sqlite:///{daemon.state_dir / 'poold.db'}"}
+    local = subprocess.run([sys.executable, "-m", "poold", "token", "create", "--local", "--role", "admin", "--user", "root"],
+                           capture_output=True, text=True, env=store, timeout=60)
+    assert local.returncode == 0 and local.stdout.startswith("pld_") and local.stdout.count("\n") == 1, local.stderr
+    assert "(admin root), valid until" in local.stderr and "shown this once" in local.stderr
+    root = daemon.cli_env | {"POOLD_TOKEN": local.stdout.strip()}
+    listed = subprocess.run([sys.executable, "-m", "poold", "-o", "json", "token", "list"], capture_output=True, text=True, env=root, timeout=60)
+    assert any(t["created_by"].endswith("(poold token create --local)") and t["user"] == "root" for t in json.loads(listed.stdout))
+    join = poold(daemon, "token", "create", "--role", "join", "--uses", "3", check=0)
+    assert "(join, 3 use(s))" in join.stderr
+    assert "--expires: not a duration: 'soon'" in poold(daemon, "token", "create", "--role", "user", "--user", "x", "--expires", "soon", check=2).stderr

@@ -4,7 +4,6 @@ The test plays the node's agent over HTTP."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.builders import make_node
@@ -29,7 +28,7 @@ def daemon(tmp_path_factory):
         builder = make_node("lab").fpgas(1, model=MODEL)
         builder.devices[0] = builder.devices[0].model_copy(update={"uuid": BUS_ID, "bus_id": BUS_ID})
         body = {"node": "lab", "host": builder.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in builder.devices]}
-        httpx.post(live.url + "/api/v1/agents/register", json=body).raise_for_status()
+        live.http.post("/api/v1/agents/register", json=body).raise_for_status()
         yield live
     finally:
         live.stop()
@@ -40,10 +39,10 @@ def failed_job(daemon, tmp_path_factory) -> str:
     path = write(tmp_path_factory.mktemp("job"), f'name = "lit"\ncommand = "true"\nworkdir = "{WORKDIR}"\n'
                  f'[resources]\nkind = "fpga"\n[[resources.accept]]\nmodel = "{MODEL}"\n')
     job_id = poold(daemon, "submit", path, check=0).stdout.strip()
-    wait_for(lambda: any(a["job_id"] == int(job_id) for a in httpx.get(daemon.url + "/api/v1/agents/lab/assignments").json()["start"]))
+    wait_for(lambda: any(a["job_id"] == int(job_id) for a in daemon.http.get("/api/v1/agents/lab/assignments").json()["start"]))
     # What the agent's shim reports for a workdir that is not there.
     ended = {"job_id": int(job_id), "kind": "ended", "at": AT, "outcome": "failed", "message": f"workdir {WORKDIR} does not exist on this node"}
-    httpx.post(daemon.url + "/api/v1/agents/lab/events", json={"events": [ended]}).raise_for_status()
+    daemon.http.post("/api/v1/agents/lab/events", json={"events": [ended]}).raise_for_status()
     poold(daemon, "drain", "lab", "--reason", DRAIN_REASON, check=0)
     return job_id
 

@@ -10,7 +10,7 @@ from poold.db import migrate
 from poold.db.models import Base
 from poold.db.session import make_engine
 
-TABLES = {"nodes", "devices", "jobs", "allocations", "queues", "events"}
+TABLES = {"nodes", "devices", "jobs", "allocations", "queues", "events", "tokens"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,4 +1,8 @@
-"""Routes the node agents call: register, heartbeat, assignments, job events."""
+"""Routes the node agents call: register, heartbeat, assignments, job events.
+
+Each takes the node's own credential, which its agent made and sent with its join (a
+register with a join token); nobody else may report for a node or fetch its work.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from poold import __version__
+from poold.api.auth import Caller, NodeAgent, node_agent
 from poold.api.context import AppContext
 from poold.api.errors import parse_json, responses, validate_body
 from poold.api.retry import RetryingRoute
@@ -20,16 +25,20 @@ from poold_wire.messages import (
     RegisterResponse,
 )
 from poold.db.session import reading, transaction
-from poold.services import TooLarge, jobs, nodes, recovery
+from poold.services import TooLarge, jobs, nodes, recovery, tokens
 
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
 
 @router.post("/register", response_model=RegisterResponse, responses=responses(400, 409, 413, 422))
-def register(body: RegisterRequest, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
+def register(body: RegisterRequest, who: Caller, ctx: AppContext = Depends(ctx_of)) -> RegisterResponse:
+    """A new node joins with a join token, sending the credential its agent made for it
+    (``credential``), from then on the node's only token; a known node registers again with
+    that credential, from the machine it joined from."""
     nodes.check_protocol(body.protocol_version)
     _check_devices(ctx, body.devices)
     with transaction(ctx.factory) as session:
+        tokens.check_register(session, who, body.node, body.machine_id, body.credential)
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
         name, drained = node.name, node.drained
@@ -50,11 +59,13 @@ _HEARTBEAT_BODY = {"required": True, "content": {"application/json": {"schema": 
     openapi_extra={"requestBody": _HEARTBEAT_BODY},
 )
 async def heartbeat(node: NodeNamePath, request: Request) -> Response:
-    """A body of type ``HeartbeatRequest``. Written to the store only when it says something
-    new (``poold.telemetry``): a report that repeats the last one but for usage is answered
-    from memory on the event loop, without being validated again; a new one is validated and
-    written in a worker thread. (Thousands of nodes send these: the answer is written here,
-    not through the response model, and the context is taken from the app directly.)"""
+    """A body of type ``HeartbeatRequest``, with the node's credential. Written to the store
+    only when it says something new (``poold.telemetry``): a report that repeats the last one
+    but for usage is answered from memory on the event loop, without being validated again; a
+    new one is validated and written in a worker thread. (Thousands of nodes send these: the
+    token is checked here rather than through a dependency, the answer is written here, not
+    through the response model, and the context is taken from the app directly.)"""
+    await node_agent(request, node)
     ctx: AppContext = request.app.state.ctx
     raw = parse_json(await request.body())
     drained = ctx.reports.answer_from_memory(node, raw)
@@ -91,6 +102,7 @@ def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, raw: di
 @router.get("/{node}/assignments", response_model=AssignmentsResponse, responses=responses(404, 409, 422))
 def assignments(
     node: NodeNamePath,
+    _who: NodeAgent,
     machine_id: str | None = Query(default=None, max_length=200, description="as at register; another machine's is refused (409)"),
     ctx: AppContext = Depends(ctx_of),
 ) -> AssignmentsResponse:
@@ -99,7 +111,7 @@ def assignments(
 
 
 @router.post("/{node}/events", response_model=JobEventsResponse, responses=responses(400, 404, 413, 422))
-def job_events(node: NodeNamePath, body: JobEventsRequest, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
+def job_events(node: NodeNamePath, body: JobEventsRequest, _who: NodeAgent, ctx: AppContext = Depends(ctx_of)) -> JobEventsResponse:
     limit = ctx.settings.limits.events_per_request
     if len(body.events) > limit:
         raise TooLarge(f"{len(body.events)} events in one report; at most {limit} (limits.events_per_request)", field="events")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from poold.api import convert
+from poold.api.auth import Person, node_agent
 from poold.api.context import AppContext
 from poold.api.errors import LogConflictOut, responses
 from poold.api.retry import RetryingRoute
@@ -14,7 +15,7 @@ from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitReques
 from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
-from poold.services import Forbidden, TooLarge, events, jobs, logs
+from poold.services import Forbidden, TooLarge, access, events, jobs, logs
 from poold_wire.bounds import INT64_MAX
 from poold_wire.messages import NODE_NAME_PATTERN
 
@@ -22,18 +23,19 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 
 
 @router.post("", response_model=JobOut, status_code=201, responses=responses(400, 422))
-def submit(body: SubmitRequest, request: Request) -> Response:
-    """Answered as a ``JobOut`` (written here rather than through the response model: bursts
-    of submits come thousands at a time)."""
+def submit(body: SubmitRequest, request: Request, who: Person) -> Response:
+    """Submit a job owned by the caller. Answered as a ``JobOut`` (written here rather than
+    through the response model: bursts of submits come thousands at a time)."""
     ctx: AppContext = request.app.state.ctx
+    access.check_run_as(who, body.spec.user, ctx.settings.auth)
     verdict = ctx.capacity.never_fits(PlacementRequest.from_spec(0, body.spec))
-    out = ctx.submits.submit(body.spec, verdict.rejections if verdict else None)  # stored with the others arriving now
+    out = ctx.submits.submit(body.spec, verdict.rejections if verdict else None, who.user)  # stored with the others arriving now
     ctx.wake_scheduler()
     return Response(content=out.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.post("/plan", response_model=PlanOut, responses=responses(400, 422))
-def plan(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
+def plan(body: SubmitRequest, _who: Person, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
     """Where the job would go now, its cost per unit of work, the runner-up, and what each
     filter turned down; nothing is submitted."""
     return convert.plan_out(planning.plan(ctx.scheduler, ctx.capacity, PlacementRequest.from_spec(0, body.spec)))
@@ -41,8 +43,10 @@ def plan(body: SubmitRequest, ctx: AppContext = Depends(ctx_of)) -> PlanOut:
 
 @router.get("", response_model=list[JobOut], responses=responses(422))
 def list_jobs(
-    state: list[JobState] | None = Query(default=None), limit: int = Query(default=200, ge=1, le=10000), ctx: AppContext = Depends(ctx_of)
+    _who: Person, state: list[JobState] | None = Query(default=None), limit: int = Query(default=200, ge=1, le=10000),
+    ctx: AppContext = Depends(ctx_of),
 ) -> list[JobOut]:
+    """Every job's summary, whoever's (its environment is in ``GET /jobs/{id}``, for its owner)."""
     with reading(ctx.factory) as session:
         names = convert.node_names(session)
         listed = jobs.list_jobs(session, list(state or []), limit)
@@ -51,19 +55,24 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=responses(404, 422))
-def show(job_id: JobIdPath, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
+def show(job_id: JobIdPath, who: Person, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
+    """The job with its file, allocations and events; its environment only for its owner and admins."""
     with reading(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
-        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]))
+        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]),
+                                  show_env=access.owns(who, job))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409, 422))
 def cancel(
     job_id: JobIdPath,
+    who: Person,
     force: bool = Query(default=False, description="end the job now, in any state, and release its devices (administrators)"),
     ctx: AppContext = Depends(ctx_of),
 ) -> JobOut:
+    """Cancel the caller's job (an admin: anyone's; by force: admins only)."""
     with transaction(ctx.factory) as session:
+        access.check_cancel(who, jobs.get_job(session, job_id), force)
         job = jobs.cancel(session, job_id, force=force)
         out = convert.job_out(job, convert.node_names(session))
     ctx.wake_scheduler()
@@ -78,15 +87,17 @@ _LOG_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format"
     responses={200: {"content": _LOG_BYTES, "description": "the log from offset on"}} | responses(404, 422),
 )
 def read_log(
-    job_id: JobIdPath, offset: int = Query(default=0, ge=0, le=INT64_MAX, description="bytes to skip"), ctx: AppContext = Depends(ctx_of)
+    job_id: JobIdPath, who: Person, offset: int = Query(default=0, ge=0, le=INT64_MAX, description="bytes to skip"),
+    ctx: AppContext = Depends(ctx_of),
 ) -> Response:
+    """The job's output from ``offset`` on (its owner and admins)."""
     with reading(ctx.factory) as session:
-        jobs.get_job(session, job_id)
+        access.check_owner(who, jobs.get_job(session, job_id), "read the log of")
     return Response(content=logs.read(ctx.settings.state_dir, job_id, offset), media_type="application/octet-stream")
 
 
 @router.put(
-    "/{job_id}/log", responses=responses(403, 404, 409, 413, 422, conflict=LogConflictOut),
+    "/{job_id}/log", responses=responses(404, 409, 413, 422, conflict=LogConflictOut),
     openapi_extra={"requestBody": {"required": True, "content": _LOG_BYTES}},
 )
 async def append_log(
@@ -96,9 +107,10 @@ async def append_log(
     node: str = Query(min_length=1, max_length=200, pattern=NODE_NAME_PATTERN, description="the node running the job: only it may append"),
     ctx: AppContext = Depends(ctx_of),
 ) -> dict[str, int]:
-    """Append a chunk the job's agent read from its output; bounded by ``limits.log_chunk_bytes``
-    a request and ``limits.job_log_bytes`` a job. The store and the file are written in a
-    worker thread, never on the event loop."""
+    """Append a chunk the job's agent read from its output (with its node's credential); bounded
+    by ``limits.log_chunk_bytes`` a request and ``limits.job_log_bytes`` a job. The store and
+    the file are written in a worker thread, never on the event loop."""
+    await node_agent(request, node)
     limit = ctx.settings.limits.log_chunk_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

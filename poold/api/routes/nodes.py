@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from poold.api import convert
+from poold.api.auth import Admin, Person
 from poold.api.context import AppContext
 from poold.api.errors import responses
 from poold.api.retry import RetryingRoute
@@ -19,14 +20,15 @@ from poold_wire.messages import NODE_NAME_PATTERN
 router = APIRouter(tags=["nodes"], route_class=RetryingRoute)
 
 
-@router.get("/nodes", response_model=list[NodeOut])
-def list_nodes(ctx: AppContext = Depends(ctx_of)) -> list[NodeOut]:
+@router.get("/nodes", response_model=list[NodeOut], responses=responses())
+def list_nodes(_who: Person, ctx: AppContext = Depends(ctx_of)) -> list[NodeOut]:
     with reading(ctx.factory) as session:
         return [convert.node_out(node, total, free) for node, total, free in nodes.list_nodes(session)]
 
 
 @router.get("/devices", response_model=list[DeviceOut], responses=responses(404, 422))
 def list_devices(
+    _who: Person,
     node: str | None = Query(default=None, max_length=200, pattern=NODE_NAME_PATTERN, description="only this node's devices"),
     ctx: AppContext = Depends(ctx_of),
 ) -> list[DeviceOut]:
@@ -38,11 +40,12 @@ def list_devices(
 
 @router.post("/devices/{uuid}/return", response_model=DeviceOut, responses=responses(404, 409, 422))
 def return_device(
+    _who: Admin,
     uuid: str = Path(min_length=1, max_length=200, description="the device's uuid"),
     node: str | None = Query(default=None, max_length=200, pattern=NODE_NAME_PATTERN, description="the device's node, when its uuid is on several"),
     ctx: AppContext = Depends(ctx_of),
 ) -> DeviceOut:
-    """Return a quarantined device to service (operators): one that flapped, or at once."""
+    """Return a quarantined device to service (admins): one that flapped, or at once."""
     with transaction(ctx.factory) as session:
         device = nodes.return_device(session, uuid, node)
         [out] = _devices_out(session, ctx, [device])
@@ -62,12 +65,12 @@ def _devices_out(session: Session, ctx: AppContext, devices: list[DeviceModel]) 
 
 
 @router.post("/nodes/{node}/drain", response_model=NodeOut, responses=responses(400, 404, 422))
-def drain(node: NodeNamePath, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+def drain(node: NodeNamePath, _who: Admin, body: DrainRequest | None = None, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, True, body.reason if body else None)
 
 
 @router.post("/nodes/{node}/undrain", response_model=NodeOut, responses=responses(404, 422))
-def undrain(node: NodeNamePath, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
+def undrain(node: NodeNamePath, _who: Admin, ctx: AppContext = Depends(ctx_of)) -> NodeOut:
     return _set_drained(ctx, node, False, None)
 
 

@@ -1,0 +1,68 @@
+"""Bearer tokens checked on every request, from memory wherever possible.
+
+Thousands of heartbeats a second are answered from memory (``poold.telemetry``); checking
+their tokens must not cost each a round trip to the store. :class:`Authenticator` keeps every
+token it verified for ``auth.cache_s`` seconds (its row: digest, role, user or node, expiry),
+so a request whose token is in memory costs one SHA-256 of the secret and a comparison; a
+token not seen yet, or seen longer ago, is read from the store again (in a worker thread).
+Tokens that fail are not kept: each try reads the store.
+
+A token revoked through this daemon is dropped at once. Several daemons may share one
+store: a token revoked through another (or with ``poold token revoke --local``) stops
+working here when its time in memory is over, within ``auth.cache_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from poold.db.models import TokenModel
+from poold.db.session import reading
+from poold.services import Unauthorized, tokens
+from poold.services.tokens import Principal
+from poold_common.tokens import split_token
+
+
+class Authenticator:
+    """``clock``: seconds, monotonic (tests pass their own)."""
+
+    def __init__(self, factory: sessionmaker[Session], cache_s: float, clock: Callable[[], float] = time.monotonic):
+        self.factory, self.cache_s, self.clock = factory, cache_s, clock
+        self._known: dict[str, tuple[TokenModel, float]] = {}  # id -> (row, clock() when it was read)
+        self._lock = threading.Lock()
+
+    def from_memory(self, token: str) -> Principal | None:
+        """Whom ``token`` speaks for, from memory; None when it must be read from the store.
+        :class:`Unauthorized` for a token that is not one, or is not valid as remembered."""
+        token_id, secret = _parts(token)
+        known = self._known.get(token_id)
+        if known is None or self.clock() - known[1] > self.cache_s:
+            return None
+        return tokens.check(known[0], secret)
+
+    def from_store(self, token: str) -> Principal:
+        """Whom ``token`` speaks for, read from the store (and kept); :class:`Unauthorized` if nobody."""
+        token_id, secret = _parts(token)
+        read_at = self.clock()
+        with reading(self.factory) as session:
+            row = tokens.get(session, token_id)
+        principal = tokens.check(row, secret)
+        with self._lock:
+            self._known[token_id] = (row, read_at)  # type: ignore[assignment] - check() refused None
+        return principal
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token (revoked here): its next use is checked in the store."""
+        with self._lock:
+            self._known.pop(token_id, None)
+
+
+def _parts(token: str) -> tuple[str, str]:
+    parts = split_token(token)
+    if parts is None:
+        raise Unauthorized("not a poold token (pld_...): make one with `poold token create`", field="Authorization")
+    return parts
