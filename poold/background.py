@@ -98,6 +98,8 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
     scheduler.add_job(flush_reports, "interval", seconds=1, id="flush_reports", **common)
     # Devices healthy again for nodes.quarantine_s return to service.
     scheduler.add_job(quarantine_ends, "interval", seconds=QUARANTINE_CHECK_S, id="quarantine_ends", jitter=1, **common)
+    # Tokens in memory read again together, so that heartbeats never wait for theirs (every replica).
+    scheduler.add_job(ctx.auth.revalidate, "interval", seconds=max(1.0, settings.auth.cache_s / 2), id="revalidate_tokens", **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
     return wake

@@ -15,7 +15,7 @@ from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel, TokenModel, utcnow
 from poold.db.session import transaction
-from poold.services import tokens
+from poold.services import Unauthorized, tokens
 from poold_common.tokens import make_token, split_token
 from tests.api.calls import NOW, register, submit
 from tests.auth import bearer
@@ -74,6 +74,25 @@ def test_a_revoke_through_another_daemon_takes_effect_here_within_the_cache_time
         now[0] += settings.auth.cache_s - 0.1
         assert other.get("/api/v1/nodes", headers=bearer(alice)).status_code == 200  # not yet: within auth.cache_s
         now[0] += 0.2
+        assert other.get("/api/v1/nodes", headers=bearer(alice)).status_code == 401
+
+
+def test_tokens_in_memory_are_read_again_together_so_their_users_never_wait_for_the_store(api, pool, settings):
+    # A node heartbeats every 10 s, as long as auth.cache_s: without the periodic read its
+    # token would be read from the store at nearly every heartbeat.
+    alice = user_token(pool, "alice")
+    ctx, now = AppContext.build(settings, pool.factory), [1000.0]
+    ctx.auth.clock = lambda: now[0]
+    with TestClient(create_app(ctx)) as other:
+        assert other.get("/api/v1/nodes", headers=bearer(alice)).status_code == 200
+        now[0] += 3 * settings.auth.cache_s
+        assert ctx.auth.from_memory(alice) is None  # too old: the next request would read the store
+        ctx.auth.revalidate()
+        assert ctx.auth.from_memory(alice).user == "alice"  # fresh again, read with the others
+        assert api.post(f"/api/v1/tokens/{split_token(alice)[0]}/revoke").status_code == 200  # through another daemon
+        ctx.auth.revalidate()
+        with pytest.raises(Unauthorized):
+            ctx.auth.from_memory(alice)
         assert other.get("/api/v1/nodes", headers=bearer(alice)).status_code == 401
 
 
