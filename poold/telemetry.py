@@ -10,8 +10,11 @@ fingerprint of the last report written to the store:
   the API and metrics, and the node is marked seen. Seen marks are written to the store once
   a second for all such nodes (:meth:`flush`), which is what the lost-node check reads;
 - anything else (a new fingerprint, a node this daemon has not written yet, a write older
-  than ``REWRITE_AFTER_S``) takes the full path: one transaction that updates the rows that
-  changed (``poold.services.nodes.heartbeat``), then the fingerprint is kept.
+  than its rewrite age) takes the full path: one transaction that updates the rows that
+  changed (``poold.services.nodes.heartbeat``), then the fingerprint is kept. The rewrite
+  age is drawn per write between half of ``REWRITE_AFTER_S`` and all of it: nodes that
+  registered together (a pool starting, a daemon restarting) are not all written again in
+  the same heartbeat interval later.
 
 Each daemon keeps its own; usage shown by a replica is what reached that replica. The drain
 flag a fast answer carries is read back from the store with each flush (at most a second
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +41,8 @@ from poold.db.models import NodeModel, utcnow
 from poold.services.nodes import DEVICE_USAGE, HOST_USAGE, OUTSIDE_MEMORY_STEP_MIB
 from poold_wire.bounds import INT64_MAX
 
-# A node's report is written to the store at least this often, even when nothing changed.
+# A node's report is written to the store at least this often, even when nothing changed
+# (after a random age between half of it and all of it).
 REWRITE_AFTER_S = 300.0
 
 
@@ -53,7 +58,7 @@ class Usage:
 @dataclass
 class _Node:
     fingerprint: str
-    written: float  # time.monotonic() of the last full write
+    rewrite_at: float  # time.monotonic() after which a heartbeat is written in full again
     drained: bool
     usage: Usage | None = None
 
@@ -74,7 +79,7 @@ class NodeReports:
             return None
         with self._lock:
             node = self._nodes.get(name)
-            if node is None or node.fingerprint != fingerprint or time.monotonic() - node.written > REWRITE_AFTER_S:
+            if node is None or node.fingerprint != fingerprint or time.monotonic() > node.rewrite_at:
                 return None
             node.usage = usage
             self._seen.add(name)
@@ -88,7 +93,7 @@ class NodeReports:
             if fingerprint is None:
                 self._nodes.pop(name, None)
             else:
-                self._nodes[name] = _Node(fingerprint, time.monotonic(), drained, usage)
+                self._nodes[name] = _Node(fingerprint, time.monotonic() + REWRITE_AFTER_S * random.uniform(0.5, 1.0), drained, usage)
 
     def forget(self, name: str) -> None:
         with self._lock:

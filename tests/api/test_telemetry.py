@@ -11,10 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 
+from poold import telemetry
 from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import Base, DeviceModel, NodeModel
 from poold.db.session import make_engine, make_sessionmaker, reading, transaction
+from poold.telemetry import NodeReports
 from tests.auth import authorised
 from tests.builders import make_node
 
@@ -177,3 +179,20 @@ def test_the_heartbeat_after_register_is_answered_from_memory(api, pool):
     finally:
         stop()
     assert statements == []
+
+
+def test_nodes_written_together_are_not_all_written_again_together(monkeypatch):
+    # A pool that registered in one burst must not be written again in one burst a rewrite
+    # age later: each node's age is drawn between half of REWRITE_AFTER_S and all of it.
+    reports, body = NodeReports(), {"host": {}, "devices": [], "running_jobs": []}
+    for n in range(200):
+        reports.written(f"n{n}", body, drained=False)
+    started = time.monotonic()
+    rewritten = {}
+    for elapsed in (0.4, 0.6, 0.8, 1.01):
+        monkeypatch.setattr(telemetry.time, "monotonic", lambda: started + elapsed * telemetry.REWRITE_AFTER_S)
+        rewritten[elapsed] = sum(reports.answer_from_memory(f"n{n}", body) is None for n in range(200))
+    assert rewritten[0.4] == 0  # none before half the age
+    # Spread over the second half: about 40 by 0.6 and 120 by 0.8 (bounds five deviations wide).
+    assert 10 < rewritten[0.6] < 75 < rewritten[0.8] < 165
+    assert rewritten[1.01] == 200
