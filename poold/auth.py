@@ -72,10 +72,12 @@ class Authenticator:
                 rows = {row.id: row for row in session.scalars(select(TokenModel).where(TokenModel.id.in_(chunk)))}
             with self._lock:
                 for token_id in chunk:
+                    if token_id not in self._known:
+                        continue  # forgotten meanwhile (revoked here): a row read before that must not bring it back
                     if token_id in rows:
                         self._known[token_id] = (rows[token_id], read_at)
                     else:
-                        self._known.pop(token_id, None)  # deleted: its next use reads the store and fails
+                        del self._known[token_id]  # deleted: its next use reads the store and fails
 
     def forget(self, token_id: str) -> None:
         """Drop a token (revoked here): its next use is checked in the store."""

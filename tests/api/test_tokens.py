@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from poold import auth as poold_auth
 from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import JobModel, NodeModel, TokenModel, utcnow
@@ -204,3 +205,40 @@ def test_a_token_is_shown_once_and_kept_as_a_digest(api, pool):
         row = session.get(TokenModel, made["id"])
     assert row.secret_sha256 == tokens.digest(split_token(made["token"])[1]) and made["token"] not in repr(row.__dict__)
     assert api.get("/api/v1/jobs", headers=bearer(made["token"])).status_code == 200
+
+
+def test_a_token_revoked_here_while_the_tokens_are_read_again_stays_revoked(api, pool, monkeypatch):
+    # The periodic read may have read the token's row just before the revoke through this
+    # daemon; writing it back afterwards must not let the revoked token work again.
+    alice = user_token(pool, "alice")
+    assert api.get("/api/v1/nodes", headers=bearer(alice)).status_code == 200
+    auth, token_id = api.app.state.ctx.auth, split_token(alice)[0]
+    with transaction(pool.factory) as session:
+        read_before_revoke = [row for row in session.scalars(select(TokenModel))]
+        session.expunge_all()  # kept as read: the revoke below must not reach these copies
+        session.execute(update(TokenModel).where(TokenModel.id == token_id).values(revoked_at=utcnow()))
+
+    def read_then_revoked_here(factory):
+        auth.forget(token_id)  # what the revoke route does, between the read and its write-back
+        return _Rows(read_before_revoke)
+
+    monkeypatch.setattr(poold_auth, "reading", read_then_revoked_here)
+    auth.revalidate()
+    monkeypatch.undo()
+    assert api.get("/api/v1/nodes", headers=bearer(alice)).status_code == 401
+
+
+class _Rows:
+    """A session scope whose query answers rows read earlier."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def scalars(self, _query):
+        return self.rows
