@@ -9,17 +9,22 @@ fingerprint of the last report written to the store:
 - a heartbeat with the same fingerprint is answered from memory: its usage is kept here for
   the API and metrics, and the node is marked seen. Seen marks are written to the store once
   a second for all such nodes (:meth:`flush`), which is what the lost-node check reads;
-- anything else (a new fingerprint, a node this daemon has not written yet, a write older
-  than its rewrite age) takes the full path: one transaction that updates the rows that
-  changed (``poold.services.nodes.heartbeat``), then the fingerprint is kept. The rewrite
-  age is drawn per write between half of ``REWRITE_AFTER_S`` and all of it: nodes that
-  registered together (a pool starting, a daemon restarting) are not all written again in
-  the same heartbeat interval later.
+- anything else (a new fingerprint, a node this daemon has not written yet) takes the full
+  path: one transaction that updates the rows that changed
+  (``poold.services.nodes.heartbeat``) and stores the report's fingerprint on the node row
+  (``report_fingerprint``), then the fingerprint is kept here too.
 
-Each daemon keeps its own; usage shown by a replica is what reached that replica. The drain
-flag a fast answer carries is read back from the store with each flush (at most a second
-old), and a node the store no longer holds as ready (marked lost meanwhile, perhaps by
-another replica) is forgotten, so its next heartbeat takes the full path and brings it back.
+The stored fingerprint is how a daemon knows that the report it remembers is still the one
+the store holds. With each flush it reads back, for the nodes it answered, their state, drain
+flag and stored fingerprint, and forgets a node whose stored fingerprint is another (a
+replica wrote a newer report), is cleared (the store changed in a way only a written report
+settles: a job started that the stored report does not list; a job the agent stopped listing
+is waiting out its grace) or that is no longer ``ready`` (marked lost meanwhile, perhaps by
+another replica). A forgotten node's next heartbeat takes the full path. So a node whose
+report does not change is never written in full again, however long it runs, and nothing a
+replica remembers outlives a flush interval once the store says otherwise.
+
+Each daemon keeps its own usage figures; usage shown by a replica is what reached that replica.
 """
 
 from __future__ import annotations
@@ -27,9 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,11 +43,6 @@ from sqlalchemy.orm import Session
 from poold.db.models import NodeModel, utcnow
 from poold.services.nodes import DEVICE_USAGE, HOST_USAGE, OUTSIDE_MEMORY_STEP_MIB
 from poold_wire.bounds import INT64_MAX
-
-# A node's report is written to the store at least this often, even when nothing changed
-# (after a random age between half of it and all of it).
-REWRITE_AFTER_S = 300.0
-
 
 @dataclass
 class Usage:
@@ -58,7 +56,6 @@ class Usage:
 @dataclass
 class _Node:
     fingerprint: str
-    rewrite_at: float  # time.monotonic() after which a heartbeat is written in full again
     drained: bool
     usage: Usage | None = None
 
@@ -79,21 +76,22 @@ class NodeReports:
             return None
         with self._lock:
             node = self._nodes.get(name)
-            if node is None or node.fingerprint != fingerprint or time.monotonic() > node.rewrite_at:
+            if node is None or node.fingerprint != fingerprint:
                 return None
             node.usage = usage
             self._seen.add(name)
             return node.drained
 
     def written(self, name: str, body: Any, drained: bool) -> None:
-        """The report (a heartbeat's JSON body, validated) was written to the store."""
+        """The report (a heartbeat's JSON body, validated) was written to the store, with its
+        fingerprint on the node row."""
         fingerprint, usage = fingerprint_of(body), usage_of(body)
         with self._lock:
             self._seen.discard(name)
             if fingerprint is None:
                 self._nodes.pop(name, None)
             else:
-                self._nodes[name] = _Node(fingerprint, time.monotonic() + REWRITE_AFTER_S * random.uniform(0.5, 1.0), drained, usage)
+                self._nodes[name] = _Node(fingerprint, drained, usage)
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -108,7 +106,8 @@ class NodeReports:
     def flush(self, session: Session) -> int:
         """Mark the nodes answered from memory since the last flush as seen now (one statement
         per thousand nodes: the mark is at most a flush interval late), and read back their
-        drain flag and state; returns how many were marked."""
+        drain flag, state and stored fingerprint (see the module docstring); returns how many
+        were marked."""
         with self._lock:
             seen, self._seen = self._seen, set()
         if not seen:
@@ -119,16 +118,16 @@ class NodeReports:
             session.execute(
                 update(NodeModel).where(NodeModel.name.in_(chunk), NodeModel.state == "ready").values(last_heartbeat_at=now)
             )
-            query = select(NodeModel.name, NodeModel.state, NodeModel.drained).where(NodeModel.name.in_(chunk))
-            current.update({name: (state, drained) for name, state, drained in session.execute(query)})
+            query = select(NodeModel.name, NodeModel.state, NodeModel.drained, NodeModel.report_fingerprint).where(NodeModel.name.in_(chunk))
+            current.update({name: rest for name, *rest in session.execute(query)})
         with self._lock:
             for name in names:
                 node = self._nodes.get(name)
                 if node is None:
                     continue
-                state, drained = current.get(name, (None, False))
-                if state != "ready":
-                    del self._nodes[name]  # lost (or gone) meanwhile: the next heartbeat is written in full
+                state, drained, stored = current.get(name, (None, False, None))
+                if state != "ready" or stored != node.fingerprint:
+                    del self._nodes[name]  # the next heartbeat is written in full
                 else:
                     node.drained = drained
         return len(seen)

@@ -114,6 +114,9 @@ class NodeModel(Base):
         JSON, default=list, server_default="[]", doc="job ids the agent reported running in its last heartbeat"
     )
     machine_id: Mapped[str | None] = mapped_column(String(200), doc="the agent's machine (/etc/machine-id): who may use the name")
+    report_fingerprint: Mapped[str | None] = mapped_column(
+        String(32), doc="of the last report written (poold.telemetry.fingerprint_of); null: the next one must be written in full"
+    )
 
     devices: Mapped[list["DeviceModel"]] = relationship(back_populates="node", cascade="all, delete-orphan")
 

@@ -263,6 +263,10 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
             job.isolation = event.isolation  # also for a job a heartbeat adopted before this came
         if job.state == "assigned":
             job.state, job.started_at = "running", event.at
+            if job.id not in (node.running_jobs or []):
+                # Only a written report can lose it if the agent never lists it: every daemon
+                # writes this node's next heartbeat in full (``poold.telemetry``).
+                node.report_fingerprint = None
             pid = f" (pid {event.pid})" if event.pid else ""
             isolation = f"; isolation {event.isolation}" if event.isolation else ""
             note = f" ({event.message})" if event.message else ""

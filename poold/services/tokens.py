@@ -22,7 +22,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from poold.db.models import TokenModel, utcnow
@@ -159,30 +159,37 @@ def node_credential(session: Session, node: str) -> TokenModel | None:
     return session.scalars(query.order_by(TokenModel.created_at.desc()).limit(1)).one_or_none()
 
 
-def check_register(session: Session, who: Principal, node: str, machine_id: str | None, credential: str | None) -> None:
+def check_register(session: Session, who: Principal, node: str, machine_id: str | None, credential: str | None) -> str | None:
     """May ``who`` register ``node`` from machine ``machine_id``? Its own agent may, from its
     machine; a join token may bring a node whose name no credential holds, and takes the
-    credential its agent made (``credential``) as the node's. Locks the join token first, so
-    joins with one token are taken one at a time and never past its uses. Sending the same
-    join again (its answer was lost) is answered as before, using nothing."""
+    credential its agent made (``credential``) as the node's. Sending the same join again (its
+    answer was lost) is answered as before, using nothing.
+
+    Returns the id of the join token a new join uses up one use of: the caller counts it with
+    :func:`use_join` as the last statement of its transaction. Joins of different names run
+    side by side (a pool of thousands joins at once); two joins of one name are taken one at a
+    time (a lock on the name), so the second sees the first's credential."""
     if who.role == "agent":
         if who.node != node:
             raise Forbidden(f"{who} may not register node {node}", field="node")
         if machine_id is not None and who.machine_id is not None and machine_id != who.machine_id:
             raise Forbidden(f"node {node}'s credential belongs to machine {who.machine_id}; this is machine {machine_id}",
                             field="machine_id")
-        return
+        return None
     if who.role != "join":
         raise Forbidden(f"{who} may not register nodes: that takes a join token (poold token create --role join) "
                         "or the node's own credential", field="node")
-    join = session.scalars(select(TokenModel).where(TokenModel.id == who.token_id).with_for_update()).one()
-    ensure_valid(join)  # again, under its lock: it may have been revoked meanwhile
+    lock_name(session, node)
+    join = get(session, who.token_id)
+    if join is None:
+        raise Unauthorized(f"join token {who.token_id} is gone", field="Authorization")
+    ensure_valid(join)  # again: it may have been revoked since it was verified
     parts = split_token(credential) if credential is not None else None
     held = node_credential(session, node)
     if held is not None:
         if parts is not None and held.id == parts[0] and hmac.compare_digest(held.secret_sha256, digest(parts[1])) \
                 and held.machine_id == machine_id:
-            return
+            return None
         raise Forbidden(
             f"node {node} already has a credential (token {held.id}, machine {held.machine_id}): only its agent may "
             f"register it. To give the name to another machine, an admin revokes it first (poold token revoke {held.id})",
@@ -198,6 +205,31 @@ def check_register(session: Session, who: Principal, node: str, machine_id: str 
         raise Unauthorized(f"join token {join.id} is used up", field="Authorization")
     if get(session, parts[0]) is not None:
         raise Conflict(f"a token with id {parts[0]} exists: make the credential again", field="credential")
-    join.uses_left = (join.uses_left or 0) - 1
     session.add(TokenModel(id=parts[0], secret_sha256=digest(parts[1]), role="agent", node=node, machine_id=machine_id,
                            note="", created_by=f"join token {join.id}", created_at=utcnow(), expires_at=None))
+    return join.id
+
+
+def use_join(session: Session, token_id: str, now: datetime | None = None) -> None:
+    """Count one use of join token ``token_id``, in one conditional statement: it never goes
+    below zero, and a token revoked or expired meanwhile counts nothing (401, and the join's
+    transaction is undone). Run last in the join's transaction: the token's row stays locked
+    from here to the commit, so concurrent joins with one token wait for each other only
+    that long."""
+    now = now or utcnow()
+    counted = session.execute(
+        update(TokenModel)
+        .where(TokenModel.id == token_id, TokenModel.uses_left > 0, TokenModel.revoked_at.is_(None),
+               or_(TokenModel.expires_at.is_(None), TokenModel.expires_at > now))
+        .values(uses_left=TokenModel.uses_left - 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if counted != 1:
+        raise Unauthorized(f"join token {token_id} is used up, revoked or expired", field="Authorization")
+
+
+def lock_name(session: Session, node: str) -> None:
+    """Take joins of ``node`` one at a time until the transaction ends (PostgreSQL: an advisory
+    lock on the name; SQLite takes every write transaction one at a time already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext("poold node " + node))))

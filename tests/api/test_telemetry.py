@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from poold.api.context import AppContext
 from poold.db.models import Base, DeviceModel, NodeModel
 from poold.db.session import make_engine, make_sessionmaker, reading, transaction
 from poold.telemetry import NodeReports
+from tests.api.calls import heartbeat, register, report, submit
 from tests.auth import authorised
 from tests.builders import make_node
 
@@ -53,6 +55,15 @@ def _writes(engine):
 
     event.listen(engine, "before_cursor_execute", record)
     return statements, lambda: event.remove(engine, "before_cursor_execute", record)
+
+
+def _writes_of(pool, call) -> list[str]:
+    statements, stop = _writes(pool.engine)
+    try:
+        call()
+    finally:
+        stop()
+    return statements
 
 
 def test_a_repeated_heartbeat_writes_nothing_and_its_usage_is_served_from_memory(api, ctx, pool):
@@ -145,17 +156,22 @@ def test_sqlite_reads_take_no_write_lock(tmp_path):
         engine.dispose()
 
 
-def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_repeat(pool, settings):
-    """Repeated heartbeats are answered from memory, except while a running job is missing
-    from them: those are written, so that one of them loses the job once its grace is over."""
-    from tests.api.calls import heartbeat, register, submit
-
+@contextmanager
+def _placing(pool, settings):
+    """An API whose submits are placed at once, a node timeout of 0.3 s, and one registered node with an L4."""
     settings.nodes.timeout_s = 0.3
     ctx = AppContext.build(settings, pool.factory)
     ctx.wake_scheduler = ctx.scheduler.run_pass
     with authorised(TestClient(create_app(ctx)), pool.factory) as api:
         builder = make_node("hgx").gpus(1, "L4")
         register(api, builder)
+        yield ctx, api, builder
+
+
+def test_a_running_job_the_agent_stopped_listing_is_lost_though_its_heartbeats_repeat(pool, settings):
+    """Repeated heartbeats are answered from memory, except while a running job is missing
+    from them: those are written, so that one of them loses the job once its grace is over."""
+    with _placing(pool, settings) as (ctx, api, builder):
         job_id = submit(api, count=1)
         assert heartbeat(api, builder, running_jobs=[job_id]).status_code == 200  # adopted: running
         assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "running"
@@ -181,18 +197,44 @@ def test_the_heartbeat_after_register_is_answered_from_memory(api, pool):
     assert statements == []
 
 
-def test_nodes_written_together_are_not_all_written_again_together(monkeypatch):
-    # A pool that registered in one burst must not be written again in one burst a rewrite
-    # age later: each node's age is drawn between half of REWRITE_AFTER_S and all of it.
-    reports, body = NodeReports(), {"host": {}, "devices": [], "running_jobs": []}
-    for n in range(200):
-        reports.written(f"n{n}", body, drained=False)
-    started = time.monotonic()
-    rewritten = {}
-    for elapsed in (0.4, 0.6, 0.8, 1.01):
-        monkeypatch.setattr(telemetry.time, "monotonic", lambda: started + elapsed * telemetry.REWRITE_AFTER_S)
-        rewritten[elapsed] = sum(reports.answer_from_memory(f"n{n}", body) is None for n in range(200))
-    assert rewritten[0.4] == 0  # none before half the age
-    # Spread over the second half: about 40 by 0.6 and 120 by 0.8 (bounds five deviations wide).
-    assert 10 < rewritten[0.6] < 75 < rewritten[0.8] < 165
-    assert rewritten[1.01] == 200
+def test_a_report_another_replica_wrote_meanwhile_is_written_in_full_again(api, ctx, pool):
+    """Each replica remembers the report it wrote; the node row says which report the store
+    holds. Once another replica has written a newer one, this one's next heartbeat is written
+    in full, not answered from a memory the store no longer agrees with."""
+    builder = make_node("hgx").gpus(1, "L4")
+    _register(api, builder)
+    api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=5.0))  # from memory
+    with transaction(pool.factory) as session:
+        session.execute(update(NodeModel).values(report_fingerprint="0" * 32))  # written by another replica
+        ctx.reports.flush(session)
+    assert _writes_of(pool, lambda: api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=6.0)))  # in full
+    with pool.factory() as session:
+        assert session.scalar(select(NodeModel.report_fingerprint)) == telemetry.fingerprint_of(_body(builder))
+
+
+def test_a_node_whose_report_never_changes_is_not_written_again_after_a_flush(api, ctx, pool):
+    builder = make_node("hgx").gpus(1, "L4")
+    _register(api, builder)
+    for load in range(3):
+        api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=float(load)))
+        with transaction(pool.factory) as session:
+            ctx.reports.flush(session)
+    assert _writes_of(pool, lambda: api.post("/api/v1/agents/hgx/heartbeat", json=_body(builder, utilization_pct=9.0))) == []
+
+
+def test_a_job_started_that_the_reports_never_list_is_lost(pool, settings):
+    """The agent said ``started`` but its heartbeats, answered from memory, never list the job
+    (the agent lost it): the started report clears the stored fingerprint, so after a flush the
+    node's heartbeats are written and one of them loses the job once its grace is over."""
+    with _placing(pool, settings) as (ctx, api, builder):
+        assert heartbeat(api, builder).status_code == 200
+        job_id = submit(api, count=1)
+        assert report(api, builder.name, job_id, "started")["accepted"]
+        assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "running"
+        for _ in range(4):  # the same report as before the job started, again and again
+            assert heartbeat(api, builder).status_code == 200
+            with transaction(pool.factory) as session:
+                ctx.reports.flush(session)
+            time.sleep(0.2)
+        job = api.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["state"] == "lost" and job["requeued_as"] is not None

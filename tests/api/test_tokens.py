@@ -242,3 +242,28 @@ class _Rows:
 
     def scalars(self, _query):
         return self.rows
+
+
+def test_joins_at_once_never_take_a_join_token_past_its_uses_nor_give_one_name_twice(api, pool):
+    """Joins run side by side (the join token's row is locked only for the statement that
+    counts a use, at the end of each join): twelve joins of new names with a token of five
+    uses bring five nodes; two joins of one name from two machines bring one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    join = join_token(pool, uses=5)
+    with ThreadPoolExecutor(6) as threads:
+        answers = list(threads.map(lambda n: api.post("/api/v1/agents/register", **joining(f"n{n}", join)).status_code, range(12)))
+    assert sorted(answers) == [200] * 5 + [401] * 7
+    with pool.factory() as session:
+        assert session.scalar(select(TokenModel.uses_left).where(TokenModel.id == split_token(join)[0])) == 0
+    assert count(pool, NodeModel) == 5
+    with pool.factory() as session:
+        assert session.scalar(select(func.count()).where(TokenModel.role == "agent", TokenModel.node.like("n%"))) == 5
+
+    twice = join_token(pool, uses=5)
+    with ThreadPoolExecutor(2) as threads:
+        answers = list(threads.map(lambda m: api.post("/api/v1/agents/register", **joining("same", twice, machine_id=m)).status_code,
+                                   ("m-1", "m-2")))
+    assert sorted(answers) == [200, 403]
+    creds = [t for t in api.get("/api/v1/tokens").json() if t["role"] == "agent" and t["node"] == "same"]
+    assert len(creds) == 1

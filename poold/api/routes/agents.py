@@ -26,6 +26,7 @@ from poold_wire.messages import (
 )
 from poold.db.session import reading, transaction
 from poold.services import TooLarge, jobs, nodes, recovery, tokens
+from poold.telemetry import fingerprint_of
 
 router = APIRouter(prefix="/agents", tags=["agents"], route_class=RetryingRoute)
 
@@ -37,14 +38,17 @@ def register(body: RegisterRequest, who: Caller, ctx: AppContext = Depends(ctx_o
     that credential, from the machine it joined from."""
     nodes.check_protocol(body.protocol_version)
     _check_devices(ctx, body.devices)
+    # Remembered as the heartbeat that says the same, running no job: the next is answered from memory.
+    same = HeartbeatRequest(host=body.host, devices=body.devices, running_jobs=[], machine_id=body.machine_id).model_dump(mode="json")
     with transaction(ctx.factory) as session:
-        tokens.check_register(session, who, body.node, body.machine_id, body.credential)
+        join = tokens.check_register(session, who, body.node, body.machine_id, body.credential)
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
+        node.report_fingerprint = fingerprint_of(same)
         name, drained = node.name, node.drained
-    # Remembered as the heartbeat that says the same, running no job: the next is answered from memory.
-    same = HeartbeatRequest(host=body.host, devices=body.devices, running_jobs=[], machine_id=body.machine_id)
-    ctx.reports.written(name, same.model_dump(mode="json"), drained)
+        if join is not None:
+            tokens.use_join(session, join)
+    ctx.reports.written(name, same, drained)
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
@@ -89,9 +93,11 @@ def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, raw: di
     with transaction(ctx.factory) as session:
         row = recovery.heartbeat(session, node, body.host, body.devices, body.running_jobs, body.machine_id, ctx.settings.nodes)
         drained = row.drained
-        # While a running job is missing from the agent's list, every heartbeat is written:
-        # one of them loses the job once its grace is over.
+        # While a running job is missing from the agent's list, every heartbeat is written (by
+        # every replica: the stored fingerprint is cleared): one of them loses the job once its
+        # grace is over.
         settling = jobs.unreported_on(session, row.id)
+        row.report_fingerprint = None if settling else fingerprint_of(raw)
     if not settling:
         ctx.reports.written(node, raw, drained)
     else:
