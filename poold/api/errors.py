@@ -9,9 +9,9 @@ the wrong offset (409) also carries the log's real ``size``.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -102,9 +102,12 @@ def install(app: FastAPI) -> None:
 
 
 def parse_json(raw: bytes) -> Any:
-    """A request body read as JSON, refused as FastAPI refuses one (422, ``json_invalid``)."""
+    """A request body read as JSON, refused as FastAPI refuses one (422, ``json_invalid``).
+    Read with orjson: thousands of nodes send heartbeats of about 15 KB, and the standard
+    library's parser takes over twice as long over one (integers past 64 bits come back as
+    floats, which every field bounded to 64 bits refuses by name)."""
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except (ValueError, RecursionError) as exc:
         position = getattr(exc, "pos", 0)
         raise RequestValidationError(

@@ -28,10 +28,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from poold.db.models import JobModel, QueueModel, utcnow
+from poold.db.models import EventModel, JobModel, QueueModel, utcnow
 from poold.db.session import is_retryable, transaction
 from poold.scheduler.commit import DeviceClaim, Proposal, commit
 from poold.scheduler.engine import Engine, Placement, Unplaceable
@@ -276,15 +276,27 @@ class Scheduler:
         self.snapshot.committed(written.generations)
 
     def _record_waiting(self, reasons: dict[int, str]) -> None:
-        """Store why each job waits; an event only when the reason changes, so the log stays readable."""
+        """Store why each job waits; an event only when the reason changes, so the log stays
+        readable. Only the reasons are read, and only the rows whose reason changed are written
+        (a backlog of thousands of jobs costs a pass one read of their reasons)."""
         if not reasons:
             return
         with transaction(self.factory) as session:
             for chunk in chunks(list(reasons)):
-                for job in session.scalars(select(JobModel).where(JobModel.id.in_(chunk), JobModel.state == "pending")):
-                    if job.reason != reasons[job.id]:
-                        job.reason = reasons[job.id]
-                        events.record(session, "job.waiting", reasons[job.id], job_id=job.id)
+                stored = session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending"))
+                changed = [job_id for job_id, reason in stored if reason != reasons[job_id]]
+                if not changed:
+                    continue
+                jobs = JobModel.__table__
+                session.execute(
+                    update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == "pending").values(reason=bindparam("why")),
+                    [{"job_id": job_id, "why": reasons[job_id]} for job_id in changed],
+                )
+                now = utcnow()
+                session.execute(EventModel.__table__.insert(), [
+                    {"at": now, "kind": "job.waiting", "job_id": job_id, "node_id": None, "message": reasons[job_id], "data": {}}
+                    for job_id in changed
+                ])
 
 
 def chunks(ids: list[int], size: int = 1000) -> list[list[int]]:
