@@ -63,6 +63,10 @@ class JobOut(Strict):
     retry_of: int | None = Field(default=None, description="the lost job this one was submitted again for")
     requeued_as: int | None = Field(default=None, description="the job submitted again for this one, after it was lost")
     allocations: list[AllocationOut] = Field(default_factory=list)
+    preemptions: int = Field(default=0, description="times it was preempted and went back to pending")
+    preempted_by: int | None = Field(default=None, description="the job its devices were last taken for")
+    preempt_reason: str | None = Field(default=None, description="why it was last preempted")
+    stopping: bool = Field(default=False, description="placed, and being stopped by its agent for a preemption")
     owner: str | None = Field(default=None, description="the poold user who submitted it (null: submitted before tokens)")
     spec: dict[str, Any] | None = None
     hidden: list[str] = Field(default_factory=list, description="what is withheld from this caller: `spec.env` of another user's job")

@@ -82,7 +82,7 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
             raise Invalid(why, field="spec." + blamed_field(never_fits))
         reason = NEVER_FITS + never_fits.summary()
     job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
-                   reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow())
+                   reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow(), preemptions=0)
     job.allocations = []  # known empty: nothing is loaded to show it
     return job
 
