@@ -13,7 +13,7 @@ One model for the config file (``queues.NAME``) and the API's door, so both chec
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -21,6 +21,7 @@ DEVICE_KINDS = ("gpu", "npu", "fpga")
 COST_KEY = "cost"
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,79}$")
 
+V = TypeVar("V")
 Amount = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 
@@ -29,21 +30,31 @@ def normal_key(key: str) -> str:
     return key.lower() if key.lower() in (*DEVICE_KINDS, COST_KEY) else key
 
 
-def _checked(amounts: dict[str, float], what: str) -> dict[str, float]:
-    out: dict[str, float] = {}
+class KeyProblem(ValueError):
+    """A guarantee or limit key that cannot be used; ``path`` is ``guarantee.KEY`` or ``limit.KEY``."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path, self.message = path, message
+
+
+def checked_keys(amounts: dict[str, V], what: str) -> dict[str, V]:
+    """``amounts`` with its keys checked (:class:`KeyProblem` naming ``what.KEY``) and stored as :func:`normal_key` says."""
+    out: dict[str, V] = {}
     seen: dict[str, str] = {}
     for key, amount in amounts.items():
         if not KEY_PATTERN.match(key):
-            raise ValueError(f"{what}.{key}: not a device model, a kind ({', '.join(DEVICE_KINDS)}) or {COST_KEY!r}")
+            raise KeyProblem(f"{what}.{key}", f"not a device model, a kind ({', '.join(DEVICE_KINDS)}) or {COST_KEY!r}")
         if key.lower() in seen:
-            raise ValueError(f"{what}.{key}: given twice ({seen[key.lower()]!r} and {key!r}; keys are matched without regard to case)")
+            raise KeyProblem(f"{what}.{key}", f"given twice ({seen[key.lower()]!r} and {key!r}; keys are matched without regard to case)")
         seen[key.lower()] = key
         out[normal_key(key)] = amount
     return out
 
 
-class Entitlement(BaseModel):
-    """A queue's share of the pool (see the module's docstring)."""
+class EntitlementFields(BaseModel):
+    """A queue's share of the pool, each amount checked; its keys are checked by :class:`Entitlement`
+    (the config file) or by the API's service, which names the key at fault in its answer."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,26 +64,38 @@ class Entitlement(BaseModel):
     )
     limit: dict[str, Amount] = Field(default_factory=dict, description="devices by model or kind, or `cost` per hour, it never holds more than")
 
+
+class Entitlement(EntitlementFields):
+    """A queue's share of the pool (see the module's docstring), keys and amounts checked."""
+
     @field_validator("guarantee")
     @classmethod
     def _guarantee_keys(cls, guarantee: dict[str, float]) -> dict[str, float]:
-        return _checked(guarantee, "guarantee")
+        return checked_keys(guarantee, "guarantee")
 
     @field_validator("limit")
     @classmethod
     def _limit_keys(cls, limit: dict[str, float], info: ValidationInfo) -> dict[str, float]:
-        limit = _checked(limit, "limit")
+        limit = checked_keys(limit, "limit")
         check_limit_covers_guarantee(info.data.get("guarantee") or {}, limit)
         return limit
 
 
 def check_limit_covers_guarantee(guarantee: dict[str, float], limit: dict[str, float]) -> None:
     """Raise ValueError naming the first key whose limit is below its guarantee."""
+    if (below := limit_below_guarantee(guarantee, limit)) is not None:
+        key, cap, floor = below
+        raise ValueError(f"limit.{key} = {cap:g} is below guarantee.{key} = {floor:g}")
+
+
+def limit_below_guarantee(guarantee: dict[str, float], limit: dict[str, float]) -> tuple[str, float, float] | None:
+    """The first key (as the limit spells it) whose limit is below its guarantee, with both amounts; or None."""
     lowered = {key.lower(): amount for key, amount in guarantee.items()}
     for key, cap in limit.items():
         floor = lowered.get(key.lower())
         if floor is not None and cap < floor:
-            raise ValueError(f"limit.{key} = {cap:g} is below guarantee.{key} = {floor:g}")
+            return key, cap, floor
+    return None
 
 
 def unknown_keys(amounts: dict[str, float], models: set[str]) -> list[str]:
