@@ -72,20 +72,28 @@ def _show(ctx: click.Context, queue: dict[str, Any]) -> None:
         click.echo(f"{label + ':':13}{value}")
 
 
-@click.command(name="queues")
-@click.pass_context
-def list_usage(ctx: click.Context) -> None:
-    """Each queue, highest priority first: what its placed jobs hold (devices by model, cost per
-    hour) against its entitlement (weight, guarantee, limit), how many wait and the oldest wait."""
+ENTITLEMENT_COLUMNS = ["QUEUE", "PRIO", "WEIGHT", "GUARANTEE", "LIMIT"]
+
+
+def _queue_table(ctx: click.Context, columns: list[str], rest: Any) -> None:
+    """The queues as JSON, or a table: their entitlement columns, then ``rest(queue)``'s."""
     with connect(ctx) as client:
         queues = client.queues()
     if ctx.obj["output"] == "json":
         emit_json(queues)
         return
-    rows = [[q["name"], q["priority"], f"{q['weight']:g}", amounts_text(q["guarantee"]), amounts_text(q["limit"]),
-             amounts_text(q["devices"]), f"{q['cost_per_hour']:.2f}", f"{q['placed']}" + (f" ({q['stopping']} stopping)" if q["stopping"] else ""),
-             q["pending"], wait_text(q["oldest_wait_s"])] for q in queues]
-    emit_table(["QUEUE", "PRIO", "WEIGHT", "GUARANTEE", "LIMIT", "HOLDS", "COST/H", "PLACED", "PENDING", "OLDEST WAIT"], rows)
+    emit_table(ENTITLEMENT_COLUMNS + columns, [[q["name"], q["priority"], f"{q['weight']:g}", amounts_text(q["guarantee"]),
+                                               amounts_text(q["limit"]), *rest(q)] for q in queues])
+
+
+@click.command(name="queues")
+@click.pass_context
+def list_usage(ctx: click.Context) -> None:
+    """Each queue, highest priority first: what its placed jobs hold (devices by model, cost per
+    hour) against its entitlement (weight, guarantee, limit), how many wait and the oldest wait."""
+    _queue_table(ctx, ["HOLDS", "COST/H", "PLACED", "PENDING", "OLDEST WAIT"], lambda q: [
+        amounts_text(q["devices"]), f"{q['cost_per_hour']:.2f}", f"{q['placed']}" + (f" ({q['stopping']} stopping)" if q["stopping"] else ""),
+        q["pending"], wait_text(q["oldest_wait_s"])])
 
 
 @click.group(name="queue")
@@ -98,14 +106,8 @@ def queue() -> None:
 @click.pass_context
 def list_queues(ctx: click.Context) -> None:
     """The queues and their entitlements, and where each is set from (the config file, or who changed it)."""
-    with connect(ctx) as client:
-        queues = client.queues()
-    if ctx.obj["output"] == "json":
-        emit_json(queues)
-        return
-    rows = [[q["name"], q["priority"], f"{q['weight']:g}", amounts_text(q["guarantee"]), amounts_text(q["limit"]),
-             q["changed_by"] or ("config" if q["in_config"] else "api"), q["description"] or None] for q in queues]
-    emit_table(["QUEUE", "PRIO", "WEIGHT", "GUARANTEE", "LIMIT", "SET BY", "DESCRIPTION"], rows)
+    _queue_table(ctx, ["SET BY", "DESCRIPTION"], lambda q: [
+        q["changed_by"] or ("config" if q["in_config"] else "api"), q["description"] or None])
 
 
 @queue.command()
