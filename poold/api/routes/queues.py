@@ -32,7 +32,7 @@ def show_queue(_who: Person, name: str = QueueNamePath, ctx: AppContext = Depend
         return convert.queue_out(queues.get_queue(session, name), ctx.settings)
 
 
-@router.post("", response_model=QueueOut, status_code=201, responses=responses(409, 422))
+@router.post("", response_model=QueueOut, status_code=201, responses=responses(400, 409, 422))
 def create_queue(body: QueueCreate, who: Admin, ctx: AppContext = Depends(ctx_of)) -> QueueOut:
     change = queues.QueueChange(priority=body.priority, description=body.description, weight=body.weight,
                                 guarantee=dict(body.guarantee), limit=dict(body.limit))
@@ -40,7 +40,7 @@ def create_queue(body: QueueCreate, who: Admin, ctx: AppContext = Depends(ctx_of
         return convert.queue_out(queues.create_queue(session, body.name, change, str(who), ctx.settings), ctx.settings)
 
 
-@router.patch("/{name}", response_model=QueueOut, responses=responses(404, 409, 422))
+@router.patch("/{name}", response_model=QueueOut, responses=responses(400, 404, 409, 422))
 def update_queue(body: QueueUpdate, who: Admin, name: str = QueueNamePath, ctx: AppContext = Depends(ctx_of)) -> QueueOut:
     """Change a queue; from then on the config file no longer reseeds it (``from_config`` hands it back)."""
     fields = body.model_dump(exclude_unset=True, exclude={"from_config"})
