@@ -290,9 +290,13 @@ class Agent:
             raise
         self._next_poll = now + self.settings.poll_interval_s
         for assignment in answer.start:
-            if not self.runner.known(assignment.job_id):  # listed until its started event lands
+            if self.runner.takes(assignment):  # listed until its started event lands
                 inventory = self.inventory or self.fresh_inventory()
                 self.runner.start(assignment, {device.uuid: device for device in inventory.devices})
+        # A stop (preemption) is also in `cancel` for older agents: taken first, with its grace.
+        for order in answer.stop:
+            if self.runner.cancel(order.job_id, order.reason or "stopped by the daemon", grace_s=order.grace_s):
+                log.info("job %d: stop requested by the daemon (grace %gs): %s", order.job_id, order.grace_s, order.reason)
         for job_id in answer.cancel:
             if self.runner.cancel(job_id):
                 log.info("job %d: cancel requested by the daemon", job_id)
@@ -302,17 +306,21 @@ class Agent:
             if state.log_done:
                 continue
             path = self.runner.store.log_path(state.job_id)
-            size = path.stat().st_size if path.exists() else 0
-            offset = state.log_offset
+            # A later run's output.log starts where the daemon's log of the job ends (log_base).
+            size = state.log_base + (path.stat().st_size if path.exists() else 0)
+            offset = max(state.log_offset, state.log_base)
             for _ in range(LOG_CHUNKS_PER_STEP):
                 if offset >= size:
                     break
                 with open(path, "rb") as handle:
-                    handle.seek(offset)
+                    handle.seek(offset - state.log_base)
                     data = handle.read(self.settings.log_chunk_bytes)
                 try:
                     offset = self.client.put_log(self.node, state.job_id, offset, data)
                 except LogOffsetMismatch as exc:
+                    if state.assignment.run > 1 and state.log_offset == 0 and offset == state.log_base:
+                        state.log_base = exc.size  # first upload of a later run: earlier runs' output comes first
+                        size = state.log_base + size - offset
                     offset = exc.size  # the daemon's copy is the truth: resend from there
                 except DaemonRejected as exc:
                     self._refuse("log", state.job_id, f"log upload at byte {offset} refused ({exc}); not shipping the rest",

@@ -3,7 +3,9 @@
 ``Runner`` never blocks for long: ``start`` waits only for the shim's handshake, ``cancel``
 records the intent and sends SIGTERM, and ``poll`` (called once per agent loop) moves every
 job forward: it reaps ended jobs, enforces ``max_runtime_s``, escalates to SIGKILL after
-``kill_grace_s``, and queues ``started``/``ended`` events in the outbox.
+``kill_grace_s`` (or the grace the daemon gave a job's stop), and queues ``started``/``ended``
+events in the outbox. A job preempted and placed here again comes as a later ``run`` of the
+same id and starts afresh once everything of its earlier run is done.
 
 Outcome rules, decided once and written to ``state.json`` before the event is queued: an
 intent recorded by the agent (cancelled, timed_out) wins; otherwise exit 0 is succeeded, a
@@ -98,6 +100,15 @@ class Runner:
     def known(self, job_id: int) -> bool:
         return job_id in self.jobs
 
+    def takes(self, assignment: Assignment) -> bool:
+        """Whether ``assignment`` is new here: a job this node never had, or a later run (the
+        job was preempted and placed again) of one whose every trace here is done and reported."""
+        state = self.jobs.get(assignment.job_id)
+        if state is None:
+            return True
+        return assignment.run > state.assignment.run and state.finished and all(
+            event.job_id != state.job_id for _, event in self.outbox.pending())
+
     def running_ids(self) -> list[int]:
         """Jobs whose outcome is not decided yet, including ones being killed."""
         return sorted(job_id for job_id, state in self.jobs.items() if state.outcome is None)
@@ -111,11 +122,13 @@ class Runner:
         """Start a job under its shim; False when this node already has (or had) the job, or
         one of its devices is still being scrubbed (it is listed again at the next poll).
         ``devices``: the latest inventory's records by uuid, whose device files the job may open."""
-        if assignment.job_id in self.jobs:
+        if not self.takes(assignment):
             return False
         if busy := self.scrubbing() & {device.uuid for device in assignment.devices}:
             log.debug("job %d waits: %s still being scrubbed", assignment.job_id, ", ".join(sorted(busy)))
             return False
+        if (earlier := self.jobs.get(assignment.job_id)) is not None:
+            self.store.clear_run(assignment.job_id, earlier.assignment.run)
         state = JobState(assignment=assignment, node=self.node)
         job_dir = self.store.dir(state.job_id)
         try:
@@ -168,11 +181,13 @@ class Runner:
         return {uuid for state in self.jobs.values() if state.outcome is not None and not state.scrubbed_queued
                 for uuid in state.scrubbing if uuid not in state.scrubbed}
 
-    def cancel(self, job_id: int, reason: str = "cancelled by the daemon") -> bool:
+    def cancel(self, job_id: int, reason: str = "cancelled by the daemon", grace_s: float | None = None) -> bool:
         """Kill a running job (outcome cancelled); False when it has already ended or is being killed.
 
-        A job this node never started (the daemon cancelled it between placing it and our
-        start) is recorded as cancelled and reported, so that it is never started later.
+        ``grace_s``: SIGTERM to SIGKILL for this job (a preemption's stop), instead of the
+        agent's ``kill_grace_s``. A job this node never started (the daemon cancelled it
+        between placing it and our start) is recorded as cancelled and reported, so that this
+        run of it is never started later.
         """
         state = self.jobs.get(job_id)
         if state is None:
@@ -185,6 +200,7 @@ class Runner:
             return True
         if state.outcome is not None or state.intent is not None:
             return False
+        state.kill_grace_s = grace_s
         self._record_intent(state, "cancelled", reason)
         return True
 
@@ -272,7 +288,8 @@ class Runner:
             return
         state.started_at = datetime.fromisoformat(child["started_at"])
         self.outbox.put(JobEvent(job_id=state.job_id, kind="started", at=state.started_at, pid=child["pid"],
-                                 isolation=state.isolation, message=event_message(state.isolation_note)))
+                                 isolation=state.isolation, message=event_message(state.isolation_note),
+                                 run=state.assignment.run))
         state.started_queued = True
         self.save(state)
 
@@ -302,11 +319,11 @@ class Runner:
                 state.leftovers = "stopped leftover processes of the job: " + ", ".join(hit)
             state.term_sent_at = now
             self.save(state)
-        elif state.kill_sent_at is None and (now - state.term_sent_at).total_seconds() >= self.kill_grace_s:
+        elif state.kill_sent_at is None and (now - state.term_sent_at).total_seconds() >= self._grace_of(state):
             victims = {**self._victims.pop(state.job_id, {}), **job_processes(state.shim_pid), **cgroup.processes()}
             victims.pop(state.shim_pid, None)  # the shim must live to write exit.json
             killed = signal_all(victims, signal.SIGKILL)
-            log.info("job %d: SIGKILL after %gs: %s", state.job_id, self.kill_grace_s, ", ".join(killed) or "none left")
+            log.info("job %d: SIGKILL after %gs: %s", state.job_id, self._grace_of(state), ", ".join(killed) or "none left")
             state.kill_sent_at = now
             self.save(state)
         elif state.kill_sent_at is not None and (now - state.kill_sent_at).total_seconds() >= SHIM_STUCK_S:
@@ -315,6 +332,9 @@ class Runner:
                 signal_all({state.shim_pid: psutil.Process(state.shim_pid)}, signal.SIGKILL)
             except psutil.Error:
                 pass  # it ended after all
+
+    def _grace_of(self, state: JobState) -> float:
+        return self.kill_grace_s if state.kill_grace_s is None else state.kill_grace_s
 
     def _end(self, state: JobState, exit_info: dict | None, inventory_source: Callable[[], Inventory] | None) -> None:
         """Decide the outcome once, persist it, clean up the job's leftovers, queue ``ended``."""
@@ -352,7 +372,8 @@ class Runner:
     def _queue_ended(self, state: JobState) -> None:
         assert state.outcome is not None and state.ended_at is not None
         self.outbox.put(JobEvent(job_id=state.job_id, kind="ended", at=state.ended_at, exit_code=state.exit_code,
-                                 outcome=state.outcome, message=event_message(state.message), scrubbing=state.scrubbing))
+                                 outcome=state.outcome, message=event_message(state.message), scrubbing=state.scrubbing,
+                                 run=state.assignment.run))
         state.ended_queued = True
         self.save(state)
 
@@ -368,7 +389,8 @@ class Runner:
                     f"scrub failed: {error}" if error else "scrubbed")
         if len(state.scrubbed) == len(state.scrubbing):
             self.outbox.put(JobEvent(job_id=state.job_id, kind="scrubbed", at=utcnow(), scrubbed=[
-                DeviceScrub(uuid=uuid, error=event_message(state.scrubbed[uuid])) for uuid in state.scrubbing]))
+                DeviceScrub(uuid=uuid, error=event_message(state.scrubbed[uuid])) for uuid in state.scrubbing],
+                run=state.assignment.run))
             state.scrubbed_queued = True
         self.save(state)
 

@@ -8,6 +8,7 @@ Layout under ``state_dir``::
     jobs/<id>/child.json   the command's pid, once it is started                      shim
     jobs/<id>/exit.json    how the command ended                                      shim
     jobs/<id>/output.log   the command's stdout and stderr                            job
+    jobs/<id>/run-N.log    output.log of run N, kept when a later run starts here     runner
     jobs/<id>/scrub-N.log  what the scrub of its N-th device printed                  agent
     outbox/<seq>.json      job events not yet answered by the daemon, sent in order   agent
     refused.jsonl          reports the daemon refused for good, one JSON line each    agent
@@ -52,6 +53,7 @@ class JobState(BaseModel):
     intent: Intent | None = Field(default=None, description="why the agent kills it; recorded before any signal")
     intent_reason: str | None = None
     leftovers: str | None = Field(default=None, description="processes the command left behind, stopped at its end")
+    kill_grace_s: float | None = Field(default=None, description="SIGTERM to SIGKILL for this job's stop, as the daemon asked; else the agent's")
     term_sent_at: datetime | None = None
     kill_sent_at: datetime | None = None
     outcome: Outcome | None = None
@@ -61,6 +63,7 @@ class JobState(BaseModel):
     ended_queued: bool = Field(default=False, description="the ended event is in the outbox (or was sent)")
     log_offset: int = Field(default=0, ge=0, description="bytes of output.log the daemon has")
     log_done: bool = False
+    log_base: int = Field(default=0, ge=0, description="bytes of the daemon's log earlier runs of the job wrote: where output.log starts")
     isolation: Isolation | None = Field(default=None, description="what held the job (agents.isolation)")
     isolation_note: str | None = Field(default=None, description="why it got less than the node offers")
     cgroup: list[str] = Field(default_factory=list, description="its cgroup's directories (agents.cgroups.JobCgroup)")
@@ -116,6 +119,15 @@ class JobStore:
 
     def log_path(self, job_id: int) -> Path:
         return self.dir(job_id) / "output.log"
+
+    def clear_run(self, job_id: int, run: int) -> None:
+        """Make the job's directory ready for another run: the shim's files of ``run`` go, its
+        output is kept as ``run-N.log``."""
+        job_dir = self.dir(job_id)
+        for name in ("shim.json", "child.json", "exit.json"):
+            (job_dir / name).unlink(missing_ok=True)
+        if (job_dir / "output.log").exists():
+            os.replace(job_dir / "output.log", job_dir / f"run-{run}.log")
 
     def remove(self, job_id: int) -> None:
         shutil.rmtree(self.dir(job_id), ignore_errors=True)

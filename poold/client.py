@@ -91,3 +91,18 @@ class PooldClient:
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._call("POST", f"/tokens/{token_id}/revoke").json()
+
+    def queues(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/queues").json()
+
+    def queue(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/queues/{name}").json()
+
+    def create_queue(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/queues", json=request).json()
+
+    def update_queue(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"/queues/{name}", json=request).json()
+
+    def delete_queue(self, name: str) -> None:
+        self._call("DELETE", f"/queues/{name}")

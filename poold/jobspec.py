@@ -29,6 +29,9 @@ _MAX_SIZE_MIB = 1024**3
 # jobs that must never run twice. The cap bounds a job that keeps taking its nodes down.
 DEFAULT_RETRIES = 1
 MAX_RETRIES = 10
+# A preempted job gets SIGTERM, then this long before SIGKILL unless its job file says
+# otherwise; the daemon cuts it to scheduler.preempt_grace_max_s when it preempts.
+DEFAULT_GRACE_PERIOD_S = 30.0
 
 
 def _parse_size_mib(value: Any) -> Any:
@@ -169,6 +172,12 @@ class JobSpec(_Strict):
         description="times the job is submitted again when its node is lost while it is placed there",
     )
     resources: Resources = Field(default_factory=Resources)
+    preemptible: bool = Field(
+        default=True, description="false: not stopped to make room for another queue's job while its queue is within its guarantee"
+    )
+    grace_period: Annotated[float, BeforeValidator(_parse_duration_s), Field(ge=0, le=86400)] = Field(
+        default=DEFAULT_GRACE_PERIOD_S, description="seconds between SIGTERM and SIGKILL when it is preempted (capped by the daemon)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from poold.entitlements import Entitlement
 from poold_common.config import load_model
 from poold_common.https import is_loopback
 from poold_wire.messages import MAX_DEVICES_PER_NODE, MAX_EVENTS_PER_REQUEST
@@ -67,6 +68,9 @@ class SchedulerSettings(_Section):
         default=0.05, ge=0, le=1, description="placements within this fraction of the cheapest cost per work count as equally cheap"
     )
     mix_half_life_jobs: float = Field(default=2000, gt=0, description="jobs after which a job counts half in the job mix")
+    preempt_grace_max_s: float = Field(
+        default=300.0, ge=0, le=86400, description="a preempted job's own grace_period is cut to this many seconds"
+    )
     never_fits: Literal["refuse", "warn"] = Field(
         default="refuse", description="a job no device of the pool could hold even when empty: refused at submit, or accepted with a warning"
     )
@@ -87,7 +91,9 @@ class NodeSettings(_Section):
     quarantine_flap_window_s: float = Field(default=3600.0, gt=0, description="the window quarantine_flaps counts in")
 
 
-class QueueSettings(_Section):
+class QueueSettings(Entitlement):
+    """A queue as the config file seeds it (see docs/queues.md for when the file wins)."""
+
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher queues are scheduled first")
     description: str = ""
 

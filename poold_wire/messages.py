@@ -98,6 +98,9 @@ class JobEvent(WireModel):
     isolation: Isolation | None = None
     scrubbing: list[DeviceUuid] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
     scrubbed: list[DeviceScrub] = Field(default_factory=list, max_length=MAX_DEVICES_PER_NODE)
+    run: Count32 | None = Field(
+        default=None, description="the run of the job (Assignment.run) the fact is about; none from agents that predate runs"
+    )
 
 
 class JobEventsRequest(WireModel):
@@ -142,11 +145,29 @@ class Assignment(WireModel):
     devices: list[AssignedDevice] = Field(default_factory=list)
     cpu_cores: float = Field(default=0.0, description="CPU cores booked for it: its cgroup's CPU limit (0: none)")
     host_memory_mib: int = Field(default=0, description="host memory booked for it: its cgroup's memory limit (0: none)")
+    run: int = Field(
+        default=1, description="which run of the job this is: 1, then one more each time it was preempted and placed again "
+        "(an agent that ran an earlier run of the same job id starts it afresh)",
+    )
+
+
+class StopOrder(WireModel):
+    """A job the agent must stop to free its devices (preemption): SIGTERM, ``grace_s`` for it
+    to end, then SIGKILL. The agent reports the end as ``cancelled``, with ``reason``."""
+
+    job_id: int
+    grace_s: float = Field(ge=0)
+    reason: str = ""
 
 
 class AssignmentsResponse(WireModel):
     start: list[Assignment] = Field(default_factory=list)
     cancel: list[int] = Field(default_factory=list, description="ids of running jobs to kill")
+    stop: list[StopOrder] = Field(
+        default_factory=list,
+        description="jobs to stop with a grace of their own; each is also in `cancel`, for agents that predate `stop` "
+        "(they kill it after their own kill_grace_s). An agent that knows `stop` takes it first.",
+    )
 
 
 class JobEventResult(WireModel):

@@ -44,6 +44,12 @@ def test_default_database_is_sqlite_in_state_dir(tmp_path):
         ("", {"POOLD_NODES__TIMEOUT_S": "soon"}, "$POOLD_NODES__TIMEOUT_S: nodes.timeout_s"),
         ("", {"POOLD_SCHEDULR__INTERVAL_S": "1"}, "schedulr: unknown key"),
         ("[server\n", {}, "not valid TOML"),
+        ("[queues.prod]\nguarantee = { H100 = -1 }\n", {}, "queues.prod.guarantee.H100"),
+        ("[queues.prod]\nlimit = { cost = 'lots' }\n", {}, "queues.prod.limit.cost"),
+        ("[queues.prod]\nguarantee = { H100 = 16 }\nlimit = { H100 = 8 }\n", {}, "limit.H100 = 8 is below guarantee.H100 = 16"),
+        ("[queues.prod]\nguarantee = { 'H 100' = 1 }\n", {}, "guarantee.H 100: not a device model"),
+        ("[queues.prod]\nweight = 0\n", {}, "queues.prod.weight"),
+        ("[scheduler]\npreempt_grace_max_s = -1\n", {}, "scheduler.preempt_grace_max_s"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, text, env, message):
@@ -104,3 +110,24 @@ def test_who_may_run_jobs_as_whom():
     auth = AuthSettings(run_as={"alice": ["ml", "alice-svc"]})
     assert auth.may_run_as("alice", "ml") and not auth.may_run_as("alice", "alice") and not auth.may_run_as("bob", "ml")
     assert AuthSettings(run_as_own_name=True).may_run_as("bob", "bob")
+
+
+def test_queue_entitlements_in_the_config(tmp_path):
+    path = tmp_path / "poold.toml"
+    path.write_text("[queues.prod]\nweight = 3\nguarantee = { H100 = 16, GPU = 4, Cost = 40.0 }\nlimit = { h100 = 24 }\n")
+    prod = load_settings(path, env={}).queues["prod"]
+    assert (prod.weight, prod.guarantee, prod.limit) == (3.0, {"H100": 16.0, "gpu": 4.0, "cost": 40.0}, {"h100": 24.0})
+
+
+def test_the_three_queue_example_in_the_shipped_config_is_valid():
+    import tomllib
+
+    from poold.settings import Settings
+    from poold.shipped import shipped_path
+
+    text = shipped_path("config", "poold.toml").read_text()
+    example = text[text.index("# A three-queue example:"):].splitlines()[1:]
+    lines = [line[4:].split("#", 1)[0] for line in example if line.startswith("#   ")]
+    queues = Settings.model_validate(tomllib.loads("\n".join(lines))).queues
+    assert set(queues) == {"default", "prod", "research"}
+    assert (queues["prod"].guarantee, queues["research"].limit) == ({"H100": 16.0}, {"H100": 24.0})

@@ -7,13 +7,14 @@ from sqlalchemy.orm import Session
 
 from poold.api.schemas import (
     AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
-    ScrubbingOut, TokenOut,
+    QueueOut, QueueUsageOut, ScrubbingOut, TokenOut,
 )
-from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, TokenModel
+from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, QueueModel, TokenModel, as_utc, utcnow
 from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price
+from poold.services.queue_usage import QueueUsage
 from poold.services.tokens import state_of
 from poold.settings import Settings
 from poold.telemetry import Usage
@@ -55,6 +56,10 @@ def job_out(
         retry_of=job.retry_of,
         requeued_as=(requeued_as or {}).get(job.id),
         allocations=allocations,
+        preemptions=job.preemptions,
+        preempted_by=job.preempted_by,
+        preempt_reason=job.preempt_reason,
+        stopping=job.state in ("assigned", "running") and job.preempt_requested_at is not None,
         owner=job.owner,
         spec=(job.spec if show_env else {key: value for key, value in job.spec.items() if key != "env"}) if with_spec else None,
         hidden=["spec.env"] if with_spec and not show_env and job.spec.get("env") else [],
@@ -161,4 +166,19 @@ def token_out(row: TokenModel) -> TokenOut:
         id=row.id, role=row.role, state=state_of(row), user=row.user_name, node=row.node, machine_id=row.machine_id,  # type: ignore[arg-type]
         uses_left=row.uses_left, note=row.note, created_by=row.created_by, created_at=row.created_at, expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+    )
+
+
+def queue_out(row: QueueModel, settings: Settings) -> QueueOut:
+    return QueueOut(name=row.name, priority=row.priority, description=row.description, weight=row.weight,
+                    guarantee=row.guarantees or {}, limit=row.limits or {}, in_config=row.name in settings.queues,
+                    changed_by=row.changed_by, changed_at=row.changed_at)
+
+
+def queue_usage_out(usage: QueueUsage, settings: Settings) -> QueueUsageOut:
+    oldest = usage.oldest_pending_at
+    return QueueUsageOut(
+        **queue_out(usage.queue, settings).model_dump(), devices=usage.devices, cost_per_hour=round(usage.cost_per_hour, 6),
+        placed=usage.placed, stopping=usage.stopping, pending=usage.pending, oldest_pending_at=oldest,
+        oldest_wait_s=None if oldest is None else max(0.0, (utcnow() - as_utc(oldest)).total_seconds()),
     )

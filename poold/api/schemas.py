@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from poold.entitlements import Amount, EntitlementFields
 from poold.jobspec import JobSpec
 from poold.services.tokens import MAX_EXPIRY_S, MAX_JOIN_USES, USER_NAME_PATTERN
 from poold_common.tokens import IssuedRole
@@ -63,6 +64,10 @@ class JobOut(Strict):
     retry_of: int | None = Field(default=None, description="the lost job this one was submitted again for")
     requeued_as: int | None = Field(default=None, description="the job submitted again for this one, after it was lost")
     allocations: list[AllocationOut] = Field(default_factory=list)
+    preemptions: int = Field(default=0, description="times it was preempted and went back to pending")
+    preempted_by: int | None = Field(default=None, description="the job its devices were last taken for")
+    preempt_reason: str | None = Field(default=None, description="why it was last preempted")
+    stopping: bool = Field(default=False, description="placed, and being stopped by its agent for a preemption")
     owner: str | None = Field(default=None, description="the poold user who submitted it (null: submitted before tokens)")
     spec: dict[str, Any] | None = None
     hidden: list[str] = Field(default_factory=list, description="what is withheld from this caller: `spec.env` of another user's job")
@@ -167,6 +172,52 @@ class PlanOut(Strict):
 
 class DrainRequest(Strict):
     reason: Text | None = Field(default=None, max_length=500)
+
+
+# ---- queues -----------------------------------------------------------------------------
+
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class QueueOut(Strict):
+    """A queue as stored: its entitlement (docs/queues.md) and who last set it."""
+
+    name: str
+    priority: int
+    description: str
+    weight: float
+    guarantee: dict[str, float] = Field(description="devices by model or kind, or `cost` per hour")
+    limit: dict[str, float] = Field(description="devices by model or kind, or `cost` per hour")
+    in_config: bool = Field(description="the config file names it (and reseeds it at start unless changed_by is set)")
+    changed_by: str | None = Field(default=None, description="who last set it through the API; null: as the config file says")
+    changed_at: datetime | None = None
+
+
+class QueueUsageOut(QueueOut):
+    devices: dict[str, float] = Field(description="whole devices its placed jobs hold, by model (a MIG slice counts its part)")
+    cost_per_hour: float = Field(description="what its placed jobs cost per hour")
+    placed: int = Field(description="its jobs assigned or running")
+    stopping: int = Field(description="of those, being stopped for a preemption")
+    pending: int
+    oldest_pending_at: datetime | None = Field(default=None, description="when its longest-waiting pending job was submitted")
+    oldest_wait_s: float | None = Field(default=None, description="how long that job has waited, in seconds")
+
+
+class QueueCreate(EntitlementFields):
+    name: str = Field(min_length=1, max_length=100, pattern=QUEUE_NAME_PATTERN)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    description: Text = Field(default="", max_length=500)
+
+
+class QueueUpdate(Strict):
+    """What to change; fields left out stay. In guarantee and limit, a key set to null is removed."""
+
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    description: Text | None = Field(default=None, max_length=500)
+    weight: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
+    guarantee: dict[str, Amount | None] | None = None
+    limit: dict[str, Amount | None] | None = None
+    from_config: bool = Field(default=False, description="hand the queue back to the config file (no other field may be given)")
 
 
 # ---- admins: tokens ---------------------------------------------------------------------

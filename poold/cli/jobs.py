@@ -9,7 +9,7 @@ import click
 from rich.text import Text
 
 from poold.cli.connection import connect
-from poold.cli.output import console, devices_text, emit_json, emit_table, gib, when
+from poold.cli.output import console, devices_text, emit_json, emit_table, gib, reason_text, when
 from poold.jobspec import parse_job_file
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
@@ -112,9 +112,10 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
     for job in jobs:
         devices = devices_text(job)
         price = f"{job['price_per_hour']:.2f}" if job.get("price_per_hour") is not None else None
-        rows.append([job["id"], job["name"], job.get("owner"), job["queue"], job["state"], job.get("node"), devices, price,
-                     when(job["submitted_at"])])
-    emit_table(["ID", "NAME", "OWNER", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED"], rows)
+        state = "stopping" if job.get("stopping") else job["state"]
+        rows.append([job["id"], job["name"], job.get("owner"), job["queue"], state, job.get("node"), devices, price,
+                     when(job["submitted_at"]), reason_text(job.get("reason"))])
+    emit_table(["ID", "NAME", "OWNER", "QUEUE", "STATE", "NODE", "DEVICES", "PRICE/H", "SUBMITTED", "REASON"], rows)
 
 
 @click.command(name="job")
@@ -137,6 +138,10 @@ def show_job(ctx: click.Context, job_id: int) -> None:
     label = {"pending": "why it waits", "assigned": "placement", "running": "placement"}.get(job["state"], "reason")
     if job.get("reason"):
         console.print(f"{label}: {job['reason']}")
+    if job.get("preemptions"):
+        console.print(f"preempted {job['preemptions']} time(s), last for job {job['preempted_by']}: {job['preempt_reason']}")
+    if job.get("stopping"):
+        console.print(f"stopping: its agent stops it for job {job['preempted_by']} ({job['preempt_reason']})")
     if job.get("retry_of"):
         console.print(f"attempt {job['attempt']}: submitted again after job {job['retry_of']} was lost")
     if job.get("requeued_as"):

@@ -41,3 +41,14 @@ def devices_text(job: dict) -> str | None:
     count = f"{first['share']:g}x" if first["share"] < 1 else f"{len(allocs)}x"
     slice_ = f" slice {first['device_uuid'][:12]}…" if first["device_uuid"].startswith("MIG-") else ""
     return f"{count} {first['device_model']}{slice_}"
+
+
+REASON_WIDTH = 40
+
+
+def reason_text(reason: str | None, width: int = REASON_WIDTH) -> str | None:
+    """A job's reason in a table: its first clause (up to "; " or " ("), cut to ``width`` with an ellipsis."""
+    if not reason:
+        return None
+    first = reason.split("; ", 1)[0].split(" (", 1)[0]
+    return first if len(first) <= width else first[: width - 1] + "…"

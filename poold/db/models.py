@@ -73,13 +73,24 @@ class Base(DeclarativeBase):
 
 
 class QueueModel(Base):
-    """A queue jobs are submitted to; higher ``priority`` queues are scheduled first."""
+    """A queue jobs are submitted to; higher ``priority`` queues are scheduled first.
+
+    ``weight``, ``guarantees`` and ``limits`` are its entitlement (``poold.entitlements``):
+    keys a device model, a kind or ``cost``. ``changed_by``/``changed_at`` say who last set it
+    through ``poold queue``; while set, the config file no longer reseeds it
+    (``poold.services.queues.sync_queues``).
+    """
 
     __tablename__ = "queues"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     description: Mapped[str] = mapped_column(Text, default="")
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    guarantees: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}", doc="key -> devices or cost per hour")
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}", doc="key -> devices or cost per hour")
+    changed_by: Mapped[str | None] = mapped_column(String(200), doc="who last set it through the API; null: as the config says")
+    changed_at: Mapped[datetime | None] = mapped_column()
 
 
 class NodeModel(Base):
@@ -206,6 +217,13 @@ class JobModel(Base):
     unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     owner: Mapped[str | None] = mapped_column(String(100), doc="the poold user whose token submitted it; null for jobs from before tokens")
+    # Preemption (poold.services.preemption): set while a stop is asked of its agent (the job
+    # is "stopping"), cleared when it is pending again; preemptions counts its runs cut short.
+    preempt_requested_at: Mapped[datetime | None] = mapped_column(doc="a stop for preemption was asked of its agent then")
+    preempted_by: Mapped[int | None] = mapped_column(Integer, doc="the job its devices were taken for (the last time)")
+    preempt_reason: Mapped[str | None] = mapped_column(Text, doc="why it was preempted (the last time)")
+    preempt_grace_s: Mapped[float | None] = mapped_column(Float, doc="seconds between SIGTERM and SIGKILL of the stop asked")
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc="times it went back to pending, preempted")
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

@@ -8,13 +8,13 @@ from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES
-from poold.db.models import MAX_JOB_ID, AllocationModel, EventModel, JobModel, NodeModel, QueueModel, utcnow
+from poold.db.models import MAX_JOB_ID, AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
 from poold.scheduler.plan import blamed_field
 from poold.services import Conflict, Invalid, NotFound, ServiceError, events, scrub
 from poold.services.nodes import check_machine, get_node, touch
-from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult
+from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult, StopOrder
 
 ACTIVE_STATES = ("assigned", "running")
 # Ends the daemon decides without the agent (by force, or the node lost): the agent's later
@@ -82,7 +82,7 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
             raise Invalid(why, field="spec." + blamed_field(never_fits))
         reason = NEVER_FITS + never_fits.summary()
     job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
-                   reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow())
+                   reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow(), preemptions=0)
     job.allocations = []  # known empty: nothing is loaded to show it
     return job
 
@@ -202,6 +202,9 @@ def assignments(session: Session, node_name: str, machine_id: str | None = None)
     for job in jobs:
         if job.cancel_requested:
             response.cancel.append(job.id)
+        elif job.preempt_requested_at is not None:  # in `cancel` too, for agents that predate `stop`
+            response.cancel.append(job.id)
+            response.stop.append(StopOrder(job_id=job.id, grace_s=job.preempt_grace_s or 0.0, reason=job.preempt_reason or ""))
         elif job.state == "assigned":
             response.start.append(_assignment(job))
     held = {job.id for job in jobs}
@@ -238,6 +241,7 @@ def _assignment(job: JobModel) -> Assignment:
         devices=devices,
         cpu_cores=float(resources.get("cpu_cores") or 0),
         host_memory_mib=int(resources.get("host_memory") or 0),
+        run=job.preemptions + 1,
     )
 
 
@@ -256,8 +260,10 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
 
     if job is None:
         return result(False, f"no job {event.job_id}")
-    if job.node_id != node.id:
+    if job.node_id != node.id and not (event.kind == "scrubbed" and _scrubbing_for(session, node, job)):
         return result(False, f"job {job.id} is not placed on node {node_name}")
+    if event.kind != "scrubbed" and event.run is not None and event.run <= job.preemptions:
+        return result(True)  # about a run cut short by preemption, whose end was taken already
     if event.kind == "started":
         if job.state in ("assigned", "running") and event.isolation is not None:
             job.isolation = event.isolation  # also for a job a heartbeat adopted before this came
@@ -294,6 +300,9 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
             node_id=node.id,
         )
         return result(False, f"job {job.id} already ended as {job.state}")
+    if job.preempt_requested_at is not None and outcome == "cancelled" and not job.cancel_requested:
+        requeue_preempted(session, node, job, event)
+        return result(True)
     if job.started_at is None and outcome != "cancelled":
         job.started_at = event.at
     _end(session, job, outcome, event.exit_code, event.message, at=event.at)
@@ -308,16 +317,44 @@ def _end(
     job.exit_code = exit_code
     job.ended_at = at or utcnow()
     job.cancel_requested = False
-    released = False
-    for alloc in job.allocations:
-        if alloc.released_at is None:
-            alloc.released_at = job.ended_at
-            released = True
-    if released and job.node_id is not None:
-        touch(session, [job.node_id])
+    job.preempt_requested_at = None
+    _release(session, job, job.ended_at)
     code = f" (exit {exit_code})" if exit_code is not None else ""
     detail = f": {message}" if message else ""
     events.record(session, f"job.{outcome}", f"{outcome}{code}{detail}", job_id=job.id, node_id=job.node_id)
+
+
+def _release(session: Session, job: JobModel, at: datetime) -> None:
+    """Release what ``job`` holds; its node's generation moves if anything was held."""
+    released = False
+    for alloc in job.allocations:
+        if alloc.released_at is None:
+            alloc.released_at = at
+            released = True
+    if released and job.node_id is not None:
+        touch(session, [job.node_id])
+
+
+def requeue_preempted(session: Session, node: NodeModel, job: JobModel, event: JobEvent) -> None:
+    """The agent stopped a preempted ``job`` (locked): it is ``pending`` again, the same job,
+    with what it held released and the reason saying who took its devices and why."""
+    took = job.preempted_by
+    _release(session, job, event.at)
+    job.preemptions += 1
+    events.record(session, "job.preempted",
+                  f"stopped on {node.name} for job {took}: {job.preempt_reason} (grace {job.preempt_grace_s or 0:g} s"
+                  f"{'; ' + event.message if event.message else ''})", job_id=job.id, node_id=node.id)
+    job.reason = f"preempted for job {took}; {job.preempt_reason}; waiting for the scheduler"
+    job.state, job.node_id, job.placed_at, job.started_at, job.price_per_hour = "pending", None, None, None, None
+    job.exit_code = job.isolation = job.unreported_since = job.preempt_requested_at = None
+    events.record(session, "job.requeued", f"pending again after {job.preemptions} preemption(s): {job.reason}", job_id=job.id)
+    scrub.begin(session, node, job, event.scrubbing)
+
+
+def _scrubbing_for(session: Session, node: NodeModel, job: JobModel) -> bool:
+    """Whether a device of ``node`` waits for its scrub after ``job`` (which may be placed elsewhere since)."""
+    query = select(DeviceModel.id).where(DeviceModel.node_id == node.id, DeviceModel.scrub_job_id == job.id)
+    return session.scalar(query.limit(1)) is not None
 
 
 def node_name_of(session: Session, job: JobModel) -> str | None:

@@ -21,7 +21,7 @@ def test_register_heartbeat_assign_run_end(api):
 
     events = {"events": [{"job_id": job_id, "kind": "started", "at": NOW, "pid": 42}]}
     assert api.post("/api/v1/agents/hgx/events", json=events).json()["results"][0]["accepted"]
-    assert api.get("/api/v1/agents/hgx/assignments").json() == {"start": [], "cancel": []}
+    assert api.get("/api/v1/agents/hgx/assignments").json() == {"start": [], "cancel": [], "stop": []}
     assert api.get(f"/api/v1/jobs/{job_id}").json()["state"] == "running"
 
     ended = {"events": [{"job_id": job_id, "kind": "ended", "at": NOW, "exit_code": 0, "outcome": "succeeded"}]}
@@ -88,7 +88,7 @@ def test_cancel_pending_and_running(api):
     assert api.post(f"/api/v1/jobs/{pending}/cancel").json()["state"] == "cancelled"
     assert api.post(f"/api/v1/jobs/{pending}/cancel").status_code == 409
     assert api.post(f"/api/v1/jobs/{running}/cancel").json()["state"] == "assigned"
-    assert api.get("/api/v1/agents/l4/assignments").json() == {"start": [], "cancel": [running]}
+    assert api.get("/api/v1/agents/l4/assignments").json() == {"start": [], "cancel": [running], "stop": []}
 
 
 def test_drain_and_undrain(api):

@@ -80,5 +80,5 @@ def test_the_agent_is_told_to_kill_jobs_it_runs_that_the_daemon_does_not_hold_th
     register(api, b)
     # b's agent reports a job placed on a, and one the daemon never had.
     heartbeat(api, b, running_jobs=[elsewhere, 999])
-    assert api.get("/api/v1/agents/b/assignments").json() == {"start": [], "cancel": [elsewhere, 999]}
+    assert api.get("/api/v1/agents/b/assignments").json() == {"start": [], "cancel": [elsewhere, 999], "stop": []}
     assert api.get("/api/v1/agents/a/assignments").json()["start"][0]["job_id"] == elsewhere

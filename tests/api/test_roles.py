@@ -56,6 +56,11 @@ MATRIX = [
     case("tokens", "GET", "/api/v1/tokens", {"admin": 200}),
     case("make token", "POST", "/api/v1/tokens", {"admin": 201}, json={"role": "user", "user": "carol"}),
     case("revoke token", "POST", "/api/v1/tokens/{spare}/revoke", {"admin": 200}),
+    case("queues", "GET", "/api/v1/queues", USERS),
+    case("queue", "GET", "/api/v1/queues/default", USERS),
+    case("create queue", "POST", "/api/v1/queues", {"admin": 201}, json={"name": "batch", "weight": 2, "guarantee": {"L4": 1}}),
+    case("change queue", "PATCH", "/api/v1/queues/default", {"admin": 200}, json={"weight": 3}),
+    case("delete queue", "DELETE", "/api/v1/queues/default", {"admin": 409}),  # past the door: the config file names it
 ]
 
 
@@ -123,7 +128,7 @@ def test_the_matrix_covers_every_route(settings):
     app = create_app(AppContext.build(settings, make_sessionmaker(make_engine("sqlite://"))))
     paths = app.openapi()["paths"]
     routes = {(method.upper(), path) for path, methods in paths.items() for method in methods if path != "/healthz"}
-    named = {"{job}": "{job_id}", "{device}": "{uuid}", "{spare}": "{token_id}", "n1": "{node}"}
+    named = {"{job}": "{job_id}", "{device}": "{uuid}", "{spare}": "{token_id}", "n1": "{node}", "default": "{name}"}
     covered = set()
     for param in MATRIX:
         method, path = param.values[0], param.values[1]
