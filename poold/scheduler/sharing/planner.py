@@ -1,0 +1,299 @@
+"""One pass of the sharing policy: which waiting jobs are placed, which running jobs are
+preempted for whom, which devices are reserved for whom, and why the others wait.
+
+Pure: it reads the engine's pool and asks the engine, and leaves the pool as it found it. The
+order of a pass (see ``entitlements.queue_order_key``): queues under their guarantee first,
+furthest under first; then queue priority; then weighted fair share over cost, the lowest
+usage per weight first, usage updated as the pass places jobs. Within a queue, job priority,
+then age. For each job in that order:
+
+1. its request narrowed to the accept entries open after its wait (``after``);
+2. a job whose preempted victims are still stopping waits for them, its devices reserved;
+3. placed where it uses no reserved device, unless that would take its queue over a limit;
+4. else, if it ends (now + max_runtime) before some reservations start, placed where only
+   those are given up (EASY backfill); a job without max_runtime never is;
+5. else preemption: lower-priority jobs of its queue, or, when its queue is under its
+   guarantee, jobs of queues above theirs (``preempt.cheapest_victims``); the devices freed
+   are reserved for it from now + the grace period;
+6. else the first such job of its queue (its head) gets a reservation: the earliest time its
+   placement fits as running jobs end (``reserve.earliest_start``).
+
+Reservations are kept from one pass to the next (until the pool's layout changes) and held
+before anything is placed, so a head's devices stay its own whichever queue goes first.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Sequence
+
+from poold.scheduler.engine import Engine, Placement, Unplaceable
+from poold.scheduler.request import PlacementRequest
+from poold.scheduler.sharing.entitlements import (
+    Amounts, add, held_amounts, over_limit, queue_order_key, under_guarantee_keys, within_guarantee,
+)
+from poold.scheduler.sharing.model import (
+    Holder, PassPlan, Preemption, QueueEntitlement, Reservation, SharingOptions, Waiting,
+)
+from poold.scheduler.sharing.preempt import Candidate, cheapest_victims
+from poold.scheduler.sharing.reserve import Phantoms, earliest_start, place_without
+
+PLACED, SKIPPED, WAITS = "placed", "skipped", "waits"
+
+
+class Planner:
+    """The sharing policy over ``engine``; lives as long as the daemon (it keeps the last
+    pass's reservations). ``queues`` by name; a job of a queue not named there gets weight 1
+    and no guarantee or limit."""
+
+    def __init__(self, engine: Engine, queues: dict[str, QueueEntitlement], options: SharingOptions | None = None):
+        self.engine = engine
+        self.queues = dict(queues)
+        self.options = options or SharingOptions()
+        self._carried: dict[int, Reservation] = {}
+        self._layout = engine.pool.layout
+
+    def entitlement(self, name: str) -> QueueEntitlement:
+        found = self.queues.get(name)
+        return found if found is not None else QueueEntitlement(name)
+
+    def plan(self, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder]) -> PassPlan:
+        """Decide one pass at ``now_s``; see the module docstring. The pool is left unchanged:
+        apply ``plan.placements`` in order, ask ``plan.preemptions`` victims to stop."""
+        if self._layout != self.engine.pool.layout:
+            self._carried = {}  # device slots were renumbered
+        plan = _Pass(self, now_s, waiting, holders).run()
+        self._carried, self._layout = dict(plan.reservations), self.engine.pool.layout
+        return plan
+
+
+class _Pass:
+    def __init__(self, planner: Planner, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder]):
+        self.planner, self.engine, self.options = planner, planner.engine, planner.options
+        self.now = now_s
+        self.waiting = list(waiting)
+        self.holders = {h.job_id: h for h in holders}
+        self.plan = PassPlan()
+        self.phantoms = Phantoms(self.engine)
+        self.placed: list[Placement] = []
+        # Signatures that found no placement: the pool only fills up during a pass, so they fail again.
+        self.failed: dict[tuple, Unplaceable] = {}
+        self.searches = 0
+        pool = self.engine.pool
+        self.usage: dict[str, Amounts] = defaultdict(dict)
+        self.parts: dict[int, Amounts] = {}
+        self.nominated: dict[int, list[int]] = defaultdict(list)
+        self.taken: set[int] = set()
+        for h in holders:
+            self.parts[h.job_id] = held_amounts(pool, pool.holdings.get(h.job_id), h.price_per_hour)
+            if h.stopping:
+                self.taken.add(h.job_id)
+                if h.preempted_for is not None:
+                    self.nominated[h.preempted_for].append(h.job_id)
+            else:
+                add(self.usage[h.queue], self.parts[h.job_id])
+
+    # ---- the pass ------------------------------------------------------------------------------
+
+    def run(self) -> PassPlan:
+        ids = {w.job_id for w in self.waiting}
+        try:
+            for job_id, reservation in self.planner._carried.items():
+                if job_id in ids:
+                    self.phantoms.hold(job_id, reservation.holding)
+                    self.plan.reservations[job_id] = reservation
+            self._serve()
+        finally:
+            self.phantoms.drop_all()
+            for placement in reversed(self.placed):
+                self.engine.pool.release(placement.request.job_id)
+        return self.plan
+
+    def _serve(self) -> None:
+        lines: dict[str, deque[Waiting]] = defaultdict(deque)
+        if self.options.fair_share:
+            for job in sorted(self.waiting, key=lambda w: (-w.priority, w.submitted_s, w.job_id)):
+                lines[job.queue].append(job)
+        else:
+            rank = {w.job_id: -self.planner.entitlement(w.queue).priority for w in self.waiting}
+            for job in sorted(self.waiting, key=lambda w: (rank[w.job_id], -w.priority, w.submitted_s, w.job_id)):
+                lines[""].append(job)
+        headed: set[str] = set()
+        decisions = 0
+        while lines:
+            line = min(lines, key=self._line_key) if self.options.fair_share else ""
+            job = lines[line].popleft()
+            if decisions >= self.options.max_decisions:
+                self.plan.waiting[job.job_id] = f"not decided this pass (at most {self.options.max_decisions} decisions a pass)"
+            else:
+                decisions += 1
+                if self._consider(job, head=line not in headed) == WAITS:
+                    headed.add(line)
+                    if not self.options.backfill:
+                        for behind in lines[line]:
+                            self.plan.waiting[behind.job_id] = f"behind job {job.job_id} in its queue's order (no backfill)"
+                        lines[line].clear()
+            if not lines[line]:
+                del lines[line]
+
+    def _line_key(self, line: str) -> tuple:
+        return queue_order_key(self.usage[line], self.planner.entitlement(line))
+
+    def _consider(self, job: Waiting, head: bool) -> str:
+        waited = self.now - job.submitted_s
+        request = job.request.narrowed(waited)
+        opens = tuple((model, job.submitted_s + after) for model, after in job.request.opens_at_s() if after > waited)
+        if opens:
+            self.plan.fallbacks[job.job_id] = opens
+        if self.nominated.get(job.job_id):
+            return self._await_victims(job, request)
+        own = self.plan.reservations.pop(job.job_id, None)
+        self.phantoms.drop(job.job_id)
+        decision = self.failed.get(request.signature) if own is None else None
+        if decision is None:
+            decision = self.engine.place(request)
+        if isinstance(decision, Placement):
+            return self._take(job, decision, "placed")
+        self.failed[request.signature] = decision
+        if self.options.backfill and job.max_runtime_s is not None:
+            placement = self._backfill(request, self.now + job.max_runtime_s)
+            if placement is not None:
+                return self._take(job, placement, "backfilled")
+        if self.options.preemption and self.searches < self.options.max_preemption_searches:
+            self.searches += 1
+            if self._preempt(job, request):
+                return WAITS
+        if head and self.options.backfill:
+            self._reserve(job, request, decision)
+        else:
+            self.plan.waiting[job.job_id] = self._said(decision)
+        return WAITS
+
+    def _place(self, request: PlacementRequest) -> Placement | None:
+        decision = self.engine.place(request)
+        return decision if isinstance(decision, Placement) else None
+
+    def _said(self, decision: Unplaceable) -> str:
+        return decision.reason if self.options.explain else "no placement fits"
+
+    def _take(self, job: Waiting, placement: Placement, how: str) -> str:
+        amounts = held_amounts(self.engine.pool, placement.holding, placement.chosen.price_per_hour)
+        why = over_limit(self.usage[job.queue], amounts, self.planner.entitlement(job.queue))
+        if why is not None:
+            self.plan.waiting[job.job_id] = why
+            return SKIPPED
+        self.engine.apply(placement)
+        self.placed.append(placement)
+        self.plan.placements.append(placement)
+        add(self.usage[job.queue], amounts)
+        return PLACED
+
+    # ---- backfill ------------------------------------------------------------------------------
+
+    def _backfill(self, request: PlacementRequest, ends_s: float) -> Placement | None:
+        """Placed where only reservations that start at or after ``ends_s`` are given up."""
+        spare = {job_id: holding for job_id, holding in self.phantoms.reserved().items()
+                 if self.plan.reservations[job_id].start_s >= ends_s}
+        if not spare:
+            return None
+        for job_id in spare:
+            self.phantoms.drop(job_id)
+        try:
+            placement = self._place(request)
+            if placement is not None:
+                # Held now, so the reservations held again below leave it its devices.
+                self.engine.apply(placement)
+        finally:
+            for job_id, holding in spare.items():
+                self.phantoms.hold(job_id, holding)
+        if placement is not None:
+            self.engine.pool.release(placement.request.job_id)
+        return placement
+
+    def _reserve(self, job: Waiting, request: PlacementRequest, decision: Unplaceable) -> None:
+        ends = []
+        for h in self.holders.values():
+            end = h.expected_end_s
+            if h.job_id in self.taken:
+                end = min(end, self.now + self.options.grace_s) if end is not None else self.now + self.options.grace_s
+            if end is not None:
+                ends.append((end, h.job_id))
+        found = earliest_start(self.engine, request, ends, self.now, self.phantoms)
+        if found is None:
+            self.plan.waiting[job.job_id] = self._said(decision) + "; no reservation: jobs without max_runtime hold what it needs"
+            return
+        start, placement = found
+        why = f"reserved from t={start:.0f} s (as running jobs reach their max_runtime): {placement.describe(placement.chosen)}"
+        self._hold(job, start, placement, why)
+
+    def _hold(self, job: Waiting, start: float, placement: Placement, why: str) -> None:
+        reservation = Reservation(job.job_id, start, placement.holding, why)
+        self.plan.reservations[job.job_id] = reservation
+        self.phantoms.hold(job.job_id, placement.holding)
+        self.plan.waiting[job.job_id] = why
+
+    # ---- preemption ----------------------------------------------------------------------------
+
+    def _await_victims(self, job: Waiting, request: PlacementRequest) -> str:
+        victims = self.nominated[job.job_id]
+        reservation = self.plan.reservations.get(job.job_id)
+        if reservation is None:
+            placement = place_without(self.engine, request, victims, self.phantoms)
+            if placement is not None:
+                self._hold(job, self.now + self.options.grace_s, placement, "devices of its preempted jobs, kept for it")
+                reservation = self.plan.reservations[job.job_id]
+        if reservation is not None:
+            price = sum(self.holders[v].price_per_hour for v in victims if v in self.holders)
+            add(self.usage[job.queue], held_amounts(self.engine.pool, reservation.holding, price))
+        self.plan.waiting[job.job_id] = f"waiting for preempted job(s) {', '.join(map(str, sorted(victims)))} to stop"
+        return WAITS
+
+    def _preempt(self, job: Waiting, request: PlacementRequest) -> bool:
+        queue = self.planner.entitlement(job.queue)
+        under = under_guarantee_keys(self.usage[job.queue], queue) if self.options.fair_share else set()
+        candidates = []
+        for h in self.holders.values():
+            if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
+                continue
+            part = self.parts[h.job_id]
+            protected = within_guarantee(self.usage[h.queue], part, self.planner.entitlement(h.queue))
+            if h.queue == job.queue:
+                eligible = h.priority < job.priority and (h.preemptible or not protected)
+            else:
+                eligible = bool(under) and not protected
+            if eligible:
+                holding = self.engine.pool.holdings[h.job_id]
+                devices = len(holding.devices) * holding.share or 1.0
+                candidates.append(Candidate(h.job_id, h.priority, devices * max(0.0, self.now - h.placed_s)))
+        if not candidates:
+            return False
+        found = cheapest_victims(self.engine, request, candidates, self.phantoms, self.options.max_victim_nodes)
+        if found is None:
+            return False
+        victims = [self.holders[c.job_id] for c in found.victims]
+        amounts = held_amounts(self.engine.pool, found.placement.holding, found.placement.chosen.price_per_hour)
+        others = [v for v in victims if v.queue != job.queue]
+        if others and not any(amounts.get(key, 0.0) > 0 for key in under):
+            return False  # it would not bring its queue back to what is guaranteed
+        taken_back: dict[str, Amounts] = defaultdict(dict)
+        for v in victims:
+            add(taken_back[v.queue], self.parts[v.job_id])
+        for name, part in taken_back.items():
+            if name != job.queue and within_guarantee(self.usage[name], part, self.planner.entitlement(name)):
+                return False  # together they are work within the other queue's guarantee
+        own = dict(self.usage[job.queue])
+        add(own, taken_back.get(job.queue, {}), -1.0)
+        why = over_limit(own, amounts, queue)
+        if why is not None:
+            self.plan.waiting[job.job_id] = why
+            return True
+        for v in victims:
+            self.taken.add(v.job_id)
+            add(self.usage[v.queue], self.parts[v.job_id], -1.0)
+            reason = (f"preempted for job {job.job_id} of queue {job.queue}" + (" (higher priority)" if v.queue == job.queue
+                      else f", under its guarantee; queue {v.queue} is above its own"))
+            self.plan.preemptions.append(Preemption(v.job_id, job.job_id, reason))
+        add(self.usage[job.queue], amounts)
+        self._hold(job, self.now + self.options.grace_s, found.placement,
+                   f"preempting job(s) {', '.join(str(v.job_id) for v in victims)}; its devices are reserved until they stop")
+        return True
