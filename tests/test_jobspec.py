@@ -332,7 +332,7 @@ BAD = [
     ),
     pytest.param(
         job('[resources]\naccept = [{ model = "H100" }, { model = "A100", after = "soon" }]\n'),
-        "line 4: resources.accept.1.after: Value error, not a duration: 'soon'",
+        "line 4: resources.accept.1.after: not a duration: 'soon'",
         id="accept-after-not-a-duration",
     ),
     pytest.param(
