@@ -84,7 +84,7 @@ def test_without_backfill_the_queue_waits_behind_its_head(settings):
 def test_each_queue_head_gets_a_reservation_and_they_do_not_overlap(settings):
     # 8 H100; jobs 10 and 11 of queue c hold 4 until 100 and 4 until 200. Heads of a and b want 4 each:
     # the first served (a, by name) takes the devices free at 100; b gets 11's at 200, not a's.
-    site = Site(settings, make_node("h").gpus(8, "H100"))
+    site = Site(settings, make_node("h").gpus(8, "H100"), preemption=False)
     site.run(10, "h", 4, max_runtime=100.0, queue="c")
     site.run(11, "h", 4, max_runtime=200.0, queue="c")
     plan = site.plan(0.0, wants(1, queue="a", count=4), wants(2, queue="b", count=4))

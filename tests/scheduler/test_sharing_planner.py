@@ -158,25 +158,38 @@ def test_preemptible_false_protects_only_work_within_the_guarantee(settings, gua
 @pytest.mark.parametrize(
     ("queues", "expected"),
     [
-        # a guaranteed 8/h holds nothing: under; b has no guarantee, all it holds is above it
-        # (preemptible = false does not protect it). Cheapest of b's: 21 (2 x 100 s).
+        # Queue b holds 4 H100 (16/h) in jobs 20 (placed at 0) and 21 (at 900), both preemptible = false;
+        # queue a holds nothing and wants 2 H100 (8/h).
+        # a guaranteed 8/h: under it; b has no guarantee, so all it holds is above it and its
+        # preemptible = false protects nothing. Cheapest of b's: 21 (2 x 100 s).
         ([QueueEntitlement("a", guarantee={"cost": 8.0})], [21]),
-        # a has no guarantee: it may not take from another queue.
-        ([], []),
-        # b's guarantee 16/h covers all it holds (4 H100 = 16/h): nothing above it to take.
-        ([QueueEntitlement("a", guarantee={"cost": 8.0}), QueueEntitlement("b", guarantee={"cost": 16.0})], []),
         # a guaranteed 2 H100 by model: under, and the job's H100s count towards it.
         ([QueueEntitlement("a", guarantee={"H100": 2})], [21]),
-        # a guaranteed 2 A100: under, but H100s bring nothing towards it: no preemption.
-        ([QueueEntitlement("a", guarantee={"A100": 2})], []),
+        # b's guarantee 16/h covers all it holds: nothing above it to take.
+        ([QueueEntitlement("a", guarantee={"cost": 8.0}), QueueEntitlement("b", guarantee={"cost": 16.0})], []),
+        # No guarantees, weights 1:1: of the 16/h held a deserves 8, b 8. a holds 0 < 8, b 16 > 8: what b
+        # was lent is taken back; after: a 8, b 8, widest gap 8 -> 0.
+        ([], [21]),
+        # a guaranteed 2 A100 (H100s count nothing towards it), but as above it deserves 8/h by weight.
+        ([QueueEntitlement("a", guarantee={"A100": 2})], [21]),
+        # Weights a 1 : b 3: a deserves 16/4 = 4, b 12. Taking 8/h from b leaves a 8, b 8: gaps
+        # |8 - 4| = 4 and |8 - 12| = 4, no narrower than before (|0 - 4|, |16 - 12|): refused.
+        ([QueueEntitlement("b", weight=3)], []),
     ],
 )
-def test_preemption_across_queues_only_for_a_queue_under_its_guarantee(settings, queues, expected):
+def test_preemption_across_queues(settings, queues, expected):
     site = Site(settings, make_node("h").gpus(4, "H100"), queues=queues)
     site.run(20, "h", 2, queue="b", placed=0.0, preemptible=False)
     site.run(21, "h", 2, queue="b", placed=900.0, preemptible=False)
     plan = site.plan(1000.0, wants(1, queue="a", count=2))
     assert victims(plan) == expected
+
+
+def test_fair_share_off_never_preempts_across_queues(settings):
+    site = Site(settings, make_node("h").gpus(4, "H100"), queues=[QueueEntitlement("a", guarantee={"cost": 8.0})],
+                fair_share=False)
+    site.run(20, "h", 4, queue="b")
+    assert site.plan(1000.0, wants(1, queue="a", count=2)).preemptions == []
 
 
 def test_a_job_waits_for_its_stopping_victims_without_choosing_more(settings):

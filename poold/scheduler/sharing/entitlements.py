@@ -117,3 +117,26 @@ def guarantee_cost(queue: QueueEntitlement, price_of_key: Mapping[str, float]) -
     {h100: 16} at 4.0 per H100-hour: 64.0."""
     devices = sum(amount * price_of_key.get(key, 0.0) for key, amount in queue.guarantee.items() if key != COST)
     return max(queue.guarantee.get(COST, 0.0), devices)
+
+
+def price_per_key(pool: ColumnarPool) -> dict[str, float]:
+    """The mean price per hour of one device of each model and each kind in the pool (lower-cased
+    keys), to price a guarantee given in devices."""
+    totals: dict[str, list[float]] = {}
+    for device in range(pool.n_devices):
+        if not (pool.dev_alive[device] and pool.dev_allocatable[device]):
+            continue
+        price = float(pool.dev_price[device])
+        kind = int(pool.dev_kind[device])
+        keys = [pool.model_name(device).lower()] + ([KINDS[kind]] if 0 <= kind < len(KINDS) else [])
+        for key in keys:
+            found = totals.setdefault(key, [0.0, 0.0])
+            found[0] += price
+            found[1] += 1
+    return {key: total / count for key, (total, count) in totals.items()}
+
+
+def widest_gap(costs: Mapping[str, float], deserved: Mapping[str, float], names: Iterable[str]) -> float:
+    """The largest |cost held - cost deserved| per hour among ``names``: how far from fair they are.
+    Held {a: 10, b: 30}, deserved {a: 20, b: 20}: 10."""
+    return max((abs(costs.get(name, 0.0) - deserved.get(name, 0.0)) for name in names), default=0.0)

@@ -30,10 +30,11 @@ from collections.abc import Sequence
 from poold.scheduler.engine import Engine, Placement, Unplaceable
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.sharing.entitlements import (
-    Amounts, add, held_amounts, over_limit, queue_order_key, under_guarantee_keys, within_guarantee,
+    EPSILON, Amounts, add, entitled_costs, guarantee_cost, held_amounts, over_limit, price_per_key, queue_order_key,
+    under_guarantee_keys, widest_gap, within_guarantee,
 )
 from poold.scheduler.sharing.model import (
-    Holder, PassPlan, Preemption, QueueEntitlement, Reservation, SharingOptions, Waiting,
+    COST, Holder, PassPlan, Preemption, QueueEntitlement, Reservation, SharingOptions, Waiting,
 )
 from poold.scheduler.sharing.preempt import Candidate, cheapest_victims
 from poold.scheduler.sharing.reserve import Phantoms, earliest_start, place_without
@@ -52,6 +53,13 @@ class Planner:
         self.options = options or SharingOptions()
         self._carried: dict[int, Reservation] = {}
         self._layout = engine.pool.layout
+        self._prices: tuple[int, dict[str, float]] | None = None
+
+    def guaranteed_cost(self, name: str) -> float:
+        """A queue's guarantee in money per hour (devices priced at the pool's mean per model or kind)."""
+        if self._prices is None or self._prices[0] != self.engine.pool.layout:
+            self._prices = (self.engine.pool.layout, price_per_key(self.engine.pool))
+        return guarantee_cost(self.entitlement(name), self._prices[1])
 
     def entitlement(self, name: str) -> QueueEntitlement:
         found = self.queues.get(name)
@@ -92,6 +100,12 @@ class _Pass:
                     self.nominated[h.preempted_for].append(h.job_id)
             else:
                 add(self.usage[h.queue], self.parts[h.job_id])
+        # What each queue that wants or holds anything deserves of the cost held now (guarantees,
+        # then weights): a queue under it may take back what a queue over it was lent.
+        wanting = sorted({w.queue for w in waiting} | {h.queue for h in holders if not h.stopping})
+        held = sum(self.usage[name].get(COST, 0.0) for name in wanting)
+        self.deserved = entitled_costs(held, [planner.entitlement(name) for name in wanting],
+                                       {name: planner.guaranteed_cost(name) for name in wanting})
 
     # ---- the pass ------------------------------------------------------------------------------
 
@@ -249,18 +263,24 @@ class _Pass:
         return WAITS
 
     def _preempt(self, job: Waiting, request: PlacementRequest) -> bool:
+        """Choose victims for ``job``: lower-priority jobs of its queue; jobs of other queues above
+        their guarantee when its queue is under its own (in a key the job would count for), or,
+        reclaiming what was lent, when its queue holds less than it deserves and theirs more, and
+        taking them narrows the widest gap between held and deserved."""
         queue = self.planner.entitlement(job.queue)
-        under = under_guarantee_keys(self.usage[job.queue], queue) if self.options.fair_share else set()
+        fair = self.options.fair_share
+        under = under_guarantee_keys(self.usage[job.queue], queue) if fair else set()
+        short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) - EPSILON
         candidates = []
         for h in self.holders.values():
             if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
                 continue
-            part = self.parts[h.job_id]
-            protected = within_guarantee(self.usage[h.queue], part, self.planner.entitlement(h.queue))
+            protected = within_guarantee(self.usage[h.queue], self.parts[h.job_id], self.planner.entitlement(h.queue))
             if h.queue == job.queue:
                 eligible = h.priority < job.priority and (h.preemptible or not protected)
             else:
-                eligible = bool(under) and not protected
+                lent = short and self._cost(h.queue) > self.deserved.get(h.queue, 0.0) + EPSILON
+                eligible = (bool(under) or lent) and not protected
             if eligible:
                 holding = self.engine.pool.holdings[h.job_id]
                 devices = len(holding.devices) * holding.share or 1.0
@@ -272,15 +292,15 @@ class _Pass:
             return False
         victims = [self.holders[c.job_id] for c in found.victims]
         amounts = held_amounts(self.engine.pool, found.placement.holding, found.placement.chosen.price_per_hour)
-        others = [v for v in victims if v.queue != job.queue]
-        if others and not any(amounts.get(key, 0.0) > 0 for key in under):
-            return False  # it would not bring its queue back to what is guaranteed
         taken_back: dict[str, Amounts] = defaultdict(dict)
         for v in victims:
             add(taken_back[v.queue], self.parts[v.job_id])
         for name, part in taken_back.items():
             if name != job.queue and within_guarantee(self.usage[name], part, self.planner.entitlement(name)):
                 return False  # together they are work within the other queue's guarantee
+        if set(taken_back) - {job.queue} and not any(amounts.get(key, 0.0) > 0 for key in under):
+            if not self._narrows_gap(job.queue, amounts, taken_back):
+                return False
         own = dict(self.usage[job.queue])
         add(own, taken_back.get(job.queue, {}), -1.0)
         why = over_limit(own, amounts, queue)
@@ -290,10 +310,25 @@ class _Pass:
         for v in victims:
             self.taken.add(v.job_id)
             add(self.usage[v.queue], self.parts[v.job_id], -1.0)
-            reason = (f"preempted for job {job.job_id} of queue {job.queue}" + (" (higher priority)" if v.queue == job.queue
-                      else f", under its guarantee; queue {v.queue} is above its own"))
+            reason = f"preempted for job {job.job_id} of queue {job.queue}" + (
+                " (higher priority)" if v.queue == job.queue else f", which holds less than its {'guarantee' if under else 'share'}")
             self.plan.preemptions.append(Preemption(v.job_id, job.job_id, reason))
         add(self.usage[job.queue], amounts)
         self._hold(job, self.now + self.options.grace_s, found.placement,
                    f"preempting job(s) {', '.join(str(v.job_id) for v in victims)}; its devices are reserved until they stop")
         return True
+
+    def _cost(self, name: str) -> float:
+        return self.usage[name].get(COST, 0.0)
+
+    def _narrows_gap(self, name: str, adding: Amounts, taken_back: dict[str, Amounts]) -> bool:
+        """Whether moving ``taken_back`` from their queues to ``adding`` on queue ``name`` leaves
+        the queues involved strictly closer to what they deserve (no ping-pong between two
+        queues over one job: a move that only swaps who is short is refused)."""
+        names = {name, *taken_back}
+        before = {n: self._cost(n) for n in names}
+        after = dict(before)
+        after[name] += adding.get(COST, 0.0)
+        for n, part in taken_back.items():
+            after[n] -= part.get(COST, 0.0)
+        return widest_gap(after, self.deserved, names) < widest_gap(before, self.deserved, names) - EPSILON
