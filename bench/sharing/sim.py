@@ -102,6 +102,7 @@ class Simulation:
                 meter.check_capacity(placement)
                 engine.apply(placement)
                 meter.started(job, now)
+                job.reserved_start = None
                 job.state, job.started_s, job.price, job.attempt = "running", now, placement.chosen.price_per_hour, job.attempt + 1
                 job.waited_s += now - job.waiting_since
                 heapq.heappush(events, (now + job.timed.duration_s, seq, END, job.id, job.attempt))

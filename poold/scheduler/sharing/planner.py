@@ -81,12 +81,17 @@ class _Pass:
         self.now = now_s
         self.waiting = list(waiting)
         self.holders = {h.job_id: h for h in holders}
+        self.by_queue: dict[str, list[Holder]] = defaultdict(list)
+        for h in holders:
+            self.by_queue[h.queue].append(h)
         self.plan = PassPlan()
         self.phantoms = Phantoms(self.engine)
         self.placed: list[Placement] = []
         # Signatures that found no placement: the pool only fills up during a pass, so they fail again.
         self.failed: dict[tuple, Unplaceable] = {}
         self.searches = 0
+        # (signature, queue, priority) for which no victims were found: fewer are left to take as the pass goes on.
+        self.no_victims: set[tuple] = set()
         pool = self.engine.pool
         self.usage: dict[str, Amounts] = defaultdict(dict)
         self.parts: dict[int, Amounts] = {}
@@ -144,9 +149,12 @@ class _Pass:
                 if self._consider(job, head=line not in headed) == WAITS:
                     headed.add(line)
                     if not self.options.backfill:
+                        # Only jobs with devices kept for them (freed by preemption) go on.
+                        kept = deque(behind for behind in lines[line] if behind.job_id in self.plan.reservations)
                         for behind in lines[line]:
-                            self.plan.waiting[behind.job_id] = f"behind job {job.job_id} in its queue's order (no backfill)"
-                        lines[line].clear()
+                            if behind.job_id not in self.plan.reservations:
+                                self.plan.waiting[behind.job_id] = f"behind job {job.job_id} in its queue's order (no backfill)"
+                        lines[line] = kept
             if not lines[line]:
                 del lines[line]
 
@@ -173,10 +181,11 @@ class _Pass:
             placement = self._backfill(request, self.now + job.max_runtime_s)
             if placement is not None:
                 return self._take(job, placement, "backfilled")
-        if self.options.preemption and self.searches < self.options.max_preemption_searches:
-            self.searches += 1
+        searched = (request.signature, job.queue, job.priority)
+        if self.options.preemption and self.searches < self.options.max_preemption_searches and searched not in self.no_victims:
             if self._preempt(job, request):
                 return WAITS
+            self.no_victims.add(searched)
         if head and self.options.backfill:
             self._reserve(job, request, decision)
         else:
@@ -272,7 +281,7 @@ class _Pass:
         under = under_guarantee_keys(self.usage[job.queue], queue) if fair else set()
         short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) - EPSILON
         candidates = []
-        for h in self.holders.values():
+        for h in self.holders.values() if under or short else self.by_queue.get(job.queue, ()):
             if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
                 continue
             protected = within_guarantee(self.usage[h.queue], self.parts[h.job_id], self.planner.entitlement(h.queue))
@@ -287,6 +296,7 @@ class _Pass:
                 candidates.append(Candidate(h.job_id, h.priority, devices * max(0.0, self.now - h.placed_s)))
         if not candidates:
             return False
+        self.searches += 1
         found = cheapest_victims(self.engine, request, candidates, self.phantoms, self.options.max_victim_nodes)
         if found is None:
             return False

@@ -50,15 +50,19 @@ class Phantoms:
     def reserved(self) -> dict[int, Holding]:
         return dict(self._reserved)
 
-    def suspend(self) -> None:
-        """Give back every phantom, keeping the reservations (``resume`` holds them again)."""
-        for parts in self._held.values():
-            for part in parts:
-                self.engine.pool.release(part.job_id)
-        self._held = {}
+    def suspend(self, nodes: set[int] | None = None) -> None:
+        """Give back the phantoms (on ``nodes``, or everywhere), keeping the reservations
+        (``resume`` with the same nodes holds them again)."""
+        for job_id, parts in list(self._held.items()):
+            if nodes is None or self._reserved[job_id].node in nodes:
+                for part in parts:
+                    self.engine.pool.release(part.job_id)
+                del self._held[job_id]
 
-    def resume(self) -> None:
-        self._held = {job_id: self._apply(holding) for job_id, holding in self._reserved.items()}
+    def resume(self, nodes: set[int] | None = None) -> None:
+        for job_id, holding in self._reserved.items():
+            if job_id not in self._held and (nodes is None or holding.node in nodes):
+                self._held[job_id] = self._apply(holding)
 
     def _apply(self, holding: Holding) -> list[Holding]:
         pool = self.engine.pool
@@ -87,16 +91,17 @@ def place_without(engine: Engine, request: PlacementRequest, released: Iterable[
     question only, the reservations of ``phantoms`` held over what that frees too (a reserved
     device stays reserved when its holder ends). The pool is as it was when this returns."""
     pool = engine.pool
-    phantoms.suspend()
+    nodes = {holding.node for holding in (pool.holdings.get(job_id) for job_id in released) if holding is not None}
+    phantoms.suspend(nodes)
     taken = [holding for holding in (pool.release(job_id) for job_id in released) if holding is not None]
-    phantoms.resume()
+    phantoms.resume(nodes)
     try:
         decision = engine.place(request)
     finally:
-        phantoms.suspend()
+        phantoms.suspend(nodes)
         for holding in reversed(taken):
             pool.apply(holding)
-        phantoms.resume()
+        phantoms.resume(nodes)
     return decision if isinstance(decision, Placement) else None
 
 
