@@ -121,7 +121,9 @@ class PassPlan:
 class SharingOptions:
     """``fair_share`` off: one order for all jobs (queue priority, job priority, age), no
     guarantees or weights. ``backfill`` off: a queue whose first job cannot be placed places
-    nothing more this pass. ``grace_s``: how long a preempted job takes to stop, for a
+    nothing more this pass. ``share_tolerance``: what is lent is taken back only from queues
+    holding more than (1 + it) x what they deserve, for queues holding less than (1 - it) x;
+    within it, shares settle as jobs end, without preemption. ``grace_s``: how long a preempted job takes to stop, for a
     reservation made by preemption. ``explain`` off: a job that fits nowhere is said to wait
     without the engine's counted reasons (a simulation never reads them). The caps bound one
     pass's work."""
@@ -129,6 +131,7 @@ class SharingOptions:
     fair_share: bool = True
     preemption: bool = True
     backfill: bool = True
+    share_tolerance: float = 0.05
     grace_s: float = 30.0
     explain: bool = True
     max_decisions: int = 2000

@@ -175,12 +175,12 @@ class _Pass:
         if decision is None:
             decision = self.engine.place(request)
         if isinstance(decision, Placement):
-            return self._take(job, decision, "placed")
+            return self._take(job, decision)
         self.failed[request.signature] = decision
         if self.options.backfill and job.max_runtime_s is not None:
-            placement = self._backfill(request, self.now + job.max_runtime_s)
-            if placement is not None:
-                return self._take(job, placement, "backfilled")
+            outcome = self._backfill(job, request, self.now + job.max_runtime_s)
+            if outcome is not None:
+                return outcome
         searched = (request.signature, job.queue, job.priority)
         if self.options.preemption and self.searches < self.options.max_preemption_searches and searched not in self.no_victims:
             if self._preempt(job, request):
@@ -199,7 +199,7 @@ class _Pass:
     def _said(self, decision: Unplaceable) -> str:
         return decision.reason if self.options.explain else "no placement fits"
 
-    def _take(self, job: Waiting, placement: Placement, how: str) -> str:
+    def _take(self, job: Waiting, placement: Placement) -> str:
         amounts = held_amounts(self.engine.pool, placement.holding, placement.chosen.price_per_hour)
         why = over_limit(self.usage[job.queue], amounts, self.planner.entitlement(job.queue))
         if why is not None:
@@ -213,8 +213,9 @@ class _Pass:
 
     # ---- backfill ------------------------------------------------------------------------------
 
-    def _backfill(self, request: PlacementRequest, ends_s: float) -> Placement | None:
-        """Placed where only reservations that start at or after ``ends_s`` are given up."""
+    def _backfill(self, job: Waiting, request: PlacementRequest, ends_s: float) -> str | None:
+        """Placed (``_take``) where only reservations that start at or after ``ends_s`` are given
+        up; None when it fits nowhere even so."""
         spare = {job_id: holding for job_id, holding in self.phantoms.reserved().items()
                  if self.plan.reservations[job_id].start_s >= ends_s}
         if not spare:
@@ -223,15 +224,11 @@ class _Pass:
             self.phantoms.drop(job_id)
         try:
             placement = self._place(request)
-            if placement is not None:
-                # Held now, so the reservations held again below leave it its devices.
-                self.engine.apply(placement)
+            # Taken before the reservations are held again, so they leave it its devices.
+            return None if placement is None else self._take(job, placement)
         finally:
             for job_id, holding in spare.items():
                 self.phantoms.hold(job_id, holding)
-        if placement is not None:
-            self.engine.pool.release(placement.request.job_id)
-        return placement
 
     def _reserve(self, job: Waiting, request: PlacementRequest, decision: Unplaceable) -> None:
         ends = []
@@ -274,12 +271,14 @@ class _Pass:
     def _preempt(self, job: Waiting, request: PlacementRequest) -> bool:
         """Choose victims for ``job``: lower-priority jobs of its queue; jobs of other queues above
         their guarantee when its queue is under its own (in a key the job would count for), or,
-        reclaiming what was lent, when its queue holds less than it deserves and theirs more, and
-        taking them narrows the widest gap between held and deserved."""
+        reclaiming what was lent, when its queue holds less than it deserves and theirs more (each
+        by more than ``share_tolerance`` of what it deserves), and taking them narrows the widest
+        gap between held and deserved."""
         queue = self.planner.entitlement(job.queue)
         fair = self.options.fair_share
         under = under_guarantee_keys(self.usage[job.queue], queue) if fair else set()
-        short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) - EPSILON
+        slack = self.options.share_tolerance
+        short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) * (1 - slack) - EPSILON
         candidates = []
         for h in self.holders.values() if under or short else self.by_queue.get(job.queue, ()):
             if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
@@ -288,7 +287,7 @@ class _Pass:
             if h.queue == job.queue:
                 eligible = h.priority < job.priority and (h.preemptible or not protected)
             else:
-                lent = short and self._cost(h.queue) > self.deserved.get(h.queue, 0.0) + EPSILON
+                lent = short and self._cost(h.queue) > self.deserved.get(h.queue, 0.0) * (1 + slack) + EPSILON
                 eligible = (bool(under) or lent) and not protected
             if eligible:
                 holding = self.engine.pool.holdings[h.job_id]

@@ -8,7 +8,8 @@ the request are tried (at most ``max_nodes`` of them, those with the cheapest ca
 first). On a node, each candidate alone is tried first, cheapest first; if none suffices,
 candidates are released cheapest first until the request fits, then each is given back again,
 dearest first, wherever the request still fits without it. What remains is a set from which
-no job can be spared. The pool is as it was when the search returns.
+no job can be spared. The engine is asked only about sets whose devices and CPU cores could
+hold the request. The pool is as it was when the search returns.
 """
 
 from __future__ import annotations
@@ -90,12 +91,18 @@ def _could_fit(engine: Engine, request: PlacementRequest, node: int, candidates:
 
 
 def _on_node(engine: Engine, request: PlacementRequest, ordered: list[Candidate], phantoms: Phantoms) -> VictimSet | None:
-    for candidate in ordered[:MAX_SINGLES_PER_NODE]:
+    node = engine.pool.holdings[ordered[0].job_id].node
+    singles = [c for c in ordered[:MAX_SINGLES_PER_NODE] if _could_fit(engine, request, node, [c])]
+    for candidate in singles:
         placement = place_without(engine, request, [candidate.job_id], phantoms)
         if placement is not None:
             return VictimSet((candidate,), placement)
-    taken: list[Candidate] = []
-    for candidate in ordered:
+    # The shortest cheapest-first prefix that could hold the request is where asking starts.
+    first = next((n for n in range(1, len(ordered) + 1) if _could_fit(engine, request, node, ordered[:n])), None)
+    if first is None:
+        return None
+    taken: list[Candidate] = list(ordered[: first - 1])
+    for candidate in ordered[first - 1 :]:
         taken.append(candidate)
         if place_without(engine, request, [c.job_id for c in taken], phantoms) is not None:
             break
@@ -103,7 +110,7 @@ def _on_node(engine: Engine, request: PlacementRequest, ordered: list[Candidate]
         return None
     for candidate in sorted(taken, key=lambda c: c.cost, reverse=True):
         rest = [c for c in taken if c is not candidate]
-        if rest and place_without(engine, request, [c.job_id for c in rest], phantoms) is not None:
+        if rest and _could_fit(engine, request, node, rest) and place_without(engine, request, [c.job_id for c in rest], phantoms) is not None:
             taken = rest
     placement = place_without(engine, request, [c.job_id for c in taken], phantoms)
     assert placement is not None  # the set kept is one the request fits without

@@ -10,7 +10,9 @@ released is applied back before it returns.
 ``Phantoms`` holds a reservation in the pool while a pass plans: one holding per reserved
 device, of the reserved share clipped to what is free on the device now (memory, CPU cores
 and host memory likewise), so no later decision of the pass can take it. Because a phantom
-never holds more than is free, releasing it gives back exactly what it took.
+never holds more than is free, releasing it gives back exactly what it took; a question that
+releases running jobs lifts the phantoms of their nodes, holds them again over what that frees
+(a reserved device stays reserved when its holder ends), and puts the very same ones back.
 """
 
 from __future__ import annotations
@@ -50,19 +52,27 @@ class Phantoms:
     def reserved(self) -> dict[int, Holding]:
         return dict(self._reserved)
 
-    def suspend(self, nodes: set[int] | None = None) -> None:
-        """Give back the phantoms (on ``nodes``, or everywhere), keeping the reservations
-        (``resume`` with the same nodes holds them again)."""
-        for job_id, parts in list(self._held.items()):
-            if nodes is None or self._reserved[job_id].node in nodes:
-                for part in parts:
-                    self.engine.pool.release(part.job_id)
-                del self._held[job_id]
+    def lift(self, nodes: set[int]) -> dict[int, list[Holding]]:
+        """Give back the phantoms on ``nodes``, keeping the reservations; returns what they held
+        (``put_back`` holds exactly that again)."""
+        lifted = {job_id: parts for job_id, parts in self._held.items() if self._reserved[job_id].node in nodes}
+        for job_id, parts in lifted.items():
+            for part in parts:
+                self.engine.pool.release(part.job_id)
+            del self._held[job_id]
+        return lifted
 
-    def resume(self, nodes: set[int] | None = None) -> None:
+    def widen(self, nodes: set[int]) -> None:
+        """Hold the lifted reservations on ``nodes`` again, over what is free now."""
         for job_id, holding in self._reserved.items():
-            if job_id not in self._held and (nodes is None or holding.node in nodes):
+            if job_id not in self._held and holding.node in nodes:
                 self._held[job_id] = self._apply(holding)
+
+    def put_back(self, lifted: dict[int, list[Holding]]) -> None:
+        for job_id, parts in lifted.items():
+            for part in parts:
+                self.engine.pool.apply(part)
+            self._held[job_id] = parts
 
     def _apply(self, holding: Holding) -> list[Holding]:
         pool = self.engine.pool
@@ -92,16 +102,16 @@ def place_without(engine: Engine, request: PlacementRequest, released: Iterable[
     device stays reserved when its holder ends). The pool is as it was when this returns."""
     pool = engine.pool
     nodes = {holding.node for holding in (pool.holdings.get(job_id) for job_id in released) if holding is not None}
-    phantoms.suspend(nodes)
+    before = phantoms.lift(nodes)
     taken = [holding for holding in (pool.release(job_id) for job_id in released) if holding is not None]
-    phantoms.resume(nodes)
+    phantoms.widen(nodes)
     try:
         decision = engine.place(request)
     finally:
-        phantoms.suspend(nodes)
+        phantoms.lift(nodes)
         for holding in reversed(taken):
             pool.apply(holding)
-        phantoms.resume(nodes)
+        phantoms.put_back(before)
     return decision if isinstance(decision, Placement) else None
 
 
