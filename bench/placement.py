@@ -3,6 +3,13 @@
     .venv/bin/python bench/placement.py replay ../shared/traces/alibaba-openb/openb_pod_list_default.csv \
         [--nodes NODE_CSV] [--seeds 42-51] [--policy NAME]... [--json]
 
+    .venv/bin/python bench/placement.py simulate ../shared/traces/alibaba-openb/openb_pod_list_default.csv \
+        [--queues QUEUES.toml] [--policy poold|no-backfill|priority]... [--json]
+
+`simulate` replays tasks over simulated time through the engine and the sharing planner (queues,
+preemption, backfill) and prints per queue the share it got against its entitlement, utilisation,
+waits and preemptions, for each policy (bench/sharing/).
+
 `replay` runs the FGD paper's protocol (see ../shared/traces/README.md) for each policy and seed and
 prints the unallocated GPU % when arrived GPU first reaches 100 % and 130 % of the cluster; with
 --json, the last line of stdout is one JSON object with the same numbers.
@@ -125,6 +132,47 @@ def routing_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulate_command(args: argparse.Namespace) -> int:
+    from bench.sharing import (
+        POLICY_OPTIONS, Simulation, compress, default_queues, format_table, load_queues, load_timed_tasks, pick_nodes,
+    )
+    from bench.sharing.workload import PRICES
+
+    names = args.policy or list(POLICY_OPTIONS)
+    unknown = [name for name in names if name not in POLICY_OPTIONS]
+    if unknown:
+        print(f"error: unknown policy {', '.join(unknown)}; known: {', '.join(POLICY_OPTIONS)}", file=sys.stderr)
+        return 2
+    try:
+        nodes = pick_nodes(load_nodes(args.nodes), args.gpus)
+        tasks = load_timed_tasks(args.pod_csv, args.limit, args.max_duration)
+    except TraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    gpus = cluster_gpus(nodes)
+    tasks, factor = compress(tasks, gpus, args.load)
+    cost = sum(node.gpus * PRICES.get(node.model, 1.0) for node in nodes)
+    queues = load_queues(args.queues) if args.queues else default_queues(cost)
+    results = []
+    for name in names:
+        result = Simulation(name, nodes, tasks, queues, pass_s=args.pass_s, grace_s=args.grace).run()
+        print(f"{name}: simulated in {result.seconds:.1f} s", file=sys.stderr)
+        results.append(result)
+    span_h = tasks[-1].arrival_s / 3600
+    print(f"{len(tasks)} GPU tasks of {Path(args.pod_csv).name} (durations trimmed to {args.max_duration / 3600:g} h), "
+          f"arrivals over {span_h:.1f} h (gaps / {factor:.1f}, offered load {args.load:g}); {len(nodes)} nodes, {gpus} GPUs, "
+          f"{cost:.1f} per hour; passes every {args.pass_s:g} s, grace {args.grace:g} s")
+    for q in queues:
+        e = q.entitlement
+        print(f"  queue {e.name}: weight {e.weight:g}, guarantee {e.guarantee or '-'}, limit {e.limit or '-'}, {100 * q.share / sum(x.share for x in queues):.0f} % of tasks")
+    print(f"share of the cost held, got/entitled, while all queues have a job waiting ({results[0].all_busy_s / 3600:.1f} h for {results[0].policy})")
+    print(format_table(results))
+    if args.json:
+        print(json.dumps({"policies": [r.record() for r in results]}))
+    bad = sum(r.over_capacity for r in results)
+    return 0 if bad == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand is declared here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -160,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-5"), help="seeds, e.g. 1-5 (default)")
     routing.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     routing.set_defaults(handler=routing_command)
+
+    simulate = commands.add_parser("simulate", help="queues, preemption and backfill over simulated time (bench/sharing)")
+    simulate.add_argument("pod_csv", help="pod list CSV (openb format, with creation_time and deletion_time)")
+    simulate.add_argument("--nodes", default=str(DEFAULT_NODES), help="node list CSV (default: the openb GPU nodes)")
+    simulate.add_argument("--queues", default=None, metavar="QUEUES.toml",
+                          help="[queues.NAME] tables: weight, priority, guarantee, limit, share (default: prod, research, batch)")
+    simulate.add_argument("--policy", action="append", default=[], help="poold, no-backfill or priority, repeatable (default: all)")
+    simulate.add_argument("--limit", type=int, default=1200, help="the first N GPU tasks by arrival (default 1200)")
+    simulate.add_argument("--gpus", type=int, default=64, help="cluster size: nodes of each model in turn up to this many GPUs")
+    simulate.add_argument("--load", type=float, default=1.3, help="GPU-seconds asked / cluster GPU-seconds over the arrivals")
+    simulate.add_argument("--max-duration", type=float, default=4 * 3600.0, help="durations trimmed to this (seconds)")
+    simulate.add_argument("--pass-s", type=float, default=10.0, help="seconds between passes")
+    simulate.add_argument("--grace", type=float, default=30.0, help="seconds a preempted task takes to stop")
+    simulate.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    simulate.set_defaults(handler=simulate_command)
 
     return parser
 

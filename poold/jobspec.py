@@ -81,6 +81,9 @@ class AcceptedModel(_Strict):
 
     model: Text = Field(min_length=1, max_length=80, description="chip model as the pool names it: H100, A100, L4, 910B, U250")
     speed: float = Field(default=1.0, gt=0, description="relative work per hour on this model (higher is faster)")
+    after: DurationS | None = Field(
+        default=None, description="seconds the job waits for the models before this one until this model is acceptable too"
+    )
 
 
 # Keys that only mean something for jobs that take devices (refused on CPU-only jobs).
@@ -146,6 +149,9 @@ class Resources(_Strict):
             if entry.model.lower() in seen:
                 raise _KeyProblem(("accept", str(index), "model"), f"accept lists model {entry.model!r} twice")
             seen.add(entry.model.lower())
+        if self.accept and self.accept[0].after is not None:
+            # The first choice is what the job waits for: there is nothing before it to wait on.
+            raise _KeyProblem(("accept", "0", "after"), "the first accept entry is always acceptable: after needs an entry before it to wait for")
         return self
 
     def speed_on(self, model: str) -> float | None:

@@ -134,6 +134,7 @@ speed = 2.5
 
 [[resources.accept]]
 model = "A100"
+after = "15m"
 """
 
 
@@ -150,7 +151,7 @@ def test_every_key_is_read():
     assert res.host_memory == 1536 * 1024  # 1.5 TiB in MiB
     assert (res.compute_capability, res.same_node, res.interconnect) == ("8.0", True, "nvlink")
     assert (res.objective, res.max_price_per_hour) == ("time", 9.5)
-    assert [(entry.model, entry.speed) for entry in res.accept] == [("H100", 2.5), ("A100", 1.0)]
+    assert [(entry.model, entry.speed, entry.after) for entry in res.accept] == [("H100", 2.5, None), ("A100", 1.0, 900)]
 
 
 def test_the_other_keys_are_read():
@@ -323,6 +324,16 @@ BAD = [
             """),
         "line 9: resources.accept.2.model: accept lists model 'h100' twice",
         id="duplicate-accept-model",
+    ),
+    pytest.param(
+        job('[resources]\naccept = [{ model = "H100", after = "15m" }, { model = "A100" }]\n'),
+        "line 4: resources.accept.0.after: the first accept entry is always acceptable",
+        id="accept-after-on-first",
+    ),
+    pytest.param(
+        job('[resources]\naccept = [{ model = "H100" }, { model = "A100", after = "soon" }]\n'),
+        "line 4: resources.accept.1.after: not a duration: 'soon'",
+        id="accept-after-not-a-duration",
     ),
     pytest.param(
         job('[resources]\naccept = [{ model = "L4", speed = 0 }]\n'),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -35,6 +35,11 @@ class PlacementRequest:
     accept: tuple[tuple[str, float], ...] = ()
     objective: str = "cost"
     max_price_per_hour: float | None = None
+    # Per accept entry, the seconds the job must have waited before that model is acceptable
+    # (its ``after``; 0 for the entries open from the start). Empty: every entry is open.
+    # Placement never reads it: the sharing planner places the request ``narrowed`` to the
+    # entries open after the job's wait.
+    accept_after_s: tuple[float, ...] = ()
 
     @classmethod
     def from_spec(cls, job_id: int, spec: JobSpec | dict[str, Any]) -> "PlacementRequest":
@@ -60,6 +65,7 @@ class PlacementRequest:
             fpga_shell=res.get("fpga_shell"),
             interconnect=res.get("interconnect", "any"),
             accept=tuple((entry["model"].lower(), float(entry.get("speed", 1.0))) for entry in res.get("accept") or ()),
+            accept_after_s=_waits(res.get("accept") or ()),
             objective=res.get("objective", "cost"),
             max_price_per_hour=res.get("max_price_per_hour"),
         )
@@ -83,6 +89,21 @@ class PlacementRequest:
     @property
     def fractional(self) -> bool:
         return self.share < 1
+
+    def opens_at_s(self) -> tuple[tuple[str, float], ...]:
+        """(model, seconds of waiting after which it is acceptable) for each accept entry with
+        an ``after``, in list order: what ``poold why`` shows of a job that waits to fall back."""
+        return tuple((model, after) for (model, _), after in zip(self.accept, self.accept_after_s) if after > 0)
+
+    def narrowed(self, waited_s: float) -> "PlacementRequest":
+        """The request with only the accept entries open once the job has waited ``waited_s``
+        seconds (itself when all are). Its signature and static key differ from the full
+        request's whenever entries are left out, so the engine caches them apart."""
+        if not self.accept_after_s or all(after <= waited_s for after in self.accept_after_s):
+            return self
+        open_entries = tuple(entry for entry, after in zip(self.accept, self.accept_after_s) if after <= waited_s)
+        # The first entry never has an ``after`` (the job file refuses one), so this is never empty.
+        return replace(self, accept=open_entries, accept_after_s=())
 
     def speed_on(self, model: str) -> float | None:
         """Relative speed on ``model``; None when the accept list leaves it out."""
@@ -110,4 +131,10 @@ class PlacementRequest:
         return np.maximum(self.memory_to_hold(memory_total_mib) - slack, 0)
 
 
-_SIGNATURE_FIELDS = tuple(f.name for f in fields(PlacementRequest) if f.name != "job_id")
+def _waits(accept) -> tuple[float, ...]:
+    """Per accept entry its ``after`` in seconds (0 where none); empty when no entry has one."""
+    waits = tuple(float(entry.get("after") or 0.0) for entry in accept)
+    return waits if any(waits) else ()
+
+
+_SIGNATURE_FIELDS = tuple(f.name for f in fields(PlacementRequest) if f.name not in ("job_id", "accept_after_s"))
