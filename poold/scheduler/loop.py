@@ -1,32 +1,37 @@
-"""A scheduling pass: bring the pool up to date, place pending jobs in order, commit in batches.
+"""A scheduling pass: bring the pool up to date, let the sharing planner decide, commit in batches.
 
 The :class:`Scheduler` lives as long as the daemon: its columnar pool, the engine's caches,
-the job mix and the parsed requests carry over from pass to pass. A pass
+the job mix, the parsed requests and the planner's reservations carry over from pass to
+pass. A pass
 
 1. reloads the nodes whose store generation moved (``snapshot``);
 2. counts jobs it has not seen before into the job mix;
-3. takes pending jobs by queue priority and job priority; among equals, those tried least
-   recently first (rotation);
-4. decides each job on the pool as the earlier placements of this pass left it. A request
-   signature that failed fails again at once, without a decision, until the pool gives
-   capacity back (a release, a node that comes back, a device healthy again; the pool's
-   ``gains``). At most ``scheduler.max_jobs_per_pass`` decisions are made a pass; jobs that
-   share a failed signature cost none, so a block of jobs that cannot be placed never
-   starves the ones behind it;
-5. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
-   a placement that lost a race is given back to the pool and its job tried next pass;
-6. stores why each job still waits.
+3. reads the queues' entitlements, the pending jobs and the jobs holding devices (who is
+   stopping, when each ends at the latest, what it costs);
+4. lets the planner (``poold.scheduler.sharing``) decide: queues under their guarantee
+   first, then weighted fair share over cost, priority then age within a queue; EASY
+   backfill around the reservations of each queue's head; victims to preempt; why each
+   other job waits. At most ``scheduler.max_jobs_per_pass`` jobs are asked of the engine a
+   pass; jobs whose request already failed this pass cost none, so a block of jobs that
+   cannot be placed never starves the ones behind it;
+5. asks the victims' agents to stop them (``poold.services.preemption``);
+6. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
+   a placement that lost a race is given back to the pool and its job decided next pass;
+7. stores why each job still waits.
 
-Several daemons can run passes on one PostgreSQL side by side: each seeds its engine
-differently (ties go to different nodes), and the commit re-checks everything under lock.
+Passes run on the replica holding the leader lock (``poold.background``); a replica taking
+over starts with no reservations and makes them again in its first pass. Even so, the commit
+re-checks everything under lock.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,13 +39,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from poold.db.models import EventModel, JobModel, QueueModel, utcnow
 from poold.db.session import is_retryable, transaction
 from poold.scheduler.commit import DeviceClaim, Proposal, commit
-from poold.scheduler.engine import Engine, Placement, Unplaceable
+from poold.scheduler.engine import Engine, Placement
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
 from poold.scheduler.request import PlacementRequest
+from poold.scheduler.sharing import Holder, PassPlan, Planner, Preemption, QueueEntitlement, SharingOptions, Waiting
 from poold.scheduler.snapshot import StoreSnapshot
 from poold.scheduler.stack import Stack, build_stack
-from poold.services import events
+from poold.services import ServiceError, events, preemption
+from poold.services.jobs import ACTIVE_STATES
 from poold.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,20 @@ def engine_options(settings: Settings, seed: int | None = None) -> EngineOptions
     )
 
 
+def sharing_options(settings: Settings) -> SharingOptions:
+    scheduler = settings.scheduler
+    return SharingOptions(grace_s=scheduler.preempt_grace_max_s, max_decisions=scheduler.max_jobs_per_pass)
+
+
+# A pending job's request is parsed once (``Scheduler.request_of``) and filled in afterwards.
+NO_REQUEST = PlacementRequest(job_id=0, count=0, kinds=frozenset())
+
+
+def _number(value: Any) -> float | None:
+    """A number read out of a stored job file (a JSON value), or None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class Scheduler:
     """The daemon's placement state and its pass; see the module docstring. ``lock`` guards
     the pool and engine: a pass holds it, and so do ``poold plan`` requests."""
@@ -84,12 +105,10 @@ class Scheduler:
         self.snapshot = StoreSnapshot(settings)
         self.mix = JobMix(half_life_jobs=settings.scheduler.mix_half_life_jobs)
         self.engine = Engine(self.snapshot.pool, stack or build_stack(), engine_options(settings, seed), self.mix)
+        self.planner = Planner(self.engine, {}, sharing_options(settings))
+        self.last_plan = PassPlan()
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
-        self._tried: dict[int, int] = {}
-        # Signatures that failed, with the pool's ``gains`` then: they fail again, without a
-        # decision, until something is given back.
-        self._failed: dict[tuple, tuple[int, Unplaceable]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
         # What was said about culprits set aside (nodes that cannot be read, jobs the engine
@@ -124,49 +143,52 @@ class Scheduler:
         unreadable: dict[int, str] = {}
         with self.factory() as session:
             self.refresh(session)
-            order = self._pending(session)
-            for chunk in chunks([job_id for job_id in order if job_id not in self._requests]):
+            self._sync_queues(session)
+            pending, holders = self._pending(session), self._holders(session)
+            for chunk in chunks([job.job_id for job in pending if job.job_id not in self._requests]):
                 for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(JobModel.id.in_(chunk))):
                     try:
                         self.request_of(job_id, spec)
                     except UnreadableJob as exc:
                         unreadable[job_id] = exc.why
         self._set_aside(unreadable)
-        order = [job_id for job_id in order if job_id not in unreadable]
-        self._forget(set(order))
-        pool = self.engine.pool
+        waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
+        self._forget({job.job_id for job in waiting})
+        plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
+        self.last_plan = plan
+        reasons = dict(plan.waiting)
+        for job_id, exc in plan.failed.items():
+            reasons[job_id] = self._engine_failed(job_id, exc)
+        self._preempt(plan.preemptions)
         batch: list[tuple[Placement, Proposal]] = []
-        waiting: dict[int, str] = {}
-        decisions = 0
-        for job_id in order:
-            request = self._requests[job_id]
-            known = self._failed.get(request.signature)
-            if known is not None and known[0] == pool.gains:
-                decision: Placement | Unplaceable = known[1]  # nothing was given back since it failed
-            else:
-                if decisions >= self.settings.scheduler.max_jobs_per_pass:
-                    break  # the rest wait for the next pass; rotation brings them forward
-                decisions += 1
-                try:
-                    decision = self.engine.place(request)
-                except Exception as exc:  # noqa: BLE001 - one job must not stop the pass
-                    waiting[job_id] = self._engine_failed(job_id, exc)
-                    self._tried[job_id] = self._passes
-                    continue
-            if isinstance(decision, Unplaceable):
-                self._failed[request.signature] = (pool.gains, decision)
-                waiting[job_id] = decision.reason
-                self._tried[job_id] = self._passes
-                continue
-            self.engine.apply(decision)
-            batch.append((decision, self._proposal(decision)))
+        for placement in plan.placements:
+            self.engine.apply(placement)
+            batch.append((placement, self._proposal(placement)))
             if len(batch) >= self.settings.scheduler.batch_size:
                 self._commit(batch, result)
                 batch = []
         self._commit(batch, result)
-        result.waiting = list(waiting)
-        self._record_waiting(waiting)
+        result.waiting = list(reasons)
+        self._record_waiting(reasons)
         return result
+
+    def _sync_queues(self, session: Session) -> None:
+        """The planner's queues as the store has them (admins change them through the API)."""
+        rows = session.execute(select(QueueModel.name, QueueModel.priority, QueueModel.weight, QueueModel.guarantees, QueueModel.limits))
+        self.planner.queues = {
+            name: QueueEntitlement(name, priority, weight, dict(guarantees or {}), dict(limits or {}))
+            for name, priority, weight, guarantees, limits in rows
+        }
+
+    def _preempt(self, preemptions: list[Preemption]) -> None:
+        """Ask the victims' agents to stop them; one that cannot be (it ended meanwhile) is passed over."""
+        for chosen in preemptions:
+            try:
+                with transaction(self.factory) as session:
+                    preemption.preempt(session, chosen.victim_job_id, chosen.for_job_id, chosen.reason,
+                                       self.settings.scheduler.preempt_grace_max_s)
+            except ServiceError as exc:
+                log.info("job %d was not preempted for job %d: %s", chosen.victim_job_id, chosen.for_job_id, exc)
 
     def _engine_failed(self, job_id: int, exc: Exception) -> str:
         """The reason a job waits when the engine raised on it (logged and said once)."""
@@ -193,25 +215,38 @@ class Scheduler:
                 events.record(session, "job.set_aside", f"failed: {reason}", job_id=job.id)
         self._said_nodes = dict(self.snapshot.set_aside)
 
-    def _pending(self, session: Session) -> list[int]:
-        """Pending jobs in the order they are tried: queue priority, job priority, then the
-        ones a pass tried least recently (never tried first), then age."""
+    def _pending(self, session: Session) -> list[Waiting]:
+        """The jobs waiting to be placed, as the planner reads them (their requests are filled
+        in once parsed): it orders them (``poold.scheduler.sharing``)."""
         rows = session.execute(
-            select(JobModel.id, QueueModel.priority, JobModel.priority)
-            .join(QueueModel, QueueModel.name == JobModel.queue_name)
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.submitted_at, JobModel.spec["max_runtime"],
+                   JobModel.spec["preemptible"])
             .where(JobModel.state == "pending", JobModel.cancel_requested.is_(False))
         ).all()
-        tried = self._tried
-        rows.sort(key=lambda row: (-row[1], -row[2], tried.get(row[0], 0), row[0]))
-        return [row[0] for row in rows]
+        return [
+            Waiting(job_id, queue, priority, submitted.timestamp(), NO_REQUEST, _number(max_runtime), preemptible is not False)
+            for job_id, queue, priority, submitted, max_runtime, preemptible in rows
+        ]
+
+    def _holders(self, session: Session) -> list[Holder]:
+        """The jobs holding devices, as the planner reads them: who may be preempted, who is
+        stopping already, when each ends at the latest."""
+        rows = session.execute(
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.spec["max_runtime"],
+                   JobModel.spec["preemptible"], JobModel.price_per_hour, JobModel.preempt_requested_at, JobModel.cancel_requested,
+                   JobModel.preempted_by)
+            .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None))
+        ).all()
+        return [
+            Holder(job_id, queue, priority, placed.timestamp(), _number(max_runtime), preemptible is not False, price or 0.0,
+                   stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None)
+            for job_id, queue, priority, placed, max_runtime, preemptible, price, asked, cancelling, by in rows
+        ]
 
     def _forget(self, pending: set[int]) -> None:
-        """Drop parsed requests, rotation marks and failed signatures of jobs no longer pending."""
+        """Drop parsed requests of jobs no longer pending."""
         if len(self._requests) > 2 * max(len(pending), 1000):
             self._requests = {job_id: r for job_id, r in self._requests.items() if job_id in pending}
-            self._tried = {job_id: n for job_id, n in self._tried.items() if job_id in pending}
-            signatures = {r.signature for r in self._requests.values()}
-            self._failed = {sig: known for sig, known in self._failed.items() if sig in signatures}
 
     def _observe_new_jobs(self, session: Session) -> None:
         """Count jobs submitted since the last pass (the most recent ones, on the first) into the mix."""
@@ -271,20 +306,19 @@ class Scheduler:
         result.lost_races.extend(written.lost)
         for job_id in written.lost:
             self.engine.pool.release(job_id)
-        for job_id in written.placed:
-            self._tried.pop(job_id, None)
         self.snapshot.committed(written.generations)
 
     def _record_waiting(self, reasons: dict[int, str]) -> None:
-        """Store why each job waits; an event only when the reason changes, so the log stays
-        readable. Only the reasons are read, and only the rows whose reason changed are written
-        (a backlog of thousands of jobs costs a pass one read of their reasons)."""
+        """Store why each job waits, and write a ``job.waiting`` event only when the kind of
+        reason changes, not when a count or a time inside it does (``reason_kind``): a job
+        that waits an hour while devices come and go gets a handful of events, not one a pass.
+        Only the reasons are read, and only the rows whose reason changed are written."""
         if not reasons:
             return
         with transaction(self.factory) as session:
             for chunk in chunks(list(reasons)):
-                stored = session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending"))
-                changed = [job_id for job_id, reason in stored if reason != reasons[job_id]]
+                stored = dict(session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending")))
+                changed = [job_id for job_id, reason in stored.items() if reason != reasons[job_id]]
                 if not changed:
                     continue
                 jobs = JobModel.__table__
@@ -293,10 +327,21 @@ class Scheduler:
                     [{"job_id": job_id, "why": reasons[job_id]} for job_id in changed],
                 )
                 now = utcnow()
-                session.execute(EventModel.__table__.insert(), [
-                    {"at": now, "kind": "job.waiting", "job_id": job_id, "node_id": None, "message": reasons[job_id], "data": {}}
-                    for job_id in changed
-                ])
+                said = [job_id for job_id in changed if reason_kind(stored[job_id] or "") != reason_kind(reasons[job_id])]
+                if said:
+                    session.execute(EventModel.__table__.insert(), [
+                        {"at": now, "kind": "job.waiting", "job_id": job_id, "node_id": None, "message": reasons[job_id], "data": {}}
+                        for job_id in said
+                    ])
+
+
+def reason_kind(reason: str) -> str:
+    """A waiting reason with its numbers taken out: two reasons of one kind differ only in
+    counts, prices, times or ids ("insufficient_share x3" and "x5" alike)."""
+    return _NUMBER.sub("#", reason)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def chunks(ids: list[int], size: int = 1000) -> list[list[int]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.scheduler.blame import blamed_field
 from poold.scheduler.engine import TOO_FEW, Engine, Placement, Unplaceable
 from poold.scheduler.framework import EngineOptions, Rejections
 from poold.scheduler.loop import Scheduler
@@ -23,37 +24,6 @@ from poold.scheduler.request import PlacementRequest
 from poold.scheduler.snapshot import StoreSnapshot
 from poold.scheduler.stack import Stack, build_stack
 from poold.settings import Settings
-
-# The job-file key each reason code is about (what a refused submit names).
-FIELD_OF_CODE = {
-    "wrong_kind": "resources.kind",
-    "model_not_accepted": "resources.accept",
-    "split_into_slices": "resources.mig_profile",
-    "mig_slice_not_asked": "resources.mig_profile",
-    "not_a_mig_slice": "resources.mig_profile",
-    "wrong_mig_profile": "resources.mig_profile",
-    "no_compute_capability": "resources.compute_capability",
-    "compute_capability_too_low": "resources.compute_capability",
-    "wrong_fpga_shell": "resources.fpga_shell",
-    "not_shareable": "resources.share",
-    "insufficient_share": "resources.share",
-    "memory_unknown": "resources.memory_per_device",
-    "insufficient_memory": "resources.memory_per_device",
-    "insufficient_cpu": "resources.cpu_cores",
-    "insufficient_host_memory": "resources.host_memory",
-    TOO_FEW: "resources.count",
-    "no_nvlink": "resources.interconnect",
-    "too_expensive": "resources.max_price_per_hour",
-}
-
-
-def blamed_field(rejections: Rejections) -> str:
-    """The job-file key behind the nearest miss (``resources`` when none maps)."""
-    for code, _ in rejections.ranked():
-        if code in FIELD_OF_CODE:
-            return FIELD_OF_CODE[code]
-    return "resources"
-
 
 class Capacity:
     """The pool at its best (see the module docstring), refreshed from the store at most every

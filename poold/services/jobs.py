@@ -11,7 +11,7 @@ from poold.api.schemas import TERMINAL_STATES
 from poold.db.models import MAX_JOB_ID, AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, QueueModel, utcnow
 from poold.jobspec import DEFAULT_RETRIES, JobSpec
 from poold.scheduler.framework import Rejections
-from poold.scheduler.plan import blamed_field
+from poold.scheduler.blame import blamed_field
 from poold.services import Conflict, Invalid, NotFound, ServiceError, events, scrub
 from poold.services.nodes import check_machine, get_node, touch
 from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult, StopOrder

@@ -108,13 +108,15 @@ class PassPlan:
     on the pool with the earlier ones applied; the pool itself is left as it was found, so the
     caller applies them in this order (``engine.apply``) and commits. ``waiting`` says why each
     job that was not placed waits; ``fallbacks`` when each model held back by an ``after`` opens
-    (seconds on the plan's clock) for jobs still waiting on one."""
+    (seconds on the plan's clock) for jobs still waiting on one; ``failed`` the jobs the
+    engine raised on (set aside for this pass; the others were decided all the same)."""
 
     placements: list[Placement] = field(default_factory=list)
     preemptions: list[Preemption] = field(default_factory=list)
     reservations: dict[int, Reservation] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)
     fallbacks: dict[int, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    failed: dict[int, Exception] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

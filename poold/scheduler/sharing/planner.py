@@ -53,6 +53,10 @@ class Planner:
         self.options = options or SharingOptions()
         self._carried: dict[int, Reservation] = {}
         self._layout = engine.pool.layout
+        # Requests that found no placement, with the pool's ``gains`` when the pass that found
+        # it ended: they fail again at once, without a question to the engine, until the pool
+        # gives capacity back (a release, a node back, a device healthy again).
+        self._failures: tuple[int, dict[tuple, Unplaceable]] = (-1, {})
         self._prices: tuple[int, dict[str, float]] | None = None
 
     def guaranteed_cost(self, name: str) -> float:
@@ -70,13 +74,17 @@ class Planner:
         apply ``plan.placements`` in order, ask ``plan.preemptions`` victims to stop."""
         if self._layout != self.engine.pool.layout:
             self._carried = {}  # device slots were renumbered
-        plan = _Pass(self, now_s, waiting, holders).run()
+        known = self._failures[1] if self._failures[0] == self.engine.pool.gains else {}
+        work = _Pass(self, now_s, waiting, holders, known)
+        plan = work.run()
         self._carried, self._layout = dict(plan.reservations), self.engine.pool.layout
+        self._failures = (self.engine.pool.gains, work.failed)
         return plan
 
 
 class _Pass:
-    def __init__(self, planner: Planner, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder]):
+    def __init__(self, planner: Planner, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder],
+                 failed: dict[tuple, Unplaceable]):
         self.planner, self.engine, self.options = planner, planner.engine, planner.options
         self.now = now_s
         self.waiting = list(waiting)
@@ -87,9 +95,11 @@ class _Pass:
         self.plan = PassPlan()
         self.phantoms = Phantoms(self.engine)
         self.placed: list[Placement] = []
-        # Signatures that found no placement: the pool only fills up during a pass, so they fail again.
-        self.failed: dict[tuple, Unplaceable] = {}
+        # Signatures that found no placement (this pass, or an earlier one when nothing was given
+        # back since): the pool only fills up during a pass, so they fail again.
+        self.failed: dict[tuple, Unplaceable] = dict(failed)
         self.searches = 0
+        self.decisions = 0
         # (signature, queue, priority) for which no victims were found: fewer are left to take as the pass goes on.
         self.no_victims: set[tuple] = set()
         pool = self.engine.pool
@@ -138,15 +148,18 @@ class _Pass:
             for job in sorted(self.waiting, key=lambda w: (rank[w.job_id], -w.priority, w.submitted_s, w.job_id)):
                 lines[""].append(job)
         headed: set[str] = set()
-        decisions = 0
         while lines:
             line = min(lines, key=self._line_key) if self.options.fair_share else ""
             job = lines[line].popleft()
-            if decisions >= self.options.max_decisions:
+            if self.decisions >= self.options.max_decisions and self._known_failure(job) is None:
                 self.plan.waiting[job.job_id] = f"not decided this pass (at most {self.options.max_decisions} decisions a pass)"
             else:
-                decisions += 1
-                if self._consider(job, head=line not in headed) == WAITS:
+                try:
+                    outcome = self._consider(job, head=line not in headed)
+                except Exception as exc:  # noqa: BLE001 - one job must not stop the pass
+                    self.plan.failed[job.job_id] = exc
+                    outcome = SKIPPED
+                if outcome == WAITS:
                     headed.add(line)
                     if not self.options.backfill:
                         # Only jobs with devices kept for them (freed by preemption) go on.
@@ -157,6 +170,10 @@ class _Pass:
                         lines[line] = kept
             if not lines[line]:
                 del lines[line]
+
+    def _known_failure(self, job: Waiting) -> Unplaceable | None:
+        """What the engine said this pass to the request ``job`` makes now, if it failed."""
+        return self.failed.get(job.request.narrowed(self.now - job.submitted_s).signature)
 
     def _line_key(self, line: str) -> tuple:
         return queue_order_key(self.usage[line], self.planner.entitlement(line))
@@ -173,6 +190,7 @@ class _Pass:
         self.phantoms.drop(job.job_id)
         decision = self.failed.get(request.signature) if own is None else None
         if decision is None:
+            self.decisions += 1  # only questions to the engine count against the cap
             decision = self.engine.place(request)
         if isinstance(decision, Placement):
             return self._take(job, decision)
@@ -243,7 +261,9 @@ class _Pass:
             self.plan.waiting[job.job_id] = self._said(decision) + "; no reservation: jobs without max_runtime hold what it needs"
             return
         start, placement = found
-        why = f"reserved from t={start:.0f} s (as running jobs reach their max_runtime): {placement.describe(placement.chosen)}"
+        # The start time is the reservation's (``poold why`` shows it); the reason stays the same
+        # from pass to pass while the reservation does, so the job's event log stays quiet.
+        why = f"devices reserved for it, free as running jobs reach their max_runtime: {placement.describe(placement.chosen)}"
         self._hold(job, start, placement, why)
 
     def _hold(self, job: Waiting, start: float, placement: Placement, why: str) -> None:
