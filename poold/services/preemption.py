@@ -17,6 +17,15 @@ The flow, each step its own transaction:
    job for its agent, so a node that ran the earlier run starts it afresh and a late report
    of the earlier run is told apart.
 
+The scheduling pass calls, for each ``Preemption`` its planner decides, in the pass's own
+transaction (or one of its own, per victim)::
+
+    preempt(session, p.victim_job_id, p.for_job_id, p.reason, settings.scheduler.preempt_grace_max_s)
+
+and tells the planner, per placed job: ``stopping(job)`` (or :func:`stopping_ids`),
+``job.preempted_by`` (the job it was preempted for, while stopping), ``job.spec["preemptible"]``
+(true unless the job file says otherwise) and :func:`grace_of` (its grace, capped).
+
 A job that ended by itself before the stop took effect (succeeded, failed, timed out) keeps
 that end. A user's cancel during the stop wins: the job ends ``cancelled``. If the victim's
 node is lost meanwhile, the lost-node path applies (``poold.services.recovery``).
