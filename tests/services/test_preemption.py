@@ -206,7 +206,7 @@ def test_the_scrub_after_a_preempted_run_is_taken_from_its_node(pool, running):
 
 def test_preemptible_and_grace_come_from_the_job_file_with_defaults_for_older_jobs(pool, running):
     victim, waiting = running
-    with transaction(pool.factory) as session:
+    with pool.factory() as session:  # never committed
         job = jobs.get_job(session, victim)
         assert preemption.preemptible(job) and preemption.grace_of(job, 300) == 20.0 and preemption.grace_of(job, 5) == 5
         job.spec = {key: value for key, value in job.spec.items() if key not in ("preemptible", "grace_period")}
