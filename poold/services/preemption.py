@@ -17,6 +17,15 @@ The flow, each step its own transaction:
    job for its agent, so a node that ran the earlier run starts it afresh and a late report
    of the earlier run is told apart.
 
+The scheduling pass calls, for each ``Preemption`` its planner decides, in the pass's own
+transaction (or one of its own, per victim)::
+
+    preempt(session, p.victim_job_id, p.for_job_id, p.reason, settings.scheduler.preempt_grace_max_s)
+
+and tells the planner, per placed job: ``stopping(job)`` (or :func:`stopping_ids`),
+``job.preempted_by`` (the job it was preempted for, while stopping), :func:`preemptible` and
+:func:`grace_of` (its grace, capped).
+
 A job that ended by itself before the stop took effect (succeeded, failed, timed out) keeps
 that end. A user's cancel during the stop wins: the job ends ``cancelled``. If the victim's
 node is lost meanwhile, the lost-node path applies (``poold.services.recovery``).
@@ -37,6 +46,12 @@ from poold.services.nodes import touch
 def grace_of(job: JobModel, grace_s_cap: float) -> float:
     """Seconds between SIGTERM and SIGKILL when ``job`` is preempted: its ``grace_period``, at most ``grace_s_cap``."""
     return min(float(job.spec.get("grace_period", DEFAULT_GRACE_PERIOD_S)), grace_s_cap)
+
+
+def preemptible(job: JobModel) -> bool:
+    """The job file's ``preemptible`` (true for jobs from before the key); the policy honours a
+    false one only while the job's queue is within its guarantee."""
+    return bool(job.spec.get("preemptible", True))
 
 
 def stopping(job: JobModel) -> bool:

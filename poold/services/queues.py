@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from poold.db.models import DeviceModel, JobModel, QueueModel, utcnow
 from poold.entitlements import KeyProblem, checked_keys, limit_below_guarantee, unknown_keys
-from poold.services import Conflict, Invalid, NotFound
+from poold.services import Conflict, Invalid, NotFound, events
 from poold.settings import QueueSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def reseed_queue(session: Session, name: str, settings: Settings) -> QueueModel:
     row = get_queue(session, name, lock=True)
     _seed(row, queue)
     row.changed_by = row.changed_at = None
+    _note(session, row, "handed back to the config file")
     return row
 
 
@@ -112,6 +113,7 @@ def delete_queue(session: Session, name: str, settings: Settings) -> None:
     if jobs:
         raise Conflict(f"queue {name!r} is referred to by {jobs} job(s), ended ones included; it cannot be deleted", field="name")
     session.delete(row)
+    events.record(session, "queue.deleted", f"queue {name} deleted", data={"queue": name})
 
 
 def _apply(session: Session, row: QueueModel, change: QueueChange, who: str, settings: Settings) -> None:
@@ -132,6 +134,14 @@ def _apply(session: Session, row: QueueModel, change: QueueChange, who: str, set
     if change.description is not None:
         row.description = change.description
     row.changed_by, row.changed_at = who, utcnow()
+    _note(session, row, f"set by {who}")
+
+
+def _note(session: Session, row: QueueModel, how: str) -> None:
+    """The queue's entitlement as it now stands, in the event log."""
+    events.record(session, "queue.changed", f"queue {row.name} {how}: priority {row.priority}, weight {row.weight:g}, "
+                  f"guarantee {row.guarantees or {}}, limit {row.limits or {}}",
+                  data={"queue": row.name, "weight": row.weight, "guarantee": row.guarantees, "limit": row.limits})
 
 
 def _merged(current: dict[str, Any], change: dict[str, float | None] | None, what: str) -> dict[str, float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from poold.db.models import QueueModel
+from poold.db.models import EventModel, QueueModel
 from poold.db.session import transaction
 from poold.services.queues import sync_queues
 from tests.api.calls import register
@@ -60,6 +60,10 @@ def test_create_change_and_hand_back_to_the_config(api, pool, settings):
     assert back.status_code == 200 and (back.json()["weight"], back.json()["changed_by"]) == (1.0, None)
     assert api.patch("/api/v1/queues/batch", json={"from_config": True}).status_code == 409  # not in the file
     assert api.patch("/api/v1/queues/default", json={"from_config": True, "weight": 2}).status_code == 422
+    with pool.factory() as session:
+        notes = session.scalars(select(EventModel.message).where(EventModel.kind == "queue.changed").order_by(EventModel.id)).all()
+    assert len(notes) == 4 and notes[0].startswith("queue batch set by ") and "guarantee {'L4': 1.0, 'gpu': 2.0}" in notes[0]
+    assert notes[-1].startswith("queue default handed back to the config file: priority 0, weight 1")
 
 
 def test_delete_is_refused_while_jobs_refer_to_the_queue(api, pool):

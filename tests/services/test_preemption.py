@@ -202,3 +202,13 @@ def test_the_scrub_after_a_preempted_run_is_taken_from_its_node(pool, running):
     with pool.factory() as session:
         assert session.scalar(select(DeviceModel.scrubbing_since).where(DeviceModel.uuid == uuid)) is None
     assert not report(pool, victim, "scrubbed", scrubbed=[{"uuid": uuid}], run=1).accepted  # nothing of it left to scrub there
+
+
+def test_preemptible_and_grace_come_from_the_job_file_with_defaults_for_older_jobs(pool, running):
+    victim, waiting = running
+    with pool.factory() as session:  # never committed
+        job = jobs.get_job(session, victim)
+        assert preemption.preemptible(job) and preemption.grace_of(job, 300) == 20.0 and preemption.grace_of(job, 5) == 5
+        job.spec = {key: value for key, value in job.spec.items() if key not in ("preemptible", "grace_period")}
+        assert preemption.preemptible(job) and preemption.grace_of(job, 300) == 30.0  # a job stored before the keys
+    assert not preemption.preemptible(job_row(pool, submit(pool, preemptible=False)))
