@@ -29,6 +29,8 @@ _MAX_SIZE_MIB = 1024**3
 # jobs that must never run twice. The cap bounds a job that keeps taking its nodes down.
 DEFAULT_RETRIES = 1
 MAX_RETRIES = 10
+# Nodes one gang may span (resources.nodes).
+MAX_NODES = 512
 
 
 def _parse_size_mib(value: Any) -> Any:
@@ -85,7 +87,13 @@ DEVICE_KEYS = ("memory_per_device", "share", "mig_profile", "compute_capability"
 
 
 class Resources(_Strict):
-    count: int = Field(default=1, ge=0, le=64, description="number of devices; 0 asks for CPU cores and host memory only")
+    count: int = Field(
+        default=1, ge=0, le=64,
+        description="number of devices (per node with nodes; in all with same_node = false); 0 asks for CPU cores and host memory only",
+    )
+    nodes: int | None = Field(
+        default=None, ge=1, le=MAX_NODES, description="a gang over this many nodes, count devices on each (Slurm's --nodes)"
+    )
     kind: Literal["gpu", "npu", "fpga", "any", "cpu"] = Field(default="gpu", description='"cpu" is the same as count = 0')
     memory_per_device: SizeMiB | None = Field(default=None, description="minimum device memory, MiB")
     share: float | None = Field(default=None, gt=0, le=1, description="fraction of one device (count must be 1)")
@@ -94,7 +102,7 @@ class Resources(_Strict):
     mig_profile: str | None = Field(default=None, pattern=r"^[1-7]g\.[0-9]+gb$", description="e.g. 1g.10gb")
     compute_capability: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$", description="minimum, e.g. 8.0")
     fpga_shell: Text | None = Field(default=None, min_length=1, max_length=1024, description="exact shell / PR interface id")
-    same_node: bool = True
+    same_node: bool = Field(default=True, description="false: count may be split over several nodes (see docs/jobs.md, Gangs)")
     interconnect: Literal["any", "nvlink"] = "any"
     accept: list[AcceptedModel] = Field(default_factory=list, description="ordered chip models with speeds")
     objective: Literal["cost", "time", "pack"] = "cost"
@@ -122,6 +130,8 @@ class Resources(_Strict):
                     raise _KeyProblem((key,), f"{key} needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
             if self.interconnect != "any":
                 raise _KeyProblem(("interconnect",), "interconnect needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
+            if self.nodes is not None:
+                raise _KeyProblem(("nodes",), "nodes needs devices on each node, but the job takes none (count = 0 or kind = \"cpu\")")
             self.kind = "cpu"
             return self
         if self.share is not None and self.share < 1 and self.count != 1:
@@ -134,16 +144,32 @@ class Resources(_Strict):
             raise _KeyProblem(("mig_profile",), "mig_profile and share cannot be combined: a MIG slice is taken whole")
         if self.fpga_shell is not None and self.kind not in ("fpga", "any"):
             raise _KeyProblem(("fpga_shell",), "fpga_shell needs kind = 'fpga'")
-        if not self.same_node and self.count > 1:
-            raise _KeyProblem(
-                ("same_node",), "same_node = false (jobs spread over several nodes) is not supported yet"
-            )
+        self._gang_consistent()
         seen: set[str] = set()
         for index, entry in enumerate(self.accept):
             if entry.model.lower() in seen:
                 raise _KeyProblem(("accept", str(index), "model"), f"accept lists model {entry.model!r} twice")
             seen.add(entry.model.lower())
         return self
+
+    def _gang_consistent(self) -> None:
+        """``nodes`` and ``same_node = false`` make gangs over several nodes: whole devices only."""
+        if self.nodes is not None and "same_node" in self.model_fields_set:
+            raise _KeyProblem(
+                ("same_node",), "same_node cannot be combined with nodes: nodes = N already places count devices on each of N nodes"
+            )
+        if self.multi_node:
+            key = "nodes" if self.nodes is not None else "same_node"
+            if self.share is not None and self.share < 1:
+                raise _KeyProblem(("share",), f"share below 1 cannot be combined with {key}: the parts of a gang take whole devices")
+            if self.mig_profile is not None:
+                raise _KeyProblem(("mig_profile",), f"mig_profile cannot be combined with {key}: the parts of a gang take whole devices")
+
+    @property
+    def multi_node(self) -> bool:
+        """The job may span several nodes (a gang): ``nodes`` above 1, or ``same_node = false``
+        with more than one device."""
+        return (self.nodes or 1) > 1 or (not self.same_node and self.count > 1)
 
     def speed_on(self, model: str) -> float | None:
         """The job's relative speed on ``model``; ``None`` when the accept list excludes it."""
