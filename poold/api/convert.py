@@ -160,6 +160,7 @@ def plan_out(plan: Plan) -> PlanOut:
         reason=plan.reason,
         chosen=plan_choice(placement, placement.chosen) if placement else None,
         runner_up=plan_choice(placement, placement.runner_up) if placement and placement.runner_up else None,
+        parts=[plan_choice(placement, part) for part in placement.parts] if placement else [],
         rejections=rejections,
         never_fits=plan.never_fits.rejections.summary() if plan.never_fits else None,
     )

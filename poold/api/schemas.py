@@ -176,6 +176,7 @@ class PlanOut(Strict):
     reason: str
     chosen: PlanChoice | None = None
     runner_up: PlanChoice | None = None
+    parts: list[PlanChoice] = Field(default_factory=list, description="a gang: each part's placement by rank (chosen is rank 0)")
     rejections: list[PlanRejection] = Field(default_factory=list, description="per filter, candidates turned down")
     never_fits: str | None = Field(default=None, description="why no device could hold it even on an idle pool")
 

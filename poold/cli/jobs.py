@@ -83,6 +83,8 @@ def plan(ctx: click.Context, job_file: str) -> None:
         verdict = "would be placed" if result["placeable"] else "would wait"
         click.echo(f"{verdict}: {result['reason']}")
         choices = [(label, result[key]) for label, key in (("chosen", "chosen"), ("runner-up", "runner_up")) if result.get(key)]
+        if result.get("parts"):  # a gang: one row per part
+            choices = [(f"rank {rank}", part) for rank, part in enumerate(result["parts"])]
         if choices:
             emit_table(
                 ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", "SCORE"],

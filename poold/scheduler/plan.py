@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from poold.scheduler.engine import TOO_FEW, Engine, Placement, Unplaceable
+from poold.scheduler.engine import TOO_FEW, TOO_FEW_NODES, Engine, Placement, Unplaceable
 from poold.scheduler.framework import EngineOptions, Rejections
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.request import PlacementRequest
@@ -42,6 +42,7 @@ FIELD_OF_CODE = {
     "insufficient_cpu": "resources.cpu_cores",
     "insufficient_host_memory": "resources.host_memory",
     TOO_FEW: "resources.count",
+    TOO_FEW_NODES: "resources.nodes",
     "no_nvlink": "resources.interconnect",
     "too_expensive": "resources.max_price_per_hour",
 }

@@ -78,8 +78,12 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
     reason = "waiting for the scheduler"
     if never_fits is not None:
         why = f"no device of the pool could hold this job even when idle: {never_fits.summary()}"
+        field = blamed_field(never_fits)
+        if field == "resources.count" and not spec.resources.multi_node and spec.resources.count > 1:
+            why += (f"; to spread its {spec.resources.count} devices over several nodes, ask nodes = N with count devices "
+                    "on each, or same_node = false")
         if policy == "refuse":
-            raise Invalid(why, field="spec." + blamed_field(never_fits))
+            raise Invalid(why, field="spec." + field)
         reason = NEVER_FITS + never_fits.summary()
     job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
                    reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow())
