@@ -3,6 +3,8 @@ nodes take them, and that a gang is placed whole or not at all."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from poold.scheduler.engine import TOO_FEW_NODES, Engine, Placement, Unplaceable
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.gang import splits
+from poold.scheduler.pool import Holding
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import build_stack
 from poold.settings import Settings
@@ -171,3 +174,26 @@ def test_a_gang_is_all_or_nothing(shapes, stream, seed):
         if job_id % 3 == 0:
             pool.release(job_id)
             assert (pool.dev_free[: pool.n_devices] == free_before).all()
+
+
+def test_the_worked_example_of_docs_jobs_md():
+    """docs/jobs.md, Gangs: two H100 nodes on ib-a, one H100 and two A100 nodes on ib-b."""
+    settings = Settings.model_validate({"prices": {"H100": 4.0, "A100": 2.2}})
+    builders = [make_node("hgx-1", cpu_cores=64).gpus(8, "H100", nvlink=18).network("ib-a"),
+                make_node("hgx-2", cpu_cores=64).gpus(8, "H100", nvlink=18).network("ib-a"),
+                make_node("hgx-3", cpu_cores=64).gpus(8, "H100", nvlink=18).network("ib-b"),
+                make_node("a100-1", cpu_cores=64).gpus(8, "A100", nvlink=12).network("ib-b"),
+                make_node("a100-2", cpu_cores=64).gpus(8, "A100", nvlink=12).network("ib-b")]
+    engine = engine_over(settings, *builders)
+    wanted = request(count=8, nodes=2, interconnect="nvlink", cpu_cores=32, host_memory="512GiB",
+                     accept=[{"model": "H100", "speed": 2.5}, {"model": "A100", "speed": 1.0}])
+    decision = engine.place(wanted)
+    # Per part 8 x 4.00 = 32.00/h, / 2.5 = 12.80 per unit of work, against 8 x 2.20 = 17.60 on A100.
+    assert {engine.pool.node_name[c.node] for c in decision.choices} == {"hgx-1", "hgx-2"}
+    assert decision.price_per_hour == 64.0 and decision.chosen.cost_per_work == pytest.approx(12.8)
+    # hgx-2 busy: the H100s left are on two networks, so the A100 pair of ib-b takes it.
+    pool = engine.pool
+    hgx_2 = pool.node_by_id[2]
+    pool.apply(Holding(99, hgx_2, tuple(pool.devices_of(hgx_2))[:1], 1.0, (0,), 0.0, 0))
+    decision = engine.place(replace(wanted, job_id=2))
+    assert {pool.node_name[c.node] for c in decision.choices} == {"a100-1", "a100-2"}
