@@ -5,8 +5,6 @@ gang seen from both sides; one part failing stops the other and the job ends fai
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from agents.fake.fixture_file import FIXTURE_DIR
 from tests.agents.cgroup_support import fresh_parent
 from tests.live import LiveDaemon, wait_for
-from tests.test_end_to_end import Agent, ended, submit
+from tests.test_end_to_end import Agent, ended, scratch, submit  # noqa: F401,F811 - scratch is a fixture
 
 GANG_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT",
              "POOLD_NODES", "POOLD_GANG_ID", "PET_NNODES", "PET_NODE_RANK", "PET_NPROC_PER_NODE", "CUDA_VISIBLE_DEVICES")
@@ -45,14 +43,6 @@ def gang_site(tmp_path_factory):
             agent.stop()
         daemon.stop()
         parents.close()
-
-
-@pytest.fixture
-def scratch():
-    path = Path(tempfile.mkdtemp(prefix="poold-gang-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def gang_job(name: str, script: str) -> str:
