@@ -145,7 +145,10 @@ class ColumnarPool:
         self.node_specs[slot] = (node, ordered)
         self.node_name[slot] = node.name
         self.node_ready[slot], self.node_drained[slot] = node.ready, node.drained
-        self.node_network[slot] = -1 if node.network is None else self.networks.code(node.network)
+        network = -1 if node.network is None else self.networks.code(node.network)
+        if previous is not None and network != self.node_network[slot]:
+            before = None  # another network: a gang that waited may fit now
+        self.node_network[slot] = network
         self.node_cpu[slot], self.node_mem[slot] = node.cpu_cores, node.memory_total_mib
         self.node_cpu_held[slot], self.node_mem_held[slot] = cpu_held, memory_held_mib
         states = states or {}

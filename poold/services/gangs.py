@@ -69,12 +69,13 @@ def describe(session: Session, part: JobModel) -> str:
 
 
 def part_started(session: Session, part: JobModel) -> None:
-    """A part runs: the gang runs once every part does."""
+    """A part runs: the gang runs once every part has started (a quick part may have ended
+    meanwhile)."""
     gang = session.get(JobModel, part.gang_of)
     if gang is None or gang.state != "assigned":
         return
     parts = parts_of(session, gang.id)
-    if all(p.state == "running" for p in parts):
+    if all(p.state != "assigned" for p in parts):
         gang.state, gang.started_at = "running", part.started_at
         events.record(session, "job.started", f"every part of the gang runs ({len(parts)} nodes)", job_id=gang.id)
 

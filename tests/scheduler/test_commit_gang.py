@@ -97,3 +97,22 @@ def test_a_gang_beside_a_one_node_job_in_one_batch_keeps_both_within_capacity(po
             .group_by(AllocationModel.device_id)
         ).all()
         assert len(held) == 20 and all(share <= 1.0 for _, share in held)
+
+
+def test_a_network_label_reported_later_moves_the_node_between_groups(pool, settings):
+    from poold.services import nodes
+
+    a, b = make_node("hgx-1").gpus(8, "H100"), make_node("hgx-2").gpus(8, "H100")
+    _setup(pool, a, b)
+    scheduler = Scheduler(pool.factory, settings)
+    # hgx-2's agent now reports network ib0; hgx-1 has none: two groups of one node each.
+    with transaction(pool.factory) as session:
+        nodes.heartbeat(session, "hgx-2", b.network("ib0").host, b.devices)
+    gang_id = _submit(pool, count=8, nodes=2)
+    result = scheduler.run_pass()
+    assert result.placed == []
+    with pool.factory() as session:
+        assert "too_few_nodes" in jobs.get_job(session, gang_id).reason
+    with transaction(pool.factory) as session:
+        nodes.heartbeat(session, "hgx-1", a.network("ib0").host, a.devices)
+    assert scheduler.run_pass().placed == [gang_id]
