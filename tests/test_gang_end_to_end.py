@@ -5,6 +5,8 @@ gang seen from both sides; one part failing stops the other and the job ends fai
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,28 @@ def test_a_16_gpu_job_over_two_8xh100_nodes_starts_both_parts_with_consistent_ra
     # Each part sees only its own node's GPUs: 16 distinct uuids, 8 from each node.
     uuids = [set(env["CUDA_VISIBLE_DEVICES"].split(",")) for env in seen]
     assert not uuids[0] & uuids[1] and {u[:12] for u in uuids[0] | uuids[1]} == {"GPU-a0a0a0a0", "GPU-b0b0b0b0"}
+
+
+
+def test_poold_job_lists_the_parts_and_poold_plan_each_rank(gang_site, tmp_path):
+    daemon, client = gang_site
+    job_id = submit(client, gang_job("listed", "true"))
+    job = ended(client, job_id, timeout_s=60)
+
+    def poold(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "poold", "--url", daemon.url, *args], capture_output=True, text=True,
+                              timeout=60, env=daemon.cli_env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    table = poold("job", str(job_id))
+    assert "parts (gang)" in table
+    for part in job["parts"]:
+        assert str(part["id"]) in table and part["node"] in table
+    path = tmp_path / "gang.toml"
+    path.write_text(gang_job("planned", "true"))
+    planned = poold("plan", str(path))
+    assert "a gang of 2 parts" in planned and "rank 0" in planned and "rank 1" in planned
 
 
 def test_failing_one_part_stops_the_other_and_the_job_ends_failed_with_that_cause(gang_site, scratch):
