@@ -47,6 +47,14 @@ def members(session: Session, job_id: int) -> list[int]:
     return list(ids) or [job_id]
 
 
+def lock_gang_of(session: Session, job_id: int) -> None:
+    """Lock the whole gang ``job_id`` belongs to (the gang and its parts, in id order), before
+    the job itself is locked; nothing for a job of one node."""
+    ids = members(session, job_id)
+    if len(ids) > 1:
+        list(session.scalars(select(JobModel.id).where(JobModel.id.in_(ids)).order_by(JobModel.id).with_for_update()))
+
+
 def lock_members(session: Session, job_ids: list[int]) -> None:
     """Lock the jobs ``job_ids`` and everything of their gangs, in id order."""
     gangs = set(session.scalars(select(JobModel.gang_of).where(JobModel.id.in_(job_ids), JobModel.gang_of.is_not(None))))

@@ -164,7 +164,7 @@ def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
         raise NotFound(f"no job {job_id}")
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
-        gangs.lock_members(session, gangs.members(session, job_id))  # a gang's jobs together, in id order
+        gangs.lock_gang_of(session, job_id)  # a gang's jobs together, in id order
         query = query.with_for_update()
     job = session.scalars(query).one_or_none()
     if job is None:
@@ -271,7 +271,7 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     node = get_node(session, node_name)
     job = None
     if event.job_id <= MAX_JOB_ID:
-        gangs.lock_members(session, gangs.members(session, event.job_id))  # a part locks its gang first, in id order
+        gangs.lock_gang_of(session, event.job_id)  # a part locks its gang first, in id order
         job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
 
     def result(accepted: bool, reason: str | None = None) -> JobEventResult:
