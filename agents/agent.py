@@ -225,14 +225,19 @@ class Agent:
                 self.inventory = Inventory(host=_bare_host(), collectors={"inventory": f"error: {exc}"})
         return self.inventory
 
+    def _host(self) -> HostRecord:
+        """The host record to report: the inventory's, with this node's ``network`` label."""
+        inventory = self.inventory or self.fresh_inventory()
+        return inventory.host.model_copy(update={"network": self.settings.network})
+
     def _devices(self) -> list:
         inventory = self.inventory or self.fresh_inventory()
         return [device.model_copy(update={"health": "unhealthy", "health_reason": self.unhealthy[device.uuid]})
                 if device.uuid in self.unhealthy else device for device in inventory.devices]
 
     def _register(self) -> None:
-        inventory = self.fresh_inventory()
-        request = RegisterRequest(node=self.node, host=inventory.host, devices=self._devices(), agent_version=__version__,
+        self.fresh_inventory()
+        request = RegisterRequest(node=self.node, host=self._host(), devices=self._devices(), agent_version=__version__,
                                   protocol_version=PROTOCOL_VERSION, machine_id=self.machine_id)
         if self.credential.joined:
             answer = self.client.register(request)
@@ -257,8 +262,8 @@ class Agent:
         return answer
 
     def _heartbeat(self, now: float) -> None:
-        inventory = self.fresh_inventory()
-        request = HeartbeatRequest(host=inventory.host, devices=self._devices(), running_jobs=self.runner.running_ids(),
+        self.fresh_inventory()
+        request = HeartbeatRequest(host=self._host(), devices=self._devices(), running_jobs=self.runner.running_ids(),
                                    machine_id=self.machine_id)
         try:
             answer = self.client.heartbeat(self.node, request)

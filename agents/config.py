@@ -62,6 +62,10 @@ class AgentSettings(BaseModel):
         default=5.0, gt=0, le=3600, description="until the daemon names its own interval at registration"
     )
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="seconds between assignment polls")
+    network: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="the network this node is on (an InfiniBand fabric, a rail, a rack): a job over several nodes keeps to one",
+    )
     fake: str | None = Field(default=None, description="fixture name of the mocked-device harness, e.g. a100-4")
     collectors: list[str] | None = Field(default=None, description="collectors to enable; None means all")
     kill_grace_s: float = Field(default=10.0, ge=0, le=3600, description="SIGTERM to SIGKILL, seconds")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agents.users import RunAs
-from poold_wire.messages import AssignedDevice, Assignment
+from poold_wire.messages import AssignedDevice, Assignment, GangInfo
 
 # Every variable that narrows which accelerators a process sees: a job gets only the ones
 # the agent sets for it, never one inherited from the agent's own environment.
@@ -46,10 +46,36 @@ def visibility_env(devices: list[AssignedDevice]) -> dict[str, str]:
     return env
 
 
+def gang_env(gang: GangInfo, job_env: Mapping[str, str]) -> dict[str, str]:
+    """The distributed-training variables of one part of a gang, the same across its parts.
+
+    The agent starts the command once per part (node); the variables describe the gang as
+    one process per device, as ``torchrun --nproc-per-node`` starts them: ``WORLD_SIZE`` every
+    device of every part, ``RANK`` the global rank of this node's first process (the devices
+    of the parts before it), ``LOCAL_RANK`` 0, ``LOCAL_WORLD_SIZE`` this part's devices;
+    ``NODE_RANK`` (and ``GROUP_RANK``) the part's rank, ``NNODES`` the parts,
+    ``POOLD_NODES`` their addresses in rank order, ``MASTER_ADDR`` rank 0's address. The
+    ``PET_*`` variables are torchrun's own defaults for its flags, so a plain ``torchrun
+    train.py`` joins the gang. ``MASTER_PORT`` is the daemon's, unless the job's env sets one."""
+    first = sum(gang.devices_per_node[: gang.rank])
+    local = gang.devices_per_node[gang.rank] if gang.rank < len(gang.devices_per_node) else 0
+    port = job_env.get("MASTER_PORT") or str(gang.master_port)
+    master = gang.nodes[0]
+    return {
+        "POOLD_GANG_ID": str(gang.job_id), "POOLD_NODES": ",".join(gang.nodes),
+        "WORLD_SIZE": str(sum(gang.devices_per_node)), "RANK": str(first), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": str(local),
+        "NODE_RANK": str(gang.rank), "GROUP_RANK": str(gang.rank), "NNODES": str(len(gang.nodes)),
+        "MASTER_ADDR": master, "MASTER_PORT": port,
+        "PET_NNODES": str(len(gang.nodes)), "PET_NODE_RANK": str(gang.rank), "PET_NPROC_PER_NODE": str(local),
+        "PET_MASTER_ADDR": master, "PET_MASTER_PORT": port,
+    }
+
+
 def job_env(assignment: Assignment, node: str, base: Mapping[str, str], run_as: RunAs | None = None) -> dict[str, str]:
     """The agent's environment without its service and visibility variables, then the job's
     own env, then what the agent sets (which the job cannot override): its devices, its ids,
-    and its user's ``HOME``, ``USER`` and ``LOGNAME``."""
+    a gang's distributed-training variables (:func:`gang_env`), and its user's ``HOME``,
+    ``USER`` and ``LOGNAME``."""
     env = {key: value for key, value in base.items()
            if key not in VISIBILITY_VARS and key not in SERVICE_VARS and not key.startswith(("POOLD_AGENT_", "POOLD_JOB_"))}
     env.update(assignment.env)
@@ -57,6 +83,8 @@ def job_env(assignment: Assignment, node: str, base: Mapping[str, str], run_as: 
         env.pop(key, None)
     env.update(visibility_env(assignment.devices))
     env.update(POOLD_JOB_ID=str(assignment.job_id), POOLD_JOB_NAME=assignment.name, POOLD_NODE=node)
+    if assignment.gang is not None:
+        env.update(gang_env(assignment.gang, assignment.env))
     if run_as is not None:
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
     return env

@@ -27,7 +27,7 @@ from poold.jobspec import JobSpec
 from poold.scheduler.engine import Engine, Unplaceable
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
-from poold.scheduler.pool import ColumnarPool, DeviceSpec, Holding, NodeSpec
+from poold.scheduler.pool import ColumnarPool, DeviceSpec, NodeSpec
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.stack import build_stack
 
@@ -163,7 +163,7 @@ class PooldRouting:
         decision = self.engine.place(self.request(job))
         if isinstance(decision, Unplaceable):
             return None
-        holding: Holding = self.engine.apply(decision)
+        [holding] = self.engine.apply(decision)  # one-node jobs: one holding
         return self.pool.model_name(holding.devices[0])
 
     def release(self, job: Job) -> None:

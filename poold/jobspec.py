@@ -16,12 +16,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from poold.toml_lines import BARE_KEY as _BARE_KEY
+from poold.toml_lines import key_lines
 from poold_wire.bounds import Text
 
 _SIZE_UNITS_MIB = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024**2, "tb": 1024**2, "tib": 1024**2}
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SCALAR = re.compile(r"[^,\]}\n#]*")  # a number, boolean or date: up to the next separator
 # 1 PiB in MiB: far above any device or host, and keeps sizes inside a 64-bit database column.
 _MAX_SIZE_MIB = 1024**3
 # A job lost with its node runs once more by default, as Slurm requeues batch jobs after a
@@ -32,6 +32,8 @@ MAX_RETRIES = 10
 # A preempted job gets SIGTERM, then this long before SIGKILL unless its job file says
 # otherwise; the daemon cuts it to scheduler.preempt_grace_max_s when it preempts.
 DEFAULT_GRACE_PERIOD_S = 30.0
+# Nodes one gang may span (resources.nodes).
+MAX_NODES = 512
 
 
 def _parse_size_mib(value: Any) -> Any:
@@ -91,7 +93,13 @@ DEVICE_KEYS = ("memory_per_device", "share", "mig_profile", "compute_capability"
 
 
 class Resources(_Strict):
-    count: int = Field(default=1, ge=0, le=64, description="number of devices; 0 asks for CPU cores and host memory only")
+    count: int = Field(
+        default=1, ge=0, le=64,
+        description="number of devices (per node with nodes; in all with same_node = false); 0 asks for CPU cores and host memory only",
+    )
+    nodes: int | None = Field(
+        default=None, ge=1, le=MAX_NODES, description="a gang over this many nodes, count devices on each (Slurm's --nodes)"
+    )
     kind: Literal["gpu", "npu", "fpga", "any", "cpu"] = Field(default="gpu", description='"cpu" is the same as count = 0')
     memory_per_device: SizeMiB | None = Field(default=None, description="minimum device memory, MiB")
     share: float | None = Field(default=None, gt=0, le=1, description="fraction of one device (count must be 1)")
@@ -100,7 +108,7 @@ class Resources(_Strict):
     mig_profile: str | None = Field(default=None, pattern=r"^[1-7]g\.[0-9]+gb$", description="e.g. 1g.10gb")
     compute_capability: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$", description="minimum, e.g. 8.0")
     fpga_shell: Text | None = Field(default=None, min_length=1, max_length=1024, description="exact shell / PR interface id")
-    same_node: bool = True
+    same_node: bool = Field(default=True, description="false: count may be split over several nodes (see docs/jobs.md, Gangs)")
     interconnect: Literal["any", "nvlink"] = "any"
     accept: list[AcceptedModel] = Field(default_factory=list, description="ordered chip models with speeds")
     objective: Literal["cost", "time", "pack"] = "cost"
@@ -128,6 +136,8 @@ class Resources(_Strict):
                     raise _KeyProblem((key,), f"{key} needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
             if self.interconnect != "any":
                 raise _KeyProblem(("interconnect",), "interconnect needs devices, but the job takes none (count = 0 or kind = \"cpu\")")
+            if self.nodes is not None:
+                raise _KeyProblem(("nodes",), "nodes needs devices on each node, but the job takes none (count = 0 or kind = \"cpu\")")
             self.kind = "cpu"
             return self
         if self.share is not None and self.share < 1 and self.count != 1:
@@ -140,10 +150,7 @@ class Resources(_Strict):
             raise _KeyProblem(("mig_profile",), "mig_profile and share cannot be combined: a MIG slice is taken whole")
         if self.fpga_shell is not None and self.kind not in ("fpga", "any"):
             raise _KeyProblem(("fpga_shell",), "fpga_shell needs kind = 'fpga'")
-        if not self.same_node and self.count > 1:
-            raise _KeyProblem(
-                ("same_node",), "same_node = false (jobs spread over several nodes) is not supported yet"
-            )
+        self._gang_consistent()
         seen: set[str] = set()
         for index, entry in enumerate(self.accept):
             if entry.model.lower() in seen:
@@ -153,6 +160,25 @@ class Resources(_Strict):
             # The first choice is what the job waits for: there is nothing before it to wait on.
             raise _KeyProblem(("accept", "0", "after"), "the first accept entry is always acceptable: after needs an entry before it to wait for")
         return self
+
+    def _gang_consistent(self) -> None:
+        """``nodes`` and ``same_node = false`` make gangs over several nodes: whole devices only."""
+        if self.nodes is not None and "same_node" in self.model_fields_set:
+            raise _KeyProblem(
+                ("same_node",), "same_node cannot be combined with nodes: nodes = N already places count devices on each of N nodes"
+            )
+        if self.multi_node:
+            key = "nodes" if self.nodes is not None else "same_node"
+            if self.share is not None and self.share < 1:
+                raise _KeyProblem(("share",), f"share below 1 cannot be combined with {key}: the parts of a gang take whole devices")
+            if self.mig_profile is not None:
+                raise _KeyProblem(("mig_profile",), f"mig_profile cannot be combined with {key}: the parts of a gang take whole devices")
+
+    @property
+    def multi_node(self) -> bool:
+        """The job may span several nodes (a gang): ``nodes`` above 1, or ``same_node = false``
+        with more than one device."""
+        return (self.nodes or 1) > 1 or (not self.same_node and self.count > 1)
 
     def speed_on(self, model: str) -> float | None:
         """The job's relative speed on ``model``; ``None`` when the accept list excludes it."""
@@ -284,148 +310,3 @@ def _line_for(lines: dict[tuple[str, ...], int], path: list[str]) -> int | None:
         if tuple(path[:depth]) in lines:
             return lines[tuple(path[:depth])]
     return None
-
-
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a TOML text to the line (1-based) where it is written.
-
-    Tables, arrays of tables and array items get their index (``("resources", "accept", "1")``),
-    so do items of inline arrays, also when they span lines; dotted keys, quoted keys, inline
-    tables and multi-line strings are followed. Meant for text that tomllib has accepted: it
-    points a person at a mistake and never raises.
-    """
-    scanner = _LineScanner(text)
-    scanner.document()
-    return scanner.lines
-
-
-class _LineScanner:
-    """A small TOML walker that notes where things are; tomllib has already checked the syntax."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.pos = 0
-        self.line = 1
-        self.lines: dict[tuple[str, ...], int] = {}
-
-    def document(self) -> None:
-        table: tuple[str, ...] = ()
-        array_counts: dict[tuple[str, ...], int] = {}
-        while self._skip_blank(newlines=True):
-            start = self.pos
-            if self.text.startswith("[[", self.pos):
-                self._advance(2)
-                name = self._key()
-                index = array_counts.get(name, -1) + 1
-                array_counts[name] = index
-                self.lines.setdefault(name, self.line)
-                table = (*name, str(index))
-                self.lines[table] = self.line
-            elif self.text.startswith("[", self.pos):
-                self._advance(1)
-                table = self._key()
-                self.lines.setdefault(table, self.line)
-            else:
-                self._key_value(table)
-            self._skip_line()  # "]]", "]" or a comment after a header or a value
-            if self.pos == start:
-                self._advance(1)
-
-    def _key_value(self, prefix: tuple[str, ...]) -> None:
-        line = self.line
-        key = self._key()
-        for depth in range(1, len(key) + 1):
-            self.lines.setdefault((*prefix, *key[:depth]), line)
-        self._skip_blank(newlines=False)
-        if self.text.startswith("=", self.pos):
-            self._advance(1)
-            self._skip_blank(newlines=False)
-            self._value((*prefix, *key))
-
-    def _key(self) -> tuple[str, ...]:
-        parts: list[str] = []
-        while True:
-            self._skip_blank(newlines=False)
-            char = self.text[self.pos : self.pos + 1]
-            if char in ('"', "'"):
-                start = self.pos
-                self._string()
-                try:
-                    parts.append(tomllib.loads("k = " + self.text[start : self.pos])["k"])
-                except tomllib.TOMLDecodeError:
-                    parts.append(self.text[start + 1 : self.pos - 1])
-            else:
-                match = _BARE_KEY.match(self.text, self.pos)
-                if not match:
-                    break
-                parts.append(match.group())
-                self._advance(match.end() - self.pos)
-            self._skip_blank(newlines=False)
-            if not self.text.startswith(".", self.pos):
-                break
-            self._advance(1)
-        return tuple(parts)
-
-    def _value(self, path: tuple[str, ...]) -> None:
-        char = self.text[self.pos : self.pos + 1]
-        if char in ("[", "{"):
-            self._advance(1)
-            closing, index = ("]", 0) if char == "[" else ("}", None)
-            while self._skip_blank(newlines=True) and not self.text.startswith(closing, self.pos):
-                start = self.pos
-                if index is None:
-                    self._key_value(path)
-                else:
-                    self.lines.setdefault((*path, str(index)), self.line)
-                    self._value((*path, str(index)))
-                    index += 1
-                self._skip_blank(newlines=True)
-                if self.text.startswith(",", self.pos):
-                    self._advance(1)
-                if self.pos == start:
-                    self._advance(1)
-            self._advance(1)
-        elif char in ('"', "'"):
-            self._string()
-        else:
-            self._advance(max(_SCALAR.match(self.text, self.pos).end() - self.pos, 1))
-
-    def _string(self) -> None:
-        quote = self.text[self.pos]
-        delimiter = quote * 3 if self.text.startswith(quote * 3, self.pos) else quote
-        self._advance(len(delimiter))
-        while self.pos < len(self.text):
-            if quote == '"' and self.text[self.pos] == "\\":
-                self._advance(2)
-            elif self.text.startswith(delimiter, self.pos):
-                self._advance(len(delimiter))
-                # A multi-line string may end with one or two quotes of its own: """a""""
-                while len(delimiter) == 3 and self.text.startswith(quote, self.pos):
-                    self._advance(1)
-                return
-            elif len(delimiter) == 1 and self.text[self.pos] == "\n":
-                return
-            else:
-                self._advance(1)
-
-    def _skip_blank(self, newlines: bool) -> bool:
-        """Skip spaces, comments and (if asked) line ends; ``False`` at the end of the text."""
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char == "#":
-                end = self.text.find("\n", self.pos)
-                self._advance((len(self.text) if end == -1 else end) - self.pos)
-            elif char in " \t\r" or (newlines and char == "\n"):
-                self._advance(1)
-            else:
-                return True
-        return False
-
-    def _skip_line(self) -> None:
-        end = self.text.find("\n", self.pos)
-        self._advance((len(self.text) if end == -1 else end) - self.pos)
-
-    def _advance(self, count: int) -> None:
-        chunk = self.text[self.pos : self.pos + count]
-        self.line += chunk.count("\n")
-        self.pos += len(chunk)

@@ -132,6 +132,19 @@ class AssignedDevice(WireModel):
     memory_mib: int | None = None
 
 
+class GangInfo(WireModel):
+    """A part of a gang (a job over several nodes): where it stands among the others.
+
+    Added to the protocol without a version bump: an older agent ignores it and starts the
+    part like any job (without the distributed-training variables)."""
+
+    job_id: int = Field(description="the gang: the job as submitted (POOLD_GANG_ID)")
+    rank: int = Field(ge=0, description="this part's rank (NODE_RANK); rank 0's node is MASTER_ADDR")
+    nodes: list[str] = Field(min_length=1, description="every part's node address (its reported hostname), in rank order")
+    devices_per_node: list[int] = Field(min_length=1, description="every part's device count, in rank order")
+    master_port: int = Field(ge=1, le=65535, description="MASTER_PORT, unless the job's env sets its own")
+
+
 class Assignment(WireModel):
     """A job the agent must start: the command and only the devices it may see."""
 
@@ -158,6 +171,7 @@ class StopOrder(WireModel):
     job_id: int
     grace_s: float = Field(ge=0)
     reason: str = ""
+    gang: GangInfo | None = Field(default=None, description="a part of a gang: its rank and the gang's nodes (None: a job of one node)")
 
 
 class AssignmentsResponse(WireModel):

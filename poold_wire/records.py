@@ -94,4 +94,8 @@ class HostRecord(WireModel):
     attributes: Tree = Field(
         default_factory=dict, description="driver_version, cuda_version, os, agent_version; a JSON tree at most 4 deep"
     )
+    network: Text | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="the network the node is on (the agent's `network` setting): a gang's parts share one",
+    )
 

@@ -87,6 +87,11 @@ class NodeBuilder:
             )
         return self
 
+    def network(self, label: str) -> "NodeBuilder":
+        """The node's agent reports this network label (gangs keep to one)."""
+        self.host = self.host.model_copy(update={"network": label})
+        return self
+
     def register(self, session: Session) -> NodeModel:
         return nodes.register(session, self.name, self.host, self.devices, "test")
 
@@ -98,7 +103,8 @@ class NodeBuilder:
             for record in self.devices
         ]
         states = {ids[record.uuid]: device_state(record) for record in self.devices}
-        node = NodeSpec(id=node_id, name=self.name, cpu_cores=self.host.cpu_cores, memory_total_mib=self.host.memory_total_mib)
+        node = NodeSpec(id=node_id, name=self.name, cpu_cores=self.host.cpu_cores, memory_total_mib=self.host.memory_total_mib,
+                        network=self.host.network)
         return pool.upsert_node(node, specs, states)
 
 

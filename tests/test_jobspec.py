@@ -308,10 +308,26 @@ BAD = [
         id="fpga-shell-on-gpu",
     ),
     pytest.param(
-        job("[resources]\ncount = 2\nsame_node = false\n"),
-        "line 5: resources.same_node: same_node = false (jobs spread over several nodes) is not supported yet",
-        id="multi-node",
+        job("[resources]\ncount = 8\nnodes = 2\nsame_node = true\n"),
+        "line 6: resources.same_node: same_node cannot be combined with nodes",
+        id="nodes-with-same-node",
     ),
+    pytest.param(
+        job("[resources]\nnodes = 2\nshare = 0.5\n"),
+        "line 5: resources.share: share below 1 cannot be combined with nodes: the parts of a gang take whole devices",
+        id="nodes-with-share",
+    ),
+    pytest.param(
+        job('[resources]\nnodes = 2\nmig_profile = "1g.10gb"\n'),
+        "line 5: resources.mig_profile: mig_profile cannot be combined with nodes",
+        id="nodes-with-mig",
+    ),
+    pytest.param(
+        job('[resources]\nkind = "cpu"\nnodes = 2\n'),
+        "line 5: resources.nodes: nodes needs devices on each node, but the job takes none",
+        id="nodes-cpu-only",
+    ),
+    pytest.param(job("[resources]\nnodes = 0\n"), "line 4: resources.nodes: Input should be greater than or equal to 1", id="nodes-zero"),
     pytest.param(
         job("""
             [resources]
@@ -412,7 +428,7 @@ def test_parse_job_file_reports_a_missing_file(tmp_path):
 TOP_KEYS = ["name", "command", "env", "workdir", "queue", "priority", "user", "max_runtime", "retries", "resources"]
 RESOURCE_KEYS = [
     "count", "kind", "memory_per_device", "share", "cpu_cores", "host_memory", "mig_profile",
-    "compute_capability", "fpga_shell", "same_node", "interconnect", "accept", "objective", "max_price_per_hour",
+    "compute_capability", "fpga_shell", "same_node", "nodes", "interconnect", "accept", "objective", "max_price_per_hour",
 ]  # fmt: skip
 PLAUSIBLE_TEXT = [
     "gpu", "npu", "fpga", "any", "nvlink", "cost", "time", "pack", "H100", "1g.10gb", "8.0",
@@ -458,6 +474,7 @@ VALID_RESOURCES = {
     "compute_capability": st.sampled_from(["8.0", "9.0", "eight"]),
     "fpga_shell": st.sampled_from(["xilinx_u250_gen3x16_xdma_shell_4_1", ""]),
     "same_node": st.booleans(),
+    "nodes": st.integers(-1, 600),
     "interconnect": st.sampled_from(["any", "nvlink", "pcie"]),
     "objective": st.sampled_from(["cost", "time", "pack", "fast"]),
     "max_price_per_hour": st.floats() | st.integers(-1, 100),
@@ -576,3 +593,17 @@ def test_any_toml_either_parses_or_raises_job_file_error(data):
         assert isinstance(spec, JobSpec)
         # The store keeps the spec as JSON, which has no inf or nan.
         assert json.dumps(spec.model_dump(), allow_nan=False, default=str)
+
+
+@pytest.mark.parametrize(
+    ("body", "nodes", "multi_node"),
+    [
+        ("[resources]\ncount = 8\nnodes = 2\n", 2, True),  # 8 GPUs on each of 2 nodes: 16 in all
+        ("[resources]\ncount = 16\nsame_node = false\n", None, True),  # 16 in all, split by the scheduler
+        ("[resources]\ncount = 1\nsame_node = false\n", None, False),  # one device is on one node anyway
+        ("[resources]\ncount = 4\nnodes = 1\n", 1, False),  # one node: an ordinary job
+    ],
+)
+def test_gangs_parse(body, nodes, multi_node):
+    resources = parse_job_text(job(body)).resources
+    assert (resources.nodes, resources.multi_node) == (nodes, multi_node)

@@ -66,6 +66,6 @@ class PooldPolicy:
         decision = self.engine.place(request)
         if isinstance(decision, Unplaceable):
             return None
-        holding = self.engine.apply(decision)
+        [holding] = self.engine.apply(decision)  # one-node jobs: one holding
         gpus = {int(self.pool.dev_index[slot]): task.gpu_milli for slot in holding.devices}
         return Assignment(node=int(self.pool.node_id[holding.node]), gpu_milli=gpus)

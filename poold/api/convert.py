@@ -6,14 +6,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from poold.api.schemas import (
-    AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
+    AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PartOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
     QueueOut, QueueUsageOut, ScrubbingOut, TokenOut,
 )
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, QueueModel, TokenModel, as_utc, utcnow
 from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
-from poold.scheduler.snapshot import device_price
+from poold.scheduler.snapshot import device_price, network_of
 from poold.services.queue_usage import QueueUsage
 from poold.services.tokens import state_of
 from poold.settings import Settings
@@ -63,15 +63,23 @@ def job_out(
         owner=job.owner,
         spec=(job.spec if show_env else {key: value for key, value in job.spec.items() if key != "env"}) if with_spec else None,
         hidden=["spec.env"] if with_spec and not show_env and job.spec.get("env") else [],
+        gang_of=job.gang_of,
+        gang_rank=job.gang_rank,
     )
 
 
 def job_detail(
-    job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int], *, show_env: bool
+    job: JobModel, node_names: dict[int, str], events: list[EventModel], requeued_as: dict[int, int], *, show_env: bool,
+    parts: list[JobModel] = (),
 ) -> JobDetail:
     base = job_out(job, node_names, with_spec=True, show_env=show_env, requeued_as=requeued_as)
     return JobDetail(
         **base.model_dump(),
+        parts=[
+            PartOut(id=part.id, rank=part.gang_rank, node=node_names.get(part.node_id) if part.node_id is not None else None,
+                    state=part.state, exit_code=part.exit_code, devices=sum(1 for a in part.allocations if a.device_id is not None))
+            for part in parts
+        ],
         events=[
             EventOut(at=e.at, kind=e.kind, message=e.message, job_id=e.job_id, node=node_names.get(e.node_id) if e.node_id else None)
             for e in events
@@ -97,6 +105,7 @@ def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
         last_heartbeat_at=node.last_heartbeat_at,
         agent_version=node.agent_version,
         machine_id=node.machine_id,
+        network=network_of(node),
     )
 
 
@@ -156,6 +165,7 @@ def plan_out(plan: Plan) -> PlanOut:
         reason=plan.reason,
         chosen=plan_choice(placement, placement.chosen) if placement else None,
         runner_up=plan_choice(placement, placement.runner_up) if placement and placement.runner_up else None,
+        parts=[plan_choice(placement, part) for part in placement.parts] if placement else [],
         rejections=rejections,
         never_fits=plan.never_fits.rejections.summary() if plan.never_fits else None,
     )

@@ -71,6 +71,19 @@ class JobOut(Strict):
     owner: str | None = Field(default=None, description="the poold user who submitted it (null: submitted before tokens)")
     spec: dict[str, Any] | None = None
     hidden: list[str] = Field(default_factory=list, description="what is withheld from this caller: `spec.env` of another user's job")
+    gang_of: int | None = Field(default=None, description="a part of a gang: the job as submitted (docs/jobs.md, Gangs)")
+    gang_rank: int | None = Field(default=None, description="a part of a gang: its rank (NODE_RANK)")
+
+
+class PartOut(Strict):
+    """One part of a gang: the job that runs it on one node."""
+
+    id: int
+    rank: int
+    node: str | None
+    state: JobState
+    exit_code: int | None = None
+    devices: int = Field(description="devices it holds (held) on its node")
 
 
 class EventOut(Strict):
@@ -83,6 +96,7 @@ class EventOut(Strict):
 
 class JobDetail(JobOut):
     events: list[EventOut] = Field(default_factory=list)
+    parts: list[PartOut] = Field(default_factory=list, description="a gang's parts by rank, once placed (empty for other jobs)")
 
 
 class QuarantineOut(Strict):
@@ -137,6 +151,7 @@ class NodeOut(Strict):
     last_heartbeat_at: datetime | None
     agent_version: str
     machine_id: str | None = None
+    network: str | None = Field(default=None, description="the network label its agent reports (a gang's parts keep to one)")
 
 
 class PlanChoice(Strict):
@@ -166,6 +181,7 @@ class PlanOut(Strict):
     reason: str
     chosen: PlanChoice | None = None
     runner_up: PlanChoice | None = None
+    parts: list[PlanChoice] = Field(default_factory=list, description="a gang: each part's placement by rank (chosen is rank 0)")
     rejections: list[PlanRejection] = Field(default_factory=list, description="per filter, candidates turned down")
     never_fits: str | None = Field(default=None, description="why no device could hold it even on an idle pool")
 

@@ -83,6 +83,8 @@ def plan(ctx: click.Context, job_file: str) -> None:
         verdict = "would be placed" if result["placeable"] else "would wait"
         click.echo(f"{verdict}: {result['reason']}")
         choices = [(label, result[key]) for label, key in (("chosen", "chosen"), ("runner-up", "runner_up")) if result.get(key)]
+        if result.get("parts"):  # a gang: one row per part
+            choices = [(f"rank {rank}", part) for rank, part in enumerate(result["parts"])]
         if choices:
             emit_table(
                 ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", "SCORE"],
@@ -122,7 +124,8 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
 @click.argument("job_id", type=int)
 @click.pass_context
 def show_job(ctx: click.Context, job_id: int) -> None:
-    """Show one job: where it runs and why, or why it still waits, and its events. Another
+    """Show one job: where it runs and why, or why it still waits, and its events. A gang (a
+    job over several nodes) lists its parts: each one's job id, rank, node and state. Another
     user's job is shown without its environment."""
     with connect(ctx) as client:
         job = client.job(job_id)
@@ -146,6 +149,8 @@ def show_job(ctx: click.Context, job_id: int) -> None:
         console.print(f"attempt {job['attempt']}: submitted again after job {job['retry_of']} was lost")
     if job.get("requeued_as"):
         console.print(f"submitted again as job {job['requeued_as']}")
+    if job.get("gang_of") is not None:
+        console.print(f"part of gang job {job['gang_of']}, rank {job['gang_rank']}")
     if job.get("exit_code") is not None:
         console.print(f"exit code: {job['exit_code']}")
     if job.get("isolation"):
@@ -155,6 +160,10 @@ def show_job(ctx: click.Context, job_id: int) -> None:
             ["DEVICE", "MODEL", "KIND", "SHARE", "MEMORY", "PRICE/H"],
             [[a["device_uuid"], a["device_model"], a["kind"], f"{a['share']:g}", gib(a["memory_mib"]), f"{a['price_per_hour']:.2f}"] for a in job["allocations"]],
         )
+    if job.get("parts"):
+        emit_table(["PART", "RANK", "NODE", "STATE", "DEVICES", "EXIT"],
+                   [[p["id"], p["rank"], p.get("node"), p["state"], p["devices"], p.get("exit_code")] for p in job["parts"]],
+                   title="parts (gang)")
     emit_table(["AT", "EVENT", "MESSAGE"], [[when(e["at"]), e["kind"], e["message"]] for e in job.get("events", [])], title="events")
 
 

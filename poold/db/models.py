@@ -196,6 +196,12 @@ class JobModel(Base):
     A job lost with its node is submitted again as a new job (while its ``retries`` allow):
     the new one has ``retry_of`` pointing at the lost one and the next ``attempt`` (1 for a
     job as submitted).
+
+    A gang (a job over several nodes) is placed as its parts: one job row per node with
+    ``gang_of`` naming the job as submitted and its ``gang_rank``, each with its own node and
+    allocations, so everything per node (assignments, agents' reports, lost nodes, kill lists,
+    scrubs) works on parts unchanged. The job as submitted holds nothing itself (no node); its
+    state follows its parts (``poold.services.gangs``).
     """
 
     __tablename__ = "jobs"
@@ -216,6 +222,10 @@ class JobModel(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     unreported_since: Mapped[datetime | None] = mapped_column(doc="running, but missing from its agent's heartbeats since")
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    gang_of: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True, doc="a part of a gang: the job as submitted, whose state follows its parts"
+    )
+    gang_rank: Mapped[int | None] = mapped_column(Integer, doc="a part's rank in its gang (0: the node of MASTER_ADDR)")
     owner: Mapped[str | None] = mapped_column(String(100), doc="the poold user whose token submitted it; null for jobs from before tokens")
     # Preemption (poold.services.preemption): set while a stop is asked of its agent (the job
     # is "stopping"), cleared when it is pending again; preemptions counts its runs cut short.

@@ -3,7 +3,7 @@ fits nowhere (a submit refused as never fitting, ``poold plan``)."""
 
 from __future__ import annotations
 
-from poold.scheduler.engine import TOO_FEW
+from poold.scheduler.engine import TOO_FEW, TOO_FEW_NODES
 from poold.scheduler.framework import Rejections
 
 # The job-file key each reason code is about (what a refused submit names).
@@ -24,6 +24,7 @@ FIELD_OF_CODE = {
     "insufficient_cpu": "resources.cpu_cores",
     "insufficient_host_memory": "resources.host_memory",
     TOO_FEW: "resources.count",
+    TOO_FEW_NODES: "resources.nodes",
     "no_nvlink": "resources.interconnect",
     "too_expensive": "resources.max_price_per_hour",
 }

@@ -15,6 +15,11 @@ A batch
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events, and moves the nodes' generation.
 
+A gang (:class:`GangProposal`) is kept whole or not at all: every part must fit in step 3,
+else none of its parts is held. Its parts are written as job rows of their own (``gang_of``
+the job as submitted, ``gang_rank``), each with its node and allocations; the job as
+submitted turns ``assigned`` holding nothing itself (``poold.services.gangs``).
+
 SQLite has no row locks: its write transaction (``BEGIN IMMEDIATE``) serialises batches instead.
 """
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, in_service, utcnow
@@ -59,6 +64,17 @@ class Proposal:
     reason: str
 
 
+@dataclass(frozen=True)
+class GangProposal:
+    """A gang's placement: one :class:`Proposal` per part, in rank order (each with the gang's
+    ``job_id``; the parts' own rows are made when the gang is written)."""
+
+    job_id: int
+    parts: tuple[Proposal, ...]
+    price_per_hour: float
+    reason: str
+
+
 @dataclass
 class Committed:
     """What a batch wrote: the jobs placed, the ones that lost their race, and the generation
@@ -70,24 +86,30 @@ class Committed:
     generations: dict[int, tuple[int, int]]  # node id -> (generation under lock, after)
 
 
-def commit(factory: sessionmaker[Session], proposals: list[Proposal], count_outside_memory: bool = True) -> Committed:
-    """Write ``proposals`` in one transaction."""
+def commit(factory: sessionmaker[Session], proposals: list[Proposal | GangProposal], count_outside_memory: bool = True) -> Committed:
+    """Write ``proposals`` in one transaction; a gang whole or not at all."""
     if not proposals:
         return Committed([], [], {})
     with transaction(factory) as session:
         claimed = _claim(session, sorted(p.job_id for p in proposals))
         wanted = [p for p in proposals if p.job_id in claimed]
-        nodes = _lock(session, _NODE_COLUMNS, {p.node_id for p in wanted})
-        devices = _lock(session, _DEVICE_COLUMNS, {d.device_id for p in wanted for d in p.devices})
+        nodes = _lock(session, _NODE_COLUMNS, {part.node_id for p in wanted for part in parts_of(p)})
+        devices = _lock(session, _DEVICE_COLUMNS, {d.device_id for p in wanted for part in parts_of(p) for d in part.devices})
         ledger = _Ledger(session, nodes, devices, count_outside_memory)
-        accepted = [p for p in wanted if ledger.take(p)]
-        generations = _write(session, accepted, nodes)
+        accepted = [p for p in wanted if ledger.take_all(parts_of(p))]
+        generations = _write(session, [p for p in accepted if isinstance(p, Proposal)], nodes)
+        for gang in (p for p in accepted if isinstance(p, GangProposal)):
+            generations.update(write_gang(session, gang, nodes))
     committed = [p.job_id for p in accepted]
     kept = set(committed)
     lost = [p.job_id for p in proposals if p.job_id not in kept]
     if lost:
         log.info("placements of jobs %s lost a race (claimed elsewhere or resources taken); they will be tried again", lost)
     return Committed(committed, lost, generations)
+
+
+def parts_of(proposal: Proposal | GangProposal) -> tuple[Proposal, ...]:
+    return proposal.parts if isinstance(proposal, GangProposal) else (proposal,)
 
 
 def _claim(session: Session, job_ids: list[int]) -> set[int]:
@@ -164,27 +186,55 @@ class _Ledger:
                 outside = (device.memory_outside_mib or 0) if self.count_outside else 0
                 if held + claim.memory_mib > device.memory_total_mib or held + claim.memory_needed_mib + outside > device.memory_total_mib:
                     return False
-        self.cpu[node.id] = self.cpu.get(node.id, 0.0) + proposal.cpu_cores
-        self.host_memory[node.id] = self.host_memory.get(node.id, 0) + proposal.host_memory_mib
-        for claim in proposal.devices:
-            self.share[claim.device_id] = self.share.get(claim.device_id, 0.0) + claim.share
-            self.memory[claim.device_id] = self.memory.get(claim.device_id, 0) + claim.memory_mib
+        self._add(proposal, 1)
         return True
+
+    def take_all(self, parts: tuple[Proposal, ...]) -> bool:
+        """Hold every part, or (when one no longer fits) none of them."""
+        taken: list[Proposal] = []
+        for part in parts:
+            if not self.take(part):
+                for held in taken:
+                    self._add(held, -1)
+                return False
+            taken.append(part)
+        return True
+
+    def _add(self, proposal: Proposal, sign: int) -> None:
+        node_id = proposal.node_id
+        self.cpu[node_id] = self.cpu.get(node_id, 0.0) + sign * proposal.cpu_cores
+        self.host_memory[node_id] = self.host_memory.get(node_id, 0) + sign * proposal.host_memory_mib
+        for claim in proposal.devices:
+            self.share[claim.device_id] = self.share.get(claim.device_id, 0.0) + sign * claim.share
+            self.memory[claim.device_id] = self.memory.get(claim.device_id, 0) + sign * claim.memory_mib
+
+
+def allocation_rows(job_id: int, p: Proposal, now) -> list[dict]:
+    """The allocation rows of one placement on one node: its CPU cores and host memory, then one per device."""
+    rows = [{"job_id": job_id, "node_id": p.node_id, "device_id": None, "share": 0.0, "memory_mib": None,
+             "cpu_cores": p.cpu_cores, "host_memory_mib": p.host_memory_mib, "price_per_hour": 0.0, "created_at": now}]
+    rows.extend(
+        {"job_id": job_id, "node_id": p.node_id, "device_id": d.device_id, "share": d.share, "memory_mib": d.memory_mib,
+         "cpu_cores": 0.0, "host_memory_mib": 0, "price_per_hour": d.price_per_hour, "created_at": now}
+        for d in p.devices
+    )
+    return rows
+
+
+def move_generations(session: Session, node_ids: set[int], nodes: dict[int, Row]) -> dict[int, tuple[int, int]]:
+    """Move the nodes' generation; node id -> (generation under lock, after)."""
+    moved = session.execute(
+        update(NodeModel).where(NodeModel.id.in_(sorted(node_ids)))
+        .values(generation=NodeModel.generation + 1).returning(NodeModel.id, NodeModel.generation)
+    )
+    return {node_id: (nodes[node_id].generation, generation) for node_id, generation in moved}
 
 
 def _write(session: Session, accepted: list[Proposal], nodes: dict[int, Row]) -> dict[int, tuple[int, int]]:
     if not accepted:
         return {}
     now = utcnow()
-    rows = []
-    for p in accepted:
-        rows.append({"job_id": p.job_id, "node_id": p.node_id, "device_id": None, "share": 0.0, "memory_mib": None,
-                     "cpu_cores": p.cpu_cores, "host_memory_mib": p.host_memory_mib, "price_per_hour": 0.0, "created_at": now})
-        rows.extend(
-            {"job_id": p.job_id, "node_id": p.node_id, "device_id": d.device_id, "share": d.share, "memory_mib": d.memory_mib,
-             "cpu_cores": 0.0, "host_memory_mib": 0, "price_per_hour": d.price_per_hour, "created_at": now}
-            for d in p.devices
-        )
+    rows = [row for p in accepted for row in allocation_rows(p.job_id, p, now)]
     session.execute(AllocationModel.__table__.insert(), rows)
     jobs = JobModel.__table__
     session.execute(
@@ -198,8 +248,37 @@ def _write(session: Session, accepted: list[Proposal], nodes: dict[int, Row]) ->
         [{"at": now, "kind": "job.placed", "job_id": p.job_id, "node_id": p.node_id, "message": f"placed on {p.node_name}: {p.reason}", "data": {}}
          for p in accepted],
     )
-    moved = session.execute(
-        update(NodeModel).where(NodeModel.id.in_(sorted({p.node_id for p in accepted})))
-        .values(generation=NodeModel.generation + 1).returning(NodeModel.id, NodeModel.generation)
+    return move_generations(session, {p.node_id for p in accepted}, nodes)
+
+
+
+def write_gang(session: Session, gang: GangProposal, nodes: dict[int, Row]) -> dict[int, tuple[int, int]]:
+    """Write an accepted gang: one job row per part (``gang_of`` the gang, ``gang_rank``, its
+    node), their allocations and ``job.placed`` events, and the gang itself ``assigned``."""
+    now = utcnow()
+    parent = session.execute(
+        select(JobModel.name, JobModel.queue_name, JobModel.priority, JobModel.spec, JobModel.owner, JobModel.attempt)
+        .where(JobModel.id == gang.job_id)
+    ).one()
+    part_ids = session.execute(
+        insert(JobModel).returning(JobModel.id, sort_by_parameter_order=True),
+        [{"name": parent.name, "queue_name": parent.queue_name, "priority": parent.priority, "spec": parent.spec,
+          "owner": parent.owner, "attempt": parent.attempt, "state": "assigned", "cancel_requested": False,
+          "gang_of": gang.job_id, "gang_rank": rank, "node_id": part.node_id, "submitted_at": now, "placed_at": now,
+          "price_per_hour": part.price_per_hour, "reason": f"rank {rank} of {len(gang.parts)} of gang job {gang.job_id}: {part.reason}"}
+         for rank, part in enumerate(gang.parts)],
+    ).scalars().all()
+    session.execute(AllocationModel.__table__.insert(),
+                    [row for part_id, part in zip(part_ids, gang.parts) for row in allocation_rows(part_id, part, now)])
+    session.execute(
+        update(JobModel).where(JobModel.id == gang.job_id)
+        .values(state="assigned", node_id=None, placed_at=now, price_per_hour=gang.price_per_hour, reason=gang.reason)
     )
-    return {node_id: (nodes[node_id].generation, generation) for node_id, generation in moved}
+    where = ", ".join(f"job {part_id} (rank {rank}) on {part.node_name}" for rank, (part_id, part) in enumerate(zip(part_ids, gang.parts)))
+    notes = [{"at": now, "kind": "job.placed", "job_id": gang.job_id, "node_id": None, "data": {},
+              "message": f"placed as a gang of {len(gang.parts)} parts: {where}: {gang.reason}"}]
+    notes += [{"at": now, "kind": "job.placed", "job_id": part_id, "node_id": part.node_id, "data": {},
+               "message": f"placed on {part.node_name} as rank {rank} of gang job {gang.job_id}"}
+              for rank, (part_id, part) in enumerate(zip(part_ids, gang.parts))]
+    session.execute(EventModel.__table__.insert(), notes)
+    return move_generations(session, {part.node_id for part in gang.parts}, nodes)

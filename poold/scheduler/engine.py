@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from poold.scheduler import candidates as generate
+from poold.scheduler.decision import Choice, Placement, Unplaceable  # the engine's answers, importable from here too
 from poold.scheduler.framework import Candidates, Context, EngineOptions, Rejections
 from poold.scheduler.mix import JobMix
 from poold.scheduler.pool import ColumnarPool, Holding, concat_ranges
@@ -25,98 +26,9 @@ from poold.scheduler.scorers.first_fit import node_order
 from poold.scheduler.stack import Stack
 
 TOO_FEW = "too_few_devices"
+TOO_FEW_NODES = "too_few_nodes"  # a gang: fewer nodes of one network and model can take a part than it has parts
 _OK, _NODE_REJECTED = -1, -2
 MAX_CACHED_SIGNATURES = 512
-
-
-@dataclass
-class Choice:
-    """One candidate of a decision, with its scores (0..100 per scorer, and the weighted total)."""
-
-    node: int
-    devices: tuple[int, ...]
-    model: str | None
-    price_per_hour: float
-    speed: float
-    tier: int
-    total: float
-    # Per scorer in the stack's order: its score (0..100), or, for a scorer that rated every
-    # candidate alike, its normalize and raw value here, scored only when asked for (``poold
-    # plan`` shows the scores; a pass never reads them).
-    parts: dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]] = field(repr=False)
-
-    @cached_property
-    def scores(self) -> dict[str, float]:
-        """0..100 per scorer."""
-        return {name: part if isinstance(part, float) else float(part[0](np.array([part[1]]))[0]) for name, part in self.parts.items()}
-
-    @property
-    def cost_per_work(self) -> float:
-        return self.price_per_hour / self.speed
-
-
-@dataclass
-class Placement:
-    request: PlacementRequest
-    chosen: Choice
-    runner_up: Choice | None
-    pool: ColumnarPool
-
-    @cached_property
-    def holding(self) -> Holding:
-        """What the placement holds (the pass applies it to the pool and proposes it to the store)."""
-        devices = list(self.chosen.devices)
-        memory = self.request.memory_to_hold(self.pool.dev_mem_total[devices]).tolist() if devices else []
-        return Holding(
-            job_id=self.request.job_id,
-            node=self.chosen.node,
-            devices=self.chosen.devices,
-            share=self.request.share,
-            memory_mib=tuple(memory),
-            cpu_cores=self.request.cpu_cores,
-            host_memory_mib=self.request.host_memory_mib,
-        )
-
-    def describe(self, choice: Choice) -> str:
-        pool = self.pool
-        where = pool.node_name[choice.node]
-        if not choice.devices:
-            return f"{self.request.cpu_cores:g} CPU cores on {where}"
-        first = choice.devices[0]
-        profile = pool.profile_name(first)
-        what = f"MIG {profile} of {choice.model}" if profile else choice.model
-        share = f" ({self.request.share:g} of it)" if self.request.fractional else ""
-        return (
-            f"{len(choice.devices)}x {what}{share} on {where} at {choice.price_per_hour:.2f}/h, "
-            f"speed {choice.speed:g} -> {choice.cost_per_work:.2f} per unit of work"
-        )
-
-    @property
-    def reason(self) -> str:
-        why = {"cost": "cheapest per unit of work", "time": "fastest", "pack": "tightest fit"}[self.request.objective]
-        if self.request.count == 0:
-            why = "CPU only"
-        text = f"{why}: {self.describe(self.chosen)}"
-        if self.runner_up is not None:
-            text += f"; next best: {self.describe(self.runner_up)}"
-        return text
-
-
-@dataclass
-class Unplaceable:
-    """A request that fits nowhere now. Its reasons are counted and written when first asked
-    for (a simulation that only needs the verdict never pays for the sentences)."""
-
-    request: PlacementRequest
-    explain: Callable[[], Rejections]
-
-    @cached_property
-    def rejections(self) -> Rejections:
-        return self.explain()
-
-    @property
-    def reason(self) -> str:
-        return "no placement fits: " + self.rejections.summary()
 
 
 @dataclass
@@ -202,10 +114,10 @@ class Engine:
         self.codes: list[str] = []
         self.code_owner: dict[str, object] = {}
         self.stage: dict[str, int] = {}
-        stages = (*stack.node_filters, *stack.device_filters, TOO_FEW, *stack.candidate_filters)
+        stages = (*stack.node_filters, *stack.device_filters, TOO_FEW, *stack.candidate_filters, TOO_FEW_NODES)
         for rank, plugin in enumerate(stages):
-            for code in (plugin,) if plugin == TOO_FEW else plugin.codes:
-                if plugin != TOO_FEW:
+            for code in (plugin,) if plugin in (TOO_FEW, TOO_FEW_NODES) else plugin.codes:
+                if plugin not in (TOO_FEW, TOO_FEW_NODES):
                     self.code_owner[code] = plugin
                 self.codes.append(code)
                 self.stage[code] = rank
@@ -220,12 +132,38 @@ class Engine:
     # ---- deciding ------------------------------------------------------------------------
 
     def place(self, request: PlacementRequest) -> Placement | Unplaceable:
+        if request.multi_node:
+            return place_gang(self, request)
         entry = self._entry(request)
         valid = np.flatnonzero(entry.unit_code == _OK)
         if len(valid) == 0:
-            # The entry's codes are current until the pool changes: read them now, lazily.
-            codes = (entry.node_code.copy(), entry.dev_code.copy(), entry.unit_code.copy())
-            return Unplaceable(request, lambda: self.rejections(request, entry, codes))
+            return Unplaceable(request, self.explainer(request, entry))
+        normalized, raw, total = self.totals(request, entry, valid)
+        best = float(total.max())
+        tied = np.flatnonzero(total >= best - 1e-9)
+        pick = int(tied[0])
+        if len(tied) > 1:
+            # Ties go to the first node in this engine's seeded order of the nodes (the order
+            # first_fit scores): two daemons, seeded differently, rarely reach for one node.
+            nodes = entry.unit_node[valid[tied]]
+            pick = int(tied[np.argmin(node_order(self.ctx)[nodes])])
+        chosen = self.choice(request, entry, valid, pick, normalized, raw, total)
+        runner_up = None
+        others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]]) if entry.models > 1 else ()
+        if len(others):
+            second = int(others[np.argmax(total[others])])
+            runner_up = self.choice(request, entry, valid, second, normalized, raw, total)
+        return Placement(request, chosen, runner_up, self.pool)
+
+    def explainer(self, request: PlacementRequest, entry: "_Entry") -> Callable[[], Rejections]:
+        """Why ``request`` is turned down as the entry's codes are now, counted when first asked
+        (the codes are current until the pool changes: copied now, read lazily)."""
+        codes = (entry.node_code.copy(), entry.dev_code.copy(), entry.unit_code.copy())
+        return lambda: self.rejections(request, entry, codes)
+
+    def totals(self, request: PlacementRequest, entry: "_Entry", valid: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+        """The ``valid`` units' scores: per scorer 0..100 (None where it rated all alike), the
+        raw values, and the weighted totals (higher is better)."""
         weights = self.stack.weights(request.objective)
         # take: several times faster than fancy indexing here; not needed when all are valid
         raw = entry.raw if len(valid) == entry.raw.shape[1] else entry.raw.take(valid, axis=1)
@@ -239,26 +177,13 @@ class Engine:
                 scores = scorer.normalize(request, self.ctx, raw[s])
                 total += weights[scorer.name] * scores
             normalized.append(scores)
-        best = float(total.max())
-        tied = np.flatnonzero(total >= best - 1e-9)
-        pick = int(tied[0])
-        if len(tied) > 1:
-            # Ties go to the first node in this engine's seeded order of the nodes (the order
-            # first_fit scores): two daemons, seeded differently, rarely reach for one node.
-            nodes = entry.unit_node[valid[tied]]
-            pick = int(tied[np.argmin(node_order(self.ctx)[nodes])])
-        chosen = self._choice(request, entry, valid, pick, normalized, raw, total)
-        runner_up = None
-        others = np.flatnonzero(entry.rows.model.take(valid) != entry.rows.model[valid[pick]]) if entry.models > 1 else ()
-        if len(others):
-            second = int(others[np.argmax(total[others])])
-            runner_up = self._choice(request, entry, valid, second, normalized, raw, total)
-        return Placement(request, chosen, runner_up, self.pool)
+        return normalized, raw, total
 
-    def apply(self, placement: Placement) -> Holding:
-        holding = placement.holding
-        self.pool.apply(holding)
-        return holding
+    def apply(self, placement: Placement) -> tuple[Holding, ...]:
+        """Hold the whole placement in the pool (every part of a gang); returns its holdings."""
+        for holding in placement.holdings:
+            self.pool.apply(holding)
+        return placement.holdings
 
     def rejections(self, request: PlacementRequest, entry: _Entry | None = None, codes: tuple | None = None) -> Rejections:
         """Every reason this request is turned down, counted by code, one sentence each: now,
@@ -305,7 +230,7 @@ class Engine:
             return f"{feasible} suitable {pool.model_name(device)} free on {node}, {request.count} asked"
         return self.code_owner[code].explain(code, request, self.ctx, entry.rows, unit)
 
-    def _choice(self, request: PlacementRequest, entry: _Entry, valid: np.ndarray, i: int, normalized: list, raw: np.ndarray, total: np.ndarray) -> Choice:
+    def choice(self, request: PlacementRequest, entry: _Entry, valid: np.ndarray, i: int, normalized: list, raw: np.ndarray, total: np.ndarray) -> Choice:
         row = int(valid[i])
         rows, pool = entry.rows, self.pool
         model = int(rows.model[row])
@@ -459,3 +384,7 @@ class Engine:
                 if newly.any():
                     codes[newly] = self._code_index[code]
                     alive &= ok
+
+
+# Gangs decide their parts with this engine's per-node work (and build its Placement): imported last.
+from poold.scheduler.gang import place_gang  # noqa: E402

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from poold.db.models import EventModel, JobModel, QueueModel, utcnow
 from poold.db.session import is_retryable, transaction
-from poold.scheduler.commit import DeviceClaim, Proposal, commit
+from poold.scheduler.commit import DeviceClaim, GangProposal, Proposal, commit
 from poold.scheduler.engine import Engine, Placement
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
@@ -265,26 +265,30 @@ class Scheduler:
         elif self._mix_watermark is None:
             self._mix_watermark = 0
 
-    def _proposal(self, placement: Placement) -> Proposal:
-        pool, request, chosen = self.engine.pool, placement.request, placement.chosen
-        holding = placement.holding
-        needed = request.memory_needed(pool.dev_mem_total[list(holding.devices)]) if holding.devices else ()
-        claims = tuple(
-            DeviceClaim(int(pool.dev_id[slot]), request.share, memory, int(need), float(pool.dev_price[slot]) * request.share)
-            for slot, memory, need in zip(holding.devices, holding.memory_mib, needed)
-        )
-        return Proposal(
-            job_id=request.job_id,
-            node_id=int(pool.node_id[chosen.node]),
-            node_name=pool.node_name[chosen.node],
-            devices=claims,
-            cpu_cores=request.cpu_cores,
-            host_memory_mib=request.host_memory_mib,
-            price_per_hour=chosen.price_per_hour,
-            reason=placement.reason,
-        )
+    def _proposal(self, placement: Placement) -> Proposal | GangProposal:
+        pool, request = self.engine.pool, placement.request
+        parts = []
+        for choice, holding in zip(placement.choices, placement.holdings):
+            needed = request.memory_needed(pool.dev_mem_total[list(holding.devices)]) if holding.devices else ()
+            claims = tuple(
+                DeviceClaim(int(pool.dev_id[slot]), request.share, memory, int(need), float(pool.dev_price[slot]) * request.share)
+                for slot, memory, need in zip(holding.devices, holding.memory_mib, needed)
+            )
+            parts.append(Proposal(
+                job_id=request.job_id,
+                node_id=int(pool.node_id[choice.node]),
+                node_name=pool.node_name[choice.node],
+                devices=claims,
+                cpu_cores=request.cpu_cores,
+                host_memory_mib=request.host_memory_mib,
+                price_per_hour=choice.price_per_hour,
+                reason=placement.describe(choice) if placement.parts else placement.reason,
+            ))
+        if placement.parts:
+            return GangProposal(request.job_id, tuple(parts), placement.price_per_hour, placement.reason)
+        return parts[0]
 
-    def _commit(self, batch: list[tuple[Placement, Proposal]], result: PassResult) -> None:
+    def _commit(self, batch: list[tuple[Placement, Proposal | GangProposal]], result: PassResult) -> None:
         """Commit ``batch``; a placement that lost its race is given back to the pool."""
         if not batch:
             return

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from poold.scheduler.blame import blamed_field
 from poold.scheduler.engine import TOO_FEW, Engine, Placement, Unplaceable
 from poold.scheduler.framework import EngineOptions, Rejections
 from poold.scheduler.loop import Scheduler

@@ -6,7 +6,8 @@ pool is one vector operation. The pool is updated in place, never rebuilt:
 
 - ``upsert_node`` puts a node with its devices and what is held on them (from the store, or a
   simulation's node list); devices whose static facts did not change keep their slots;
-- ``apply`` and ``release`` add and remove a placement's holdings.
+- ``apply`` and ``release`` add and remove a placement's holdings (a gang holds on several
+  nodes, one holding each; ``release`` gives back all of a job's).
 
 Every change to a node bumps ``node_gen[n]``; caches keyed by node generation (the engine's)
 recompute only the nodes that changed, the way Kubernetes' scheduler cache copies only nodes
@@ -22,100 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from poold.scheduler.pool_specs import Codes, DeviceSpec, DeviceState, Holding, NodeSpec, cc_number  # named here too, where callers look
+
 KINDS = ("gpu", "npu", "fpga")
 # PCIe relation of two devices, closest first (the agent's names, from NVML's topology levels).
 PCIE_LEVELS = ("same_board", "single_switch", "multiple_switches", "host_bridge", "same_numa", "system")
 PCIE_UNKNOWN = len(PCIE_LEVELS)
 EPSILON = 1e-9
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A node as placement sees it. ``id`` is the store's id (any unique int in simulations)."""
-
-    id: int
-    name: str
-    cpu_cores: float
-    memory_total_mib: int
-    ready: bool = True
-    drained: bool = False
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """One device's facts. ``parent_id`` names the whole GPU of a MIG slice; ``nvlink`` maps a
-    peer's uuid to its link count and ``pcie`` to the PCIe relation (a ``PCIE_LEVELS`` name)."""
-
-    id: int
-    uuid: str
-    kind: str
-    model: str
-    index: int | None = None
-    memory_total_mib: int | None = None
-    compute_capability: str | None = None
-    numa_node: int | None = None
-    parent_id: int | None = None
-    mig_profile: str | None = None
-    mig_slices: int = 0
-    fpga_shell: str | None = None
-    price_per_hour: float = 0.0
-    nvlink: tuple[tuple[str, int], ...] = ()
-    pcie: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class DeviceState:
-    """What changes often on a device: health, memory used outside poold, and what poold holds."""
-
-    healthy: bool = True
-    health_reason: str | None = None
-    memory_outside_mib: int = 0
-    held_share: float = 0.0
-    held_memory_mib: int = 0
-
-
-@dataclass(frozen=True)
-class Holding:
-    """What one placement holds: devices (slots) with a share and memory each, node CPU and memory."""
-
-    job_id: int
-    node: int
-    devices: tuple[int, ...]
-    share: float
-    memory_mib: tuple[int, ...]
-    cpu_cores: float
-    host_memory_mib: int
-
-
-def cc_number(text: str | None) -> int:
-    """'8.6' -> 8006, comparable as an int; -1 when absent or unreadable."""
-    if not text:
-        return -1
-    major, _, minor = text.partition(".")
-    try:
-        return int(major) * 1000 + int(minor or 0)
-    except ValueError:
-        return -1
-
-
-class Codes:
-    """Names as small ints (case-insensitive), so filters compare ints over arrays."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self._by_key: dict[str, int] = {}
-
-    def code(self, name: str) -> int:
-        key = name.lower()
-        found = self._by_key.get(key)
-        if found is None:
-            found = self._by_key[key] = len(self.names)
-            self.names.append(name)
-        return found
-
-    def find(self, name: str) -> int:
-        """The code of ``name``, or -1 when the pool has never seen it."""
-        return self._by_key.get(name.lower(), -1)
 
 
 _DEVICE_COLUMNS = {
@@ -128,7 +42,7 @@ _DEVICE_COLUMNS = {
 _NODE_COLUMNS = {
     "node_id": np.int64, "node_alive": np.bool_, "node_ready": np.bool_, "node_drained": np.bool_,
     "node_cpu": np.float64, "node_cpu_held": np.float64, "node_mem": np.int64, "node_mem_held": np.int64,
-    "node_gen": np.int64, "node_start": np.int32, "node_end": np.int32,
+    "node_gen": np.int64, "node_start": np.int32, "node_end": np.int32, "node_network": np.int16,
     # Over the node's allocatable devices (MIG slices count, their split GPU does not): the
     # free share summed, and how many there are. Kept with every change to the node.
     "node_free_share": np.float64, "node_share_slots": np.float64,
@@ -151,6 +65,7 @@ class ColumnarPool:
     models: Codes = field(default_factory=Codes)
     profiles: Codes = field(default_factory=Codes)
     shells: Codes = field(default_factory=Codes)
+    networks: Codes = field(default_factory=Codes)
     layout: int = 0
     # Moves whenever capacity may have been given back (a release, a node that came or came
     # back, devices freed, healthy again, undrained): a request that failed before it may fit.
@@ -170,7 +85,8 @@ class ColumnarPool:
         self.node_specs: list[tuple[NodeSpec, tuple[DeviceSpec, ...]] | None] = []
         self.node_by_id: dict[int, int] = {}
         self.device_by_id: dict[int, int] = {}
-        self.holdings: dict[int, Holding] = {}
+        # What the pass (or a simulation) applied, per job: one holding per node it holds on.
+        self.holdings: dict[int, tuple[Holding, ...]] = {}
         self._dead_slots = 0
 
     # ---- reading -------------------------------------------------------------------------
@@ -229,6 +145,10 @@ class ColumnarPool:
         self.node_specs[slot] = (node, ordered)
         self.node_name[slot] = node.name
         self.node_ready[slot], self.node_drained[slot] = node.ready, node.drained
+        network = -1 if node.network is None else self.networks.code(node.network)
+        if previous is not None and network != self.node_network[slot]:
+            before = None  # another network: a gang that waited may fit now
+        self.node_network[slot] = network
         self.node_cpu[slot], self.node_mem[slot] = node.cpu_cores, node.memory_total_mib
         self.node_cpu_held[slot], self.node_mem_held[slot] = cpu_held, memory_held_mib
         states = states or {}
@@ -240,8 +160,13 @@ class ColumnarPool:
             self.dev_mem_outside[device] = max(0, state.memory_outside_mib)
             self.dev_free[device] = max(0.0, 1.0 - state.held_share)
             self.dev_mem_held[device] = state.held_memory_mib
-        for job_id in [job for job, held in self.holdings.items() if held.node == slot]:
-            del self.holdings[job_id]
+        for job_id, held in list(self.holdings.items()):
+            if any(h.node == slot for h in held):
+                kept = tuple(h for h in held if h.node != slot)
+                if kept:
+                    self.holdings[job_id] = kept
+                else:
+                    del self.holdings[job_id]
         self._share_totals(slot)
         self.node_gen[slot] += 1
         if before is None or self._gained(before, self._capacity_of(slot)):
@@ -281,9 +206,11 @@ class ColumnarPool:
         self.layout += 1
 
     def apply(self, holding: Holding) -> None:
-        """Hold a placement's resources (a simulation's or the pass's own, before the store has them)."""
-        if holding.job_id in self.holdings:
-            raise ValueError(f"job {holding.job_id} already holds resources in the pool")
+        """Hold a placement's resources on one node (a simulation's or the pass's own, before the
+        store has them). A gang applies one holding per node; a job holds at most one per node."""
+        held = self.holdings.get(holding.job_id, ())
+        if any(h.node == holding.node for h in held):
+            raise ValueError(f"job {holding.job_id} already holds resources on node {self.node_name[holding.node]} in the pool")
         for device, memory in zip(holding.devices, holding.memory_mib):
             self.dev_free[device] = max(0.0, self.dev_free[device] - holding.share)
             self.dev_mem_held[device] += memory
@@ -292,23 +219,24 @@ class ColumnarPool:
         self.node_cpu_held[holding.node] += holding.cpu_cores
         self.node_mem_held[holding.node] += holding.host_memory_mib
         self.node_gen[holding.node] += 1
-        self.holdings[holding.job_id] = holding
+        self.holdings[holding.job_id] = (*held, holding)
 
-    def release(self, job_id: int) -> Holding | None:
-        """Give back what :meth:`apply` held for ``job_id``; None when it holds nothing here."""
-        holding = self.holdings.pop(job_id, None)
-        if holding is None:
-            return None
-        for device, memory in zip(holding.devices, holding.memory_mib):
-            self.dev_free[device] = min(1.0, self.dev_free[device] + holding.share)
-            self.dev_mem_held[device] -= memory
-        if holding.devices:
-            self._share_totals(holding.node)
-        self.node_cpu_held[holding.node] -= holding.cpu_cores
-        self.node_mem_held[holding.node] -= holding.host_memory_mib
-        self.node_gen[holding.node] += 1
-        self.gains += 1
-        return holding
+    def release(self, job_id: int) -> tuple[Holding, ...]:
+        """Give back everything :meth:`apply` held for ``job_id``, on every node; empty when it
+        holds nothing here."""
+        held = self.holdings.pop(job_id, ())
+        for holding in held:
+            for device, memory in zip(holding.devices, holding.memory_mib):
+                self.dev_free[device] = min(1.0, self.dev_free[device] + holding.share)
+                self.dev_mem_held[device] -= memory
+            if holding.devices:
+                self._share_totals(holding.node)
+            self.node_cpu_held[holding.node] -= holding.cpu_cores
+            self.node_mem_held[holding.node] -= holding.host_memory_mib
+            self.node_gen[holding.node] += 1
+        if held:
+            self.gains += 1
+        return held
 
     def _share_totals(self, slot: int) -> None:
         span = slice(int(self.node_start[slot]), int(self.node_end[slot]))
@@ -410,8 +338,11 @@ class ColumnarPool:
             cursor += count
         self.device_by_id = {int(self.dev_id[i]): i for i in range(len(order))}
         self.holdings = {
-            job: Holding(h.job_id, h.node, tuple(int(new_of_old[d]) for d in h.devices), h.share, h.memory_mib, h.cpu_cores, h.host_memory_mib)
-            for job, h in self.holdings.items()
+            job: tuple(
+                Holding(h.job_id, h.node, tuple(int(new_of_old[d]) for d in h.devices), h.share, h.memory_mib, h.cpu_cores, h.host_memory_mib)
+                for h in held
+            )
+            for job, held in self.holdings.items()
         }
         self.n_devices = len(order)
         self._dead_slots = 0

@@ -19,7 +19,11 @@ IMPLICIT_MEMORY_SLACK = 0.05
 @dataclass(frozen=True)
 class PlacementRequest:
     """One job's request. ``count`` 0 takes no devices (CPU cores and host memory only).
-    Memory is MiB; ``share`` is the fraction of each device (1 for whole devices)."""
+    Memory is MiB; ``share`` is the fraction of each device (1 for whole devices).
+
+    A gang: ``nodes`` above 1 asks ``count`` devices (and ``cpu_cores``, ``host_memory_mib``)
+    on each of that many nodes; ``same_node`` false lets the engine split ``count`` devices
+    into equal parts over the fewest nodes that hold them (``poold.scheduler.gang``)."""
 
     job_id: int
     count: int
@@ -40,6 +44,8 @@ class PlacementRequest:
     # Placement never reads it: the sharing planner places the request ``narrowed`` to the
     # entries open after the job's wait.
     accept_after_s: tuple[float, ...] = ()
+    nodes: int = 1
+    same_node: bool = True
 
     @classmethod
     def from_spec(cls, job_id: int, spec: JobSpec | dict[str, Any]) -> "PlacementRequest":
@@ -68,6 +74,8 @@ class PlacementRequest:
             accept_after_s=_waits(res.get("accept") or ()),
             objective=res.get("objective", "cost"),
             max_price_per_hour=res.get("max_price_per_hour"),
+            nodes=int(res.get("nodes") or 1),
+            same_node=bool(res.get("same_node", True)),
         )
 
     @cached_property
@@ -85,6 +93,11 @@ class PlacementRequest:
         """The request's shape for the job mix: the signature without objective and price cap."""
         return (self.count, self.kinds, self.memory_per_device_mib, self.share, self.cpu_cores, self.host_memory_mib,
                 self.mig_profile, self.compute_capability, self.fpga_shell, self.interconnect, tuple(m for m, _ in self.accept))
+
+    @property
+    def multi_node(self) -> bool:
+        """Whether the request may span several nodes (a gang of parts, one per node)."""
+        return self.nodes > 1 or (not self.same_node and self.count > 1)
 
     @property
     def fractional(self) -> bool:

@@ -88,7 +88,14 @@ def node_spec(node: NodeModel) -> NodeSpec:
         memory_total_mib=node.memory_total_mib,
         ready=node.state == "ready",
         drained=node.drained,
+        network=network_of(node),
     )
+
+
+def network_of(node: NodeModel) -> str | None:
+    """The network label the node's agent reports (kept in ``nodes.host``), or None."""
+    network = node.host.get("network") if isinstance(node.host, dict) else None
+    return network if isinstance(network, str) and network else None
 
 
 def _pairs(value: Any, kind: type) -> tuple:
@@ -177,7 +184,7 @@ class StoreSnapshot:
             for row in rows
         ]
         if self.capacity_only:
-            best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib)
+            best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib, network=network_of(node))
             self.pool.upsert_node(best, specs)
             return
         states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0)), out_of_service(row)) for row in rows}

@@ -14,7 +14,7 @@ from poold.scheduler.framework import Rejections
 from poold.scheduler.blame import blamed_field
 from poold.services import Conflict, Invalid, NotFound, ServiceError, events, scrub
 from poold.services.nodes import check_machine, get_node, touch
-from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, JobEvent, JobEventResult, StopOrder
+from poold_wire.messages import AssignedDevice, Assignment, AssignmentsResponse, GangInfo, JobEvent, JobEventResult, StopOrder
 
 ACTIVE_STATES = ("assigned", "running")
 # Ends the daemon decides without the agent (by force, or the node lost): the agent's later
@@ -78,8 +78,12 @@ def _pending_job(spec: JobSpec, never_fits: Rejections | None, policy: str, queu
     reason = "waiting for the scheduler"
     if never_fits is not None:
         why = f"no device of the pool could hold this job even when idle: {never_fits.summary()}"
+        field = blamed_field(never_fits)
+        if field == "resources.count" and not spec.resources.multi_node and spec.resources.count > 1:
+            why += (f"; to spread its {spec.resources.count} devices over several nodes, ask nodes = N with count devices "
+                    "on each, or same_node = false")
         if policy == "refuse":
-            raise Invalid(why, field="spec." + blamed_field(never_fits))
+            raise Invalid(why, field="spec." + field)
         reason = NEVER_FITS + never_fits.summary()
     job = JobModel(name=spec.name, queue_name=spec.queue, priority=spec.priority, state="pending", spec=spec.model_dump(mode="json"),
                    reason=reason, cancel_requested=False, attempt=1, owner=owner, submitted_at=utcnow(), preemptions=0)
@@ -93,8 +97,12 @@ def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
 
     A retry is a new job (new id, ``retry_of`` the lost one, the next ``attempt``), not the
     same job back to pending: an agent that comes back still running the lost copy is told to
-    kill it by its id, which can never be confused with the retry's.
+    kill it by its id, which can never be confused with the retry's. A part of a gang is not
+    submitted again itself: its gang is lost with it, and submitted again whole
+    (``poold.services.gangs.lose_part``).
     """
+    if job.gang_of is not None:
+        return gangs.lose_part(session, job, why)
     retries = int(job.spec.get("retries", DEFAULT_RETRIES))
     retry = None
     if job.cancel_requested:
@@ -117,7 +125,16 @@ def lose(session: Session, job: JobModel, why: str) -> JobModel | None:
 
 def lock_placed(session: Session, *where: ColumnElement[bool]) -> list[JobModel]:
     """The placed jobs (``assigned`` or ``running``) matching ``where``, locked in id order,
-    with their allocations (for :func:`lose`)."""
+    with their allocations (for :func:`lose`). Parts of gangs are locked with their whole gang
+    (the gang and its other parts, in id order), which is not returned unless it matches."""
+    found = session.execute(select(JobModel.id, JobModel.gang_of).where(JobModel.state.in_(ACTIVE_STATES), *where)).all()
+    if any(gang is not None for _, gang in found):
+        gangs.lock_members(session, [job_id for job_id, _ in found])
+        matched = [job_id for job_id, _ in found]
+        return list(session.scalars(
+            select(JobModel).where(JobModel.id.in_(matched), JobModel.state.in_(ACTIVE_STATES))
+            .order_by(JobModel.id).options(selectinload(JobModel.allocations)).execution_options(populate_existing=True)
+        ))
     return list(session.scalars(
         select(JobModel)
         .where(JobModel.state.in_(ACTIVE_STATES), *where)
@@ -147,6 +164,7 @@ def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
         raise NotFound(f"no job {job_id}")
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
+        gangs.lock_gang_of(session, job_id)  # a gang's jobs together, in id order
         query = query.with_for_update()
     job = session.scalars(query).one_or_none()
     if job is None:
@@ -177,11 +195,13 @@ def cancel(session: Session, job_id: int, *, force: bool = False) -> JobModel:
         where = f" on node {node_name_of(session, job)}" if job.node_id is not None else ""
         job.reason = f"cancelled by force while {job.state}{where}"
         _end(session, job, "cancelled", None, f"{job.reason}; its allocations are released")
+        gangs.cancel(session, job, force=True)
     elif job.state == "pending":
         _end(session, job, "cancelled", None, "cancelled before it was placed")
     elif not job.cancel_requested:
         job.cancel_requested = True
         events.record(session, "job.cancel_requested", f"cancel requested; the agent will stop job {job_id}", job_id=job.id)
+        gangs.cancel(session, job, force=False)
     return job
 
 
@@ -206,13 +226,13 @@ def assignments(session: Session, node_name: str, machine_id: str | None = None)
             response.cancel.append(job.id)
             response.stop.append(StopOrder(job_id=job.id, grace_s=job.preempt_grace_s or 0.0, reason=job.preempt_reason or ""))
         elif job.state == "assigned":
-            response.start.append(_assignment(job))
+            response.start.append(_assignment(session, job))
     held = {job.id for job in jobs}
     response.cancel = sorted({*response.cancel, *(job_id for job_id in node.running_jobs or [] if job_id not in held)})
     return response
 
 
-def _assignment(job: JobModel) -> Assignment:
+def _assignment(session: Session, job: JobModel) -> Assignment:
     spec = job.spec
     devices = [
         AssignedDevice(
@@ -230,6 +250,7 @@ def _assignment(job: JobModel) -> Assignment:
         if alloc.released_at is None and alloc.device is not None
     ]
     resources = spec.get("resources") or {}
+    gang = GangInfo(**gangs.gang_of_assignment(session, job)) if job.gang_of is not None else None
     return Assignment(
         job_id=job.id,
         name=job.name,
@@ -242,6 +263,7 @@ def _assignment(job: JobModel) -> Assignment:
         cpu_cores=float(resources.get("cpu_cores") or 0),
         host_memory_mib=int(resources.get("host_memory") or 0),
         run=job.preemptions + 1,
+        gang=gang,
     )
 
 
@@ -253,6 +275,7 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
     node = get_node(session, node_name)
     job = None
     if event.job_id <= MAX_JOB_ID:
+        gangs.lock_gang_of(session, event.job_id)  # a part locks its gang first, in id order
         job = session.scalars(select(JobModel).where(JobModel.id == event.job_id).with_for_update()).one_or_none()
 
     def result(accepted: bool, reason: str | None = None) -> JobEventResult:
@@ -277,6 +300,8 @@ def apply_event(session: Session, node_name: str, event: JobEvent) -> JobEventRe
             isolation = f"; isolation {event.isolation}" if event.isolation else ""
             note = f" ({event.message})" if event.message else ""
             events.record(session, "job.started", f"started on {node_name}{pid}{isolation}{note}", job_id=job.id, node_id=node.id)
+            if job.gang_of is not None:
+                gangs.part_started(session, job)
         return result(True)
     if event.kind == "scrubbed":
         scrub.finish(session, node, job, event.scrubbed)
@@ -322,6 +347,8 @@ def _end(
     code = f" (exit {exit_code})" if exit_code is not None else ""
     detail = f": {message}" if message else ""
     events.record(session, f"job.{outcome}", f"{outcome}{code}{detail}", job_id=job.id, node_id=job.node_id)
+    if job.gang_of is not None:
+        gangs.part_ended(session, job)
 
 
 def _release(session: Session, job: JobModel, at: datetime) -> None:
@@ -361,3 +388,8 @@ def node_name_of(session: Session, job: JobModel) -> str | None:
     if job.node_id is None:
         return None
     return session.scalar(select(NodeModel.name).where(NodeModel.id == job.node_id))
+
+
+# Gangs follow their parts through the functions above, and the functions above hand parts to
+# them: imported last, once this module's names exist.
+from poold.services import gangs  # noqa: E402

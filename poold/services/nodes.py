@@ -124,7 +124,7 @@ def heartbeat(
 def _apply_report(
     session: Session, node: NodeModel, host: HostRecord, devices: list[DeviceRecord], settings: NodeSettings, now: datetime
 ) -> None:
-    before = (node.cpu_cores, node.memory_total_mib, node.state)
+    before = (node.cpu_cores, node.memory_total_mib, node.state, (node.host or {}).get("network"))
     node.hostname = host.hostname
     node.cpu_cores = host.cpu_cores
     node.memory_total_mib = host.memory_total_mib
@@ -132,7 +132,7 @@ def _apply_report(
     node.state = "ready"
     node.last_heartbeat_at = now
     changed = sync_devices(session, node, devices, settings, now)
-    if changed or before != (node.cpu_cores, node.memory_total_mib, node.state):
+    if changed or before != (node.cpu_cores, node.memory_total_mib, node.state, host.network):
         node.generation = (node.generation or 0) + 1
         node.layout_generation = (node.layout_generation or 0) + 1
 

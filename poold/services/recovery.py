@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from poold_wire.records import DeviceRecord, HostRecord
 from poold.db.models import JobModel, NodeModel, as_utc, utcnow
-from poold.services import events, jobs, nodes
+from poold.services import events, gangs, jobs, nodes
 from poold.settings import NodeSettings
 
 
@@ -108,6 +108,8 @@ def reconcile(session: Session, node: NodeModel, running_jobs: list[int], grace_
                 job.state, job.started_at = "running", job.started_at or now
                 events.record(session, "job.started", f"adopted: the agent on {node.name} reports it running",
                               job_id=job.id, node_id=node.id)
+                if job.gang_of is not None:
+                    gangs.part_started(session, job)
         elif job.state == "running":
             if job.unreported_since is None:
                 job.unreported_since = now

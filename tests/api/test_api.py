@@ -120,6 +120,10 @@ def test_drain_and_undrain(api):
         ({"name": "x", "command": ["true"], "queue": "default\x00"}, "spec.queue"),
         ({"name": "x\x00", "command": ["true"]}, "spec.name"),
         ({"name": "x", "command": ["true"], "priority": 2**64}, "spec.priority"),
+        ({"name": "x", "command": ["true"], "resources": {"nodes": 2, "share": 0.5}}, "spec.resources.share"),
+        ({"name": "x", "command": ["true"], "resources": {"count": 2, "same_node": False, "mig_profile": "1g.10gb"}},
+         "spec.resources.mig_profile"),
+        ({"name": "x", "command": ["true"], "resources": {"nodes": 2, "same_node": True}}, "spec.resources.same_node"),
     ],
 )
 def test_invalid_submit_names_the_field_and_writes_nothing(api, pool, spec, field):
@@ -162,3 +166,20 @@ def test_logs_append_with_offsets(api):
 def test_openapi_is_served(api):
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/v1/jobs", "/api/v1/agents/register", "/api/v1/nodes/{node}/drain"} <= set(paths)
+
+
+def test_a_job_too_big_for_every_node_is_refused_pointing_at_gangs(api):
+    register(api, make_node("hgx").gpus(8, "H100"))
+    response = api.post("/api/v1/jobs", json={"spec": {"name": "x", "command": ["true"], "resources": {"count": 16}}})
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == ["spec.resources.count"]
+    assert "ask nodes = N with count devices on each, or same_node = false" in response.json()["detail"]
+    wider = {"name": "x", "command": ["true"], "resources": {"count": 8, "nodes": 2}}
+    response = api.post("/api/v1/jobs", json={"spec": wider})
+    assert response.status_code == 422 and [error["field"] for error in response.json()["errors"]] == ["spec.resources.nodes"]
+    register(api, make_node("hgx-2").gpus(8, "H100"))
+    response = api.post("/api/v1/jobs", json={"spec": wider})
+    assert response.status_code == 201
+    detail = api.get(f"/api/v1/jobs/{response.json()['id']}").json()
+    assert detail["state"] == "assigned" and [p["rank"] for p in detail["parts"]] == [0, 1]
+    assert {p["node"] for p in detail["parts"]} == {"hgx", "hgx-2"} and detail["node"] is None

@@ -17,7 +17,6 @@ from poold.api.app import create_app
 from poold.api.context import AppContext
 from poold.db.models import Base, DeviceModel, NodeModel
 from poold.db.session import make_engine, make_sessionmaker, reading, transaction
-from poold.telemetry import NodeReports
 from tests.api.calls import heartbeat, register, report, submit
 from tests.auth import authorised
 from tests.builders import make_node

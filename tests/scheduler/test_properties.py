@@ -3,8 +3,10 @@
 - nothing is ever held beyond capacity: device share, device memory (less what is used
   outside poold), node CPU cores and host memory;
 - a job never lands on a chip model its accept list leaves out, nor on the wrong kind;
-- a gang is all or nothing: a placement holds exactly ``count`` devices on one node, and a job
-  that cannot be placed changes nothing;
+- a gang is all or nothing: a placement holds exactly ``count`` devices on each of its nodes
+  (one node, or ``nodes`` distinct ones of one network and one chip model; with
+  ``same_node = false``, equal parts adding up to ``count``), and a job that cannot be placed
+  changes nothing;
 - releasing every placement gives the pool back exactly as it was.
 """
 
@@ -30,6 +32,7 @@ node_shapes = st.lists(
         st.integers(1, 64),  # cpu cores
         st.integers(1, 256),  # host memory GiB
         st.integers(0, 30),  # GiB used outside poold on device 0
+        st.sampled_from([None, None, "ib0", "ib1"]),  # network label
     ),
     min_size=1,
     max_size=6,
@@ -45,6 +48,7 @@ requests = st.lists(
             "host": st.sampled_from([0, 1024, 64 * 1024]),
             "accept": st.lists(st.sampled_from(["H100", "A100", "L4", "910B", "U250"]), max_size=3, unique=True),
             "objective": st.sampled_from(["cost", "time", "pack"]),
+            "gang": st.sampled_from([None, None, None, 2, 3, "spread"]),  # nodes = 2 or 3, or same_node = false
         }
     ),
     min_size=1,
@@ -55,20 +59,22 @@ requests = st.lists(
 def build(shapes) -> ColumnarPool:
     pool = ColumnarPool()
     device_id = 0
-    for n, ((kind, model), count, cores, host_gib, outside_gib) in enumerate(shapes):
+    for n, ((kind, model), count, cores, host_gib, outside_gib, network) in enumerate(shapes):
         devices, states = [], {}
         for index in range(count):
             device_id += 1
             devices.append(DeviceSpec(id=device_id, uuid=f"{model}-{n}-{index}", kind=kind, model=model, index=index,
                                       memory_total_mib=MEMORY[model], numa_node=index % 2, price_per_hour=1.0 + index % 3))
             states[device_id] = DeviceState(memory_outside_mib=outside_gib * 1024 if index == 0 and MEMORY[model] else 0)
-        pool.upsert_node(NodeSpec(id=n, name=f"n{n}", cpu_cores=cores, memory_total_mib=host_gib * 1024), devices, states)
+        node = NodeSpec(id=n, name=f"n{n}", cpu_cores=cores, memory_total_mib=host_gib * 1024, network=network)
+        pool.upsert_node(node, devices, states)
     return pool
 
 
 def request_of(job_id: int, r: dict) -> PlacementRequest:
     count = r["count"]
-    share = r["share"] if count == 1 else 1.0
+    gang = r.get("gang") if count else None
+    share = r["share"] if count == 1 and gang is None else 1.0
     return PlacementRequest(
         job_id=job_id,
         count=count,
@@ -79,6 +85,8 @@ def request_of(job_id: int, r: dict) -> PlacementRequest:
         host_memory_mib=r["host"],
         accept=tuple((model.lower(), 1.0 + i) for i, model in enumerate(r["accept"])) if count else (),
         objective=r["objective"],
+        nodes=gang if isinstance(gang, int) else 1,
+        same_node=gang != "spread",
     )
 
 
@@ -92,8 +100,9 @@ def assert_within_capacity(pool: ColumnarPool) -> None:
     n, d = pool.n_nodes, pool.n_devices
     # Summed from the holdings themselves: the pool clamps free shares at 0 and would hide it.
     held = np.zeros(d)
-    for holding in pool.holdings.values():
-        held[list(holding.devices)] += holding.share
+    for holdings in pool.holdings.values():
+        for holding in holdings:
+            held[list(holding.devices)] += holding.share
     assert (held <= 1 + 1e-9).all(), held
     total, booked, outside = pool.dev_mem_total[:d], pool.dev_mem_held[:d], pool.dev_mem_outside[:d]
     known = total >= 0
@@ -103,6 +112,23 @@ def assert_within_capacity(pool: ColumnarPool) -> None:
     assert (~known | (booked == 0) | (booked + outside <= total + 0.05 * total)).all()
     assert (pool.node_cpu_held[:n] <= pool.node_cpu[:n] + 1e-9).all()
     assert (pool.node_mem_held[:n] <= pool.node_mem[:n]).all()
+
+
+def assert_whole_gang(pool: ColumnarPool, request: PlacementRequest, holdings) -> None:
+    """Every part there, each whole on its own node; a gang's parts on one model and network."""
+    nodes = [holding.node for holding in holdings]
+    assert len(set(nodes)) == len(nodes)
+    if request.nodes > 1:
+        assert len(holdings) == request.nodes
+        assert all(len(set(h.devices)) == len(h.devices) == request.count for h in holdings)
+    else:
+        sizes = {len(set(h.devices)) for h in holdings}
+        assert len(sizes) == 1 and sizes.pop() * len(holdings) == request.count
+    for holding in holdings:
+        assert all(int(pool.dev_node[d]) == holding.node for d in holding.devices)
+    if len(holdings) > 1:
+        assert len({pool.model_name(d) for h in holdings for d in h.devices}) == 1
+        assert len({int(pool.node_network[n]) for n in nodes}) == 1
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,16 +146,15 @@ def test_engine_never_over_commits_never_leaves_the_accept_list_and_gangs_are_wh
         if not isinstance(decision, Placement):
             assert snapshot(pool) == before  # nothing held for a job that waits
             continue
-        holding = engine.apply(decision)
+        holdings = engine.apply(decision)
         placed.append(job_id)
-        devices = holding.devices
-        assert len(devices) == request.count and len(set(devices)) == request.count
-        assert all(int(pool.dev_node[d]) == holding.node for d in devices)
-        for device in devices:
-            assert KINDS[pool.dev_kind[device]] in request.kinds
-            assert pool.dev_allocatable[device]
-            if request.accept:
-                assert pool.model_name(device).lower() in {model for model, _ in request.accept}
+        assert_whole_gang(pool, request, holdings)
+        for holding in holdings:
+            for device in holding.devices:
+                assert KINDS[pool.dev_kind[device]] in request.kinds
+                assert pool.dev_allocatable[device]
+                if request.accept:
+                    assert pool.model_name(device).lower() in {model for model, _ in request.accept}
         assert_within_capacity(pool)
     for job_id in reversed(placed):
         pool.release(job_id)

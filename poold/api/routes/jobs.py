@@ -15,7 +15,7 @@ from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitReques
 from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
-from poold.services import Forbidden, TooLarge, access, events, jobs, logs
+from poold.services import Forbidden, TooLarge, access, events, gangs, jobs, logs
 from poold_wire.bounds import INT64_MAX
 from poold_wire.messages import NODE_NAME_PATTERN
 
@@ -60,7 +60,7 @@ def show(job_id: JobIdPath, who: Person, ctx: AppContext = Depends(ctx_of)) -> J
     with reading(ctx.factory) as session:
         job = jobs.get_job(session, job_id)
         return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]),
-                                  show_env=access.owns(who, job))
+                                  show_env=access.owns(who, job), parts=gangs.parts_of(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409, 422))

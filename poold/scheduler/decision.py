@@ -1,0 +1,132 @@
+"""The engine's decisions: a :class:`Placement` (its :class:`Choice` per node, what it holds)
+or an :class:`Unplaceable` with its reasons, read when first asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from poold.scheduler.framework import Rejections
+from poold.scheduler.pool import ColumnarPool, Holding
+from poold.scheduler.request import PlacementRequest
+
+
+@dataclass
+class Choice:
+    """One candidate of a decision, with its scores (0..100 per scorer, and the weighted total)."""
+
+    node: int
+    devices: tuple[int, ...]
+    model: str | None
+    price_per_hour: float
+    speed: float
+    tier: int
+    total: float
+    # Per scorer in the stack's order: its score (0..100), or, for a scorer that rated every
+    # candidate alike, its normalize and raw value here, scored only when asked for (``poold
+    # plan`` shows the scores; a pass never reads them).
+    parts: dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]] = field(repr=False)
+
+    @cached_property
+    def scores(self) -> dict[str, float]:
+        """0..100 per scorer."""
+        return {name: part if isinstance(part, float) else float(part[0](np.array([part[1]]))[0]) for name, part in self.parts.items()}
+
+    @property
+    def cost_per_work(self) -> float:
+        return self.price_per_hour / self.speed
+
+
+@dataclass
+class Placement:
+    """A decision. A gang (``poold.scheduler.gang``) has ``parts``, one choice per node in rank
+    order (``chosen`` is the first); a one-node placement has none."""
+
+    request: PlacementRequest
+    chosen: Choice
+    runner_up: Choice | None
+    pool: ColumnarPool
+    parts: tuple[Choice, ...] = ()
+
+    @property
+    def choices(self) -> tuple[Choice, ...]:
+        """One choice per node the placement holds on, in rank order."""
+        return self.parts or (self.chosen,)
+
+    @cached_property
+    def holdings(self) -> tuple[Holding, ...]:
+        """What the placement holds, one holding per node in rank order (the pass applies them
+        to the pool and proposes them to the store together)."""
+        return tuple(self._holding(choice) for choice in self.choices)
+
+    @property
+    def holding(self) -> Holding:
+        """What a one-node placement holds; a gang has several: :attr:`holdings`."""
+        if len(self.choices) > 1:
+            raise ValueError(f"job {self.request.job_id} is a gang over {len(self.choices)} nodes: read Placement.holdings")
+        return self.holdings[0]
+
+    @property
+    def price_per_hour(self) -> float:
+        return sum(choice.price_per_hour for choice in self.choices)
+
+    def _holding(self, choice: Choice) -> Holding:
+        devices = list(choice.devices)
+        memory = self.request.memory_to_hold(self.pool.dev_mem_total[devices]).tolist() if devices else []
+        return Holding(
+            job_id=self.request.job_id,
+            node=choice.node,
+            devices=choice.devices,
+            share=self.request.share,
+            memory_mib=tuple(memory),
+            cpu_cores=self.request.cpu_cores,
+            host_memory_mib=self.request.host_memory_mib,
+        )
+
+    def describe(self, choice: Choice) -> str:
+        pool = self.pool
+        where = pool.node_name[choice.node]
+        if not choice.devices:
+            return f"{self.request.cpu_cores:g} CPU cores on {where}"
+        first = choice.devices[0]
+        profile = pool.profile_name(first)
+        what = f"MIG {profile} of {choice.model}" if profile else choice.model
+        share = f" ({self.request.share:g} of it)" if self.request.fractional else ""
+        return (
+            f"{len(choice.devices)}x {what}{share} on {where} at {choice.price_per_hour:.2f}/h, "
+            f"speed {choice.speed:g} -> {choice.cost_per_work:.2f} per unit of work"
+        )
+
+    @property
+    def reason(self) -> str:
+        why = {"cost": "cheapest per unit of work", "time": "fastest", "pack": "tightest fit"}[self.request.objective]
+        if self.request.count == 0:
+            why = "CPU only"
+        if len(self.choices) > 1:
+            return f"{why}: a gang of {len(self.choices)} parts: " + "; ".join(
+                f"rank {rank}: {self.describe(choice)}" for rank, choice in enumerate(self.choices)
+            )
+        text = f"{why}: {self.describe(self.chosen)}"
+        if self.runner_up is not None:
+            text += f"; next best: {self.describe(self.runner_up)}"
+        return text
+
+
+@dataclass
+class Unplaceable:
+    """A request that fits nowhere now. Its reasons are counted and written when first asked
+    for (a simulation that only needs the verdict never pays for the sentences)."""
+
+    request: PlacementRequest
+    explain: Callable[[], Rejections]
+
+    @cached_property
+    def rejections(self) -> Rejections:
+        return self.explain()
+
+    @property
+    def reason(self) -> str:
+        return "no placement fits: " + self.rejections.summary()
