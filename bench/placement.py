@@ -165,7 +165,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     for q in queues:
         e = q.entitlement
         print(f"  queue {e.name}: weight {e.weight:g}, guarantee {e.guarantee or '-'}, limit {e.limit or '-'}, {100 * q.share / sum(x.share for x in queues):.0f} % of tasks")
-    print(f"share of the cost held, got/entitled, while all queues have a job waiting ({results[0].all_busy_s / 3600:.1f} h for {results[0].policy})")
+    print(f"share of the cost held, got/entitled, while every queue has 5 tasks waiting that ask at least its entitlement "
+          f"({results[0].all_busy_s / 3600:.1f} h for {results[0].policy})")
     print(format_table(results))
     if args.json:
         print(json.dumps({"policies": [r.record() for r in results]}))
