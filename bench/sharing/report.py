@@ -15,7 +15,7 @@
 - Checks: placements that asked for more than was free (must be 0), tasks started later than
   the reservation they held (+ one pass: starts happen on passes), tasks never placed.
 - Guarantee recovery: the longest time a queue with a guarantee held less than it while it
-  had a job waiting.
+  was busy (``BUSY_TASKS`` tasks waiting).
 """
 
 from __future__ import annotations
@@ -120,9 +120,18 @@ class Meter:
             for name in names:
                 self.got[name] += dt * cost[name] / total
                 self.entitled[name] += dt * entitled[name] / total
-        for name in names:
-            short = self.guaranteed[name] > 0 and cost[name] + 1e-9 < self.guaranteed[name] and name in waiting_queues
-            if short:
+
+    def settle(self, now: float, jobs: Iterable) -> None:
+        """After a pass: note when each queue with a guarantee went under it while busy, and
+        for how long once it is back (or no longer busy)."""
+        cost, waiting = defaultdict(float), defaultdict(int)
+        for j in jobs:
+            if j.state == "running":
+                cost[j.queue] += j.price
+            elif j.state == "waiting":
+                waiting[j.queue] += 1
+        for name, guaranteed in self.guaranteed.items():
+            if cost[name] < guaranteed * (1 - 1e-6) and waiting[name] >= BUSY_TASKS:
                 self.under_since.setdefault(name, now)
             elif name in self.under_since:
                 self.recovery_max_s = max(self.recovery_max_s, now - self.under_since.pop(name))
