@@ -1,9 +1,13 @@
 """What the simulator measures, and how it prints it.
 
-- Share against entitlement, per queue: over the time every queue has a job waiting, the
-  time-weighted mean of its share of the cost held, against the time-weighted mean of what it
-  is entitled to of that cost (``entitled_costs``: guarantees, then weights, water-filled).
-  The share error is |got - entitled| / entitled.
+- Share against entitlement, per queue: over the time every queue is busy (at least
+  ``BUSY_TASKS`` tasks wait, and what it holds plus what they ask, priced at the pool's mean
+  price per GPU, is at least what it is entitled to: fair share has something to decide; a
+  queue whose only waiting task is one 8-GPU task that needs a whole node is not busy, it
+  waits for its reservation), the time-weighted mean of its share
+  of the cost held, against the time-weighted mean of what it is entitled to of that cost
+  (``entitled_costs``: guarantees, then weights, water-filled). The share error is
+  |got - entitled| / entitled.
 - Utilisation: GPUs held (a share counting its fraction) over the cluster's GPUs, over the
   time some job waits (when a better policy could have placed more).
 - Waits: per task, the time from its arrival to its last start less the time it ran before
@@ -11,7 +15,7 @@
 - Checks: placements that asked for more than was free (must be 0), tasks started later than
   the reservation they held (+ one pass: starts happen on passes), tasks never placed.
 - Guarantee recovery: the longest time a queue with a guarantee held less than it while it
-  had a job waiting.
+  was busy (``BUSY_TASKS`` tasks waiting).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from poold.scheduler.pool import ColumnarPool
 from poold.scheduler.sharing.entitlements import entitled_costs, guarantee_cost, price_per_key
 
 from .workload import SimQueue
+
+
+BUSY_TASKS = 5
 
 
 @dataclass
@@ -83,6 +90,7 @@ class Meter:
     def __post_init__(self) -> None:
         pool = self.pool
         self.gpus = int(np.count_nonzero(pool.dev_alive[: pool.n_devices]))
+        self.price_per_gpu = float(pool.dev_price[: pool.n_devices][pool.dev_alive[: pool.n_devices]].mean())
         prices = price_per_key(pool)
         self.guaranteed = {q.entitlement.name: guarantee_cost(q.entitlement, prices) for q in self.queues}
 
@@ -100,15 +108,30 @@ class Meter:
             self.held_gpu_s += dt * sum(j.timed.task.gpu_request for j in holding)
         names = [q.entitlement.name for q in self.queues]
         total = sum(cost.values())
-        if dt > 0 and total > 0 and all(name in waiting_queues for name in names):
+        entitled = entitled_costs(total, [q.entitlement for q in self.queues], self.guaranteed) if total > 0 else {}
+        asked, waiting = defaultdict(float), defaultdict(int)
+        for j in jobs:
+            if j.state == "waiting":
+                asked[j.queue] += j.timed.task.gpu_request * self.price_per_gpu
+                waiting[j.queue] += 1
+        busy = total > 0 and all(cost[name] + asked[name] >= entitled[name] and waiting[name] >= BUSY_TASKS for name in names)
+        if dt > 0 and total > 0 and busy:
             self.all_busy_s += dt
-            entitled = entitled_costs(total, [q.entitlement for q in self.queues], self.guaranteed)
             for name in names:
                 self.got[name] += dt * cost[name] / total
                 self.entitled[name] += dt * entitled[name] / total
-        for name in names:
-            short = self.guaranteed[name] > 0 and cost[name] + 1e-9 < self.guaranteed[name] and name in waiting_queues
-            if short:
+
+    def settle(self, now: float, jobs: Iterable) -> None:
+        """After a pass: note when each queue with a guarantee went under it while busy, and
+        for how long once it is back (or no longer busy)."""
+        cost, waiting = defaultdict(float), defaultdict(int)
+        for j in jobs:
+            if j.state == "running":
+                cost[j.queue] += j.price
+            elif j.state == "waiting":
+                waiting[j.queue] += 1
+        for name, guaranteed in self.guaranteed.items():
+            if cost[name] < guaranteed * (1 - 1e-6) and waiting[name] >= BUSY_TASKS:
                 self.under_since.setdefault(name, now)
             elif name in self.under_since:
                 self.recovery_max_s = max(self.recovery_max_s, now - self.under_since.pop(name))

@@ -113,6 +113,7 @@ class Simulation:
                 meter.preemptions += 1
                 heapq.heappush(events, (now + self.grace_s, seq, STOPPED, victim.id, victim.attempt))
                 seq += 1
+            meter.settle(now, self.jobs.values())
             for job in self.jobs.values():
                 if job.state == "waiting":
                     reservation = plan.reservations.get(job.id)

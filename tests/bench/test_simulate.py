@@ -121,3 +121,28 @@ def test_a_trace_without_times_is_refused(tmp_path):
     path.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np1,1000,1000,1,1000,\n")
     with pytest.raises(TraceError, match="creation_time"):
         load_timed_tasks(path, 10, 3600.0)
+
+
+def test_a_queue_under_its_guarantee_gets_it_back_within_one_pass_and_the_grace(tmp_path):
+    # 3 nodes x 4 T4 at 0.35/h = 4.2/h. Queue b fills all 12 T4 at t = 0 with tasks of 5000 s;
+    # at t = 600, 10 tasks of queue a arrive, guaranteed 2.1/h = 6 T4. The pass at 600 preempts 6
+    # of b's (a is under its guarantee, b has none); they stop after the 30 s grace and the pass
+    # at 630 places 6 of a's: a was under its guarantee for 30 s.
+    queues = [SimQueue(QueueEntitlement("a", guarantee={"cost": 2.1}), 1.0), SimQueue(QueueEntitlement("b"), 1.0)]
+    names = {"a": [], "b": []}
+    serial = 0
+    while len(names["a"]) < 10 or len(names["b"]) < 12:
+        name = f"pod-{serial}"
+        serial += 1
+        queue = queue_of(name, queues)
+        if len(names[queue]) < (10 if queue == "a" else 12):
+            names[queue].append(name)
+    rows = [(name, 0) for name in names["b"]] + [(name, 600) for name in names["a"]]
+    trace = tmp_path / "burst.csv"
+    trace.write_text(HEADER + "".join(f"{name},1000,1024,1,1000,,BE,Running,{start},{start + 5000},{start}\n" for name, start in rows))
+    nodes = tmp_path / "t4.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\n" + "".join(f"n{i},32000,262144,4,T4\n" for i in range(3)))
+    result = Simulation("poold", load_nodes(nodes), load_timed_tasks(trace, 100, 10_000.0), queues, pass_s=10.0, grace_s=30.0).run()
+    assert result.preemptions == 6
+    assert 0 < result.guarantee_recovery_max_s <= 10.0 + 30.0
+    assert (result.over_capacity, result.never_placed) == (0, 0)

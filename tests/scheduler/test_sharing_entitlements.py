@@ -129,8 +129,11 @@ def test_queue_order_under_guarantee_first_then_priority_then_cost_per_weight():
         (100.0, {"a": 40.0}, {"a": 40.0, "b": 20.0, "c": 40.0}),
         # a guarantee below its weighted share changes nothing
         (100.0, {"a": 10.0}, {"a": 25.0, "b": 25.0, "c": 50.0}),
-        # guarantees 70 + 30 of 80 (more than there is): both above their weighted 20 -> fixed; c gets what is left: 0
-        (80.0, {"a": 70.0, "b": 30.0}, {"a": 70.0, "b": 30.0, "c": 0.0}),
+        # guarantees 70 + 30 of 80 (more than there is): a is 70 - 20 = 50 above its weighted 20, fixed first at 70;
+        # of the 10 left b (weight 1 of 3) would share 3.3 < 30: b gets all that is left, 10; c nothing.
+        (80.0, {"a": 70.0, "b": 30.0}, {"a": 70.0, "b": 10.0, "c": 0.0}),
+        # a guarantee above all there is: cut to the total.
+        (50.0, {"a": 70.0}, {"a": 50.0, "b": 0.0, "c": 0.0}),
     ],
 )
 def test_entitled_costs_water_fill(total, guarantees, expected):

@@ -93,7 +93,8 @@ def queue_order_key(usage: Mapping[str, float], queue: QueueEntitlement) -> tupl
 def entitled_costs(total: float, queues: Iterable[QueueEntitlement], guaranteed_cost: Mapping[str, float]) -> dict[str, float]:
     """Each queue's entitled cost per hour when all want more than ``total`` can give: water-filling,
     as the order above serves them. A queue gets max(its guarantee, its weighted share of what the
-    queues without a larger guarantee share), capped by ``total``.
+    queues without a larger guarantee share); guarantees beyond ``total`` are cut to what is left,
+    furthest above its weighted share served first, so the entitlements sum to ``total``.
 
     total 100, A weight 1 guarantee 40, B weight 1, C weight 2: weighted shares 25/25/50; A's 40
     is more than 25, so A gets 40 and B, C share 60 by weight: B 20, C 40."""
@@ -103,12 +104,14 @@ def entitled_costs(total: float, queues: Iterable[QueueEntitlement], guaranteed_
         free = [q for q in queues if q.name not in fixed]
         left = max(0.0, total - sum(fixed.values()))
         weights = sum(q.weight for q in free)
-        newly = {q.name: guaranteed_cost.get(q.name, 0.0) for q in free
-                 if weights and guaranteed_cost.get(q.name, 0.0) > left * q.weight / weights + EPSILON}
-        if not newly:
-            shares = {q.name: left * q.weight / weights for q in free} if weights else {}
-            return {**fixed, **shares}
-        fixed.update(newly)
+        if not free:
+            return fixed
+        over = [q for q in free if guaranteed_cost.get(q.name, 0.0) > left * q.weight / weights + EPSILON]
+        if not over:
+            return {**fixed, **{q.name: left * q.weight / weights for q in free}}
+        # The guarantee furthest above its weighted share is fixed first, at most what is left.
+        first = max(over, key=lambda q: guaranteed_cost.get(q.name, 0.0) - left * q.weight / weights)
+        fixed[first.name] = min(guaranteed_cost.get(first.name, 0.0), left)
 
 
 def guarantee_cost(queue: QueueEntitlement, price_of_key: Mapping[str, float]) -> float:
