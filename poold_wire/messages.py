@@ -162,6 +162,7 @@ class Assignment(WireModel):
         default=1, description="which run of the job this is: 1, then one more each time it was preempted and placed again "
         "(an agent that ran an earlier run of the same job id starts it afresh)",
     )
+    gang: GangInfo | None = Field(default=None, description="a part of a gang: its rank and the gang's nodes (None: a job of one node)")
 
 
 class StopOrder(WireModel):
@@ -171,7 +172,6 @@ class StopOrder(WireModel):
     job_id: int
     grace_s: float = Field(ge=0)
     reason: str = ""
-    gang: GangInfo | None = Field(default=None, description="a part of a gang: its rank and the gang's nodes (None: a job of one node)")
 
 
 class AssignmentsResponse(WireModel):

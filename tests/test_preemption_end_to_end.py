@@ -76,3 +76,24 @@ def test_a_preempted_job_is_killed_after_its_grace_requeued_and_runs_again(site,
     assert job["node"] == "l4" and "job.cancelled" not in [e["kind"] for e in job["events"]]
     assert [e["kind"] for e in job["events"]].count("job.started") == 2
     assert wait_for(lambda: (log := client.log(victim).decode()).endswith("done\n") and log) == "run\nrun\ndone\n"
+
+
+def test_the_pass_preempts_a_lower_priority_job_of_the_queue_for_a_higher_one(site, scratch):
+    """No service call this time: the scheduling pass chooses the victim. A job of priority
+    10 needs both L4s; the job of priority -5 of the same queue holding one is the cheapest
+    victim (the only one). It is stopped, requeued, and runs again once the other has ended."""
+    daemon, client = site
+    go = scratch / "go"
+    command = f"echo run; while [ ! -e {go} ]; do sleep 0.2; done; echo done"
+    victim = submit(client, f'name = "background"\npriority = -5\ncommand = ["sh", "-c", "{command}"]\ngrace_period = "1s"\n'
+                            '[resources]\nkind = "gpu"\ncount = 1\n')
+    wait_for(lambda: client.job(victim)["state"] == "running" and b"run" in client.log(victim))
+    taker = submit(client, 'name = "urgent"\npriority = 10\ncommand = ["sh", "-c", "echo urgent"]\n'
+                           '[resources]\nkind = "gpu"\ncount = 2\n')
+    seen = wait_for(lambda: (job := client.job(victim))["preemptions"] == 1 and job, timeout_s=30)
+    assert seen["preempted_by"] == taker and "higher priority" in seen["preempt_reason"]
+    assert ended(client, taker)["state"] == "succeeded"
+    go.touch()
+    job = ended(client, victim, timeout_s=60)
+    assert job["state"] == "succeeded", job
+    assert [e["kind"] for e in job["events"]].count("job.started") == 2

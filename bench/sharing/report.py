@@ -137,11 +137,11 @@ class Meter:
                 self.recovery_max_s = max(self.recovery_max_s, now - self.under_since.pop(name))
 
     def check_capacity(self, placement: Placement) -> None:
-        holding = placement.holding
         pool = self.pool
-        if any(pool.dev_free[d] + 1e-9 < holding.share for d in holding.devices) or \
-                pool.node_cpu[holding.node] - pool.node_cpu_held[holding.node] + 1e-9 < holding.cpu_cores:
-            self.over_capacity += 1
+        for holding in placement.holdings:
+            if any(pool.dev_free[d] + 1e-9 < holding.share for d in holding.devices) or \
+                    pool.node_cpu[holding.node] - pool.node_cpu_held[holding.node] + 1e-9 < holding.cpu_cores:
+                self.over_capacity += 1
 
     def started(self, job, now: float) -> None:
         if job.reserved_start is not None and now > job.reserved_start + self.pass_s + 1e-6:

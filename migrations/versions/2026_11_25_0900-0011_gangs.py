@@ -1,7 +1,7 @@
 """gangs: a job over several nodes is stored as its parts, one child job per node
 
 Revision ID: 0011_gangs
-Revises: 0009
+Revises: 0010_sharing
 Create Date: 2026-11-25 09:00:00
 
 - ``jobs.gang_of``: the job (as submitted) a part belongs to; null for every other job;
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_gangs"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010_sharing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 whether the report it remembers is still the one stored
 
 Revision ID: 0012
-Revises: 0010_sharing
+Revises: 0011_gangs
 Create Date: 2026-11-25 09:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010_sharing"
+down_revision: str | None = "0011_gangs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

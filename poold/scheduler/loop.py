@@ -321,7 +321,8 @@ class Scheduler:
             return
         with transaction(self.factory) as session:
             for chunk in chunks(list(reasons)):
-                stored = dict(session.execute(select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending")))
+                query = select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending")
+                stored = {job_id: reason for job_id, reason in session.execute(query)}
                 changed = [job_id for job_id, reason in stored.items() if reason != reasons[job_id]]
                 if not changed:
                     continue

@@ -221,6 +221,13 @@ class ColumnarPool:
         self.node_gen[holding.node] += 1
         self.holdings[holding.job_id] = (*held, holding)
 
+    def adopt(self, holding: Holding) -> None:
+        """Know ``holding`` as a job's on its node without holding it again: the node was just
+        loaded with what the job holds counted in (``poold.scheduler.snapshot``). ``release``
+        then gives it back like one :meth:`apply` held."""
+        held = self.holdings.get(holding.job_id, ())
+        self.holdings[holding.job_id] = (*(h for h in held if h.node != holding.node), holding)
+
     def release(self, job_id: int) -> tuple[Holding, ...]:
         """Give back everything :meth:`apply` held for ``job_id``, on every node; empty when it
         holds nothing here."""

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from poold.db.models import AllocationModel, DeviceModel, NodeModel
-from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, NodeSpec
+from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, Holding, NodeSpec
 from poold.services import quarantine, scrub
 from poold.settings import Settings
 from poold_wire.records import DeviceRecord
@@ -150,26 +150,15 @@ class StoreSnapshot:
         devices: dict[int, list[DeviceModel]] = {node_id: [] for node_id in node_ids}
         for device in session.scalars(select(DeviceModel).where(DeviceModel.node_id.in_(node_ids), DeviceModel.present.is_(True))):
             devices[device.node_id].append(device)
-        active = AllocationModel.released_at.is_(None)
-        device_held = {
-            device_id: (float(share or 0.0), int(memory or 0))
-            for device_id, share, memory in session.execute(
-                select(AllocationModel.device_id, func.sum(AllocationModel.share), func.sum(AllocationModel.memory_mib))
-                .where(AllocationModel.node_id.in_(node_ids), AllocationModel.device_id.is_not(None), active)
-                .group_by(AllocationModel.device_id)
-            )
-        }
-        node_held = {
-            node_id: (float(cpu or 0.0), int(memory or 0))
-            for node_id, cpu, memory in session.execute(
-                select(AllocationModel.node_id, func.sum(AllocationModel.cpu_cores), func.sum(AllocationModel.host_memory_mib))
-                .where(AllocationModel.node_id.in_(node_ids), AllocationModel.device_id.is_(None), active)
-                .group_by(AllocationModel.node_id)
-            )
-        }
+        held = _Held()
+        if not self.capacity_only:
+            columns = (AllocationModel.job_id, AllocationModel.node_id, AllocationModel.device_id, AllocationModel.share,
+                       AllocationModel.memory_mib, AllocationModel.cpu_cores, AllocationModel.host_memory_mib)
+            for row in session.execute(select(*columns).where(AllocationModel.node_id.in_(node_ids), AllocationModel.released_at.is_(None))):
+                held.add(*row)
         for node in nodes:
             try:
-                self._load_node(node, devices[node.id], device_held, node_held)
+                self._load_node(node, devices[node.id], held)
                 self.set_aside.pop(node.id, None)
             except Exception as exc:  # noqa: BLE001 - one unreadable node must not stop the pool
                 self.pool.remove_node(node.id)
@@ -177,7 +166,7 @@ class StoreSnapshot:
                 log.exception("node %s set aside: its rows cannot be read for placement", node.name)
                 self.set_aside[node.id] = (node.name, why)
 
-    def _load_node(self, node: NodeModel, rows: list[DeviceModel], device_held: dict, node_held: dict) -> None:
+    def _load_node(self, node: NodeModel, rows: list[DeviceModel], held: "_Held") -> None:
         present = {row.id for row in rows}
         specs = [
             device_spec(row, id=row.id, parent_id=row.parent_id if row.parent_id in present else None, settings=self.settings)
@@ -187,6 +176,43 @@ class StoreSnapshot:
             best = NodeSpec(node.id, node.name, float(node.cpu_cores), node.memory_total_mib, network=network_of(node))
             self.pool.upsert_node(best, specs)
             return
-        states = {row.id: device_state(row, *device_held.get(row.id, (0.0, 0)), out_of_service(row)) for row in rows}
-        cpu, memory = node_held.get(node.id, (0.0, 0))
+        states = {row.id: device_state(row, *held.device.get(row.id, (0.0, 0)), out_of_service(row)) for row in rows}
+        cpu, memory = held.node.get(node.id, (0.0, 0))
         self.pool.upsert_node(node_spec(node), specs, states, cpu, memory)
+        for holding in held.holdings(self.pool, node.id):
+            self.pool.adopt(holding)
+
+
+class _Held:
+    """What the active allocations of the nodes being reloaded hold: summed per device and per
+    node (what the pool's columns hold), and per job and node (the pool's ``holdings``, so the
+    sharing planner can tell what a running job would give back)."""
+
+    def __init__(self) -> None:
+        self.device: dict[int, tuple[float, int]] = {}
+        self.node: dict[int, tuple[float, int]] = {}
+        self._jobs: dict[int, dict[int, list]] = {}  # node id -> job id -> [device ids, share, memory, cpu, host memory]
+
+    def add(self, job_id: int, node_id: int, device_id: int | None, share: float | None, memory_mib: int | None,
+            cpu_cores: float | None, host_memory_mib: int | None) -> None:
+        job = self._jobs.setdefault(node_id, {}).setdefault(job_id, [[], 0.0, [], 0.0, 0])
+        if device_id is None:
+            cpu, memory = self.node.get(node_id, (0.0, 0))
+            self.node[node_id] = (cpu + float(cpu_cores or 0.0), memory + int(host_memory_mib or 0))
+            job[3] += float(cpu_cores or 0.0)
+            job[4] += int(host_memory_mib or 0)
+            return
+        total_share, total_memory = self.device.get(device_id, (0.0, 0))
+        self.device[device_id] = (total_share + float(share or 0.0), total_memory + int(memory_mib or 0))
+        job[0].append(device_id)
+        job[1] = float(share or 0.0)
+        job[2].append(int(memory_mib or 0))
+
+    def holdings(self, pool: ColumnarPool, node_id: int) -> list[Holding]:
+        slot = pool.node_by_id[node_id]
+        found = []
+        for job_id, (device_ids, share, memory, cpu, host_memory) in self._jobs.get(node_id, {}).items():
+            slots = [pool.device_by_id.get(device_id) for device_id in device_ids]
+            kept = [(s, m) for s, m in zip(slots, memory) if s is not None]  # a device no longer present holds nothing here
+            found.append(Holding(job_id, slot, tuple(s for s, _ in kept), share, tuple(m for _, m in kept), cpu, host_memory))
+        return found

@@ -33,7 +33,7 @@ def test_a_refusal_is_judged_again_on_a_fresh_read(pool, settings):
 
 
 def test_a_gang_wider_than_the_pool_never_fits_naming_nodes(pool, settings):
-    from poold.scheduler.plan import blamed_field
+    from poold.scheduler.blame import blamed_field
 
     with transaction(pool.factory) as session:
         make_node("hgx-1").gpus(8, "H100").register(session)

@@ -40,7 +40,7 @@ def test_held_amounts_per_model_kind_and_cost(settings, what, expected):
         "mig-3g": Holding(1, 2, slots(pool, 2, "A100", 1, mig=True), 1.0, (0,), 0, 0),
         "three-npu": Holding(1, 3, slots(pool, 3, "910B", 3), 1.0, (0, 0, 0), 0, 0),
     }[what]
-    assert held_amounts(pool, holding, expected["cost"]) == pytest.approx(expected)
+    assert held_amounts(pool, (holding,), expected["cost"]) == pytest.approx(expected)
 
 
 QUEUE = QueueEntitlement("research", weight=2, guarantee={"H100": 16, "cost": 40.0}, limit={"gpu": 24, "cost": 100.0})

@@ -199,7 +199,8 @@ def test_a_job_waits_for_its_stopping_victims_without_choosing_more(settings):
     plan = site.plan(1000.0, wants(1, count=2))
     assert plan.preemptions == []
     assert plan.waiting[1] == "waiting for preempted job(s) 10 to stop"
-    assert plan.reservations[1].devices == site.pool.holdings[10].devices
+    [held] = site.pool.holdings[10]
+    assert plan.reservations[1].devices == held.devices
 
 
 def test_devices_freed_by_preemption_go_to_the_job_they_were_taken_for(settings):

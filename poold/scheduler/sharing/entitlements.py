@@ -18,22 +18,22 @@ EPSILON = 1e-9
 MIG_SLICES_PER_GPU = 7
 
 
-def held_amounts(pool: ColumnarPool, holding: Holding | None, price_per_hour: float) -> Amounts:
-    """What one holding counts for: devices per model and per kind, and its price per hour.
+def held_amounts(pool: ColumnarPool, holdings: Iterable[Holding], price_per_hour: float) -> Amounts:
+    """What a job's holdings (one per node it holds on) count for: devices per model and per
+    kind, and its price per hour.
 
     Two H100 whole: {"h100": 2, "gpu": 2, "cost": price}; half of one L4: {"l4": 0.5, "gpu": 0.5, ...};
     a 3g.40gb slice of an A100: {"a100": 3/7, "gpu": 3/7, ...}."""
     amounts: Amounts = {COST: float(price_per_hour)}
-    if holding is None:
-        return amounts
-    for device in holding.devices:
-        slices = int(pool.dev_slices[device])
-        amount = holding.share * (slices / MIG_SLICES_PER_GPU if slices else 1.0)
-        model = pool.model_name(device).lower()
-        amounts[model] = amounts.get(model, 0.0) + amount
-        kind = int(pool.dev_kind[device])
-        if 0 <= kind < len(KINDS):
-            amounts[KINDS[kind]] = amounts.get(KINDS[kind], 0.0) + amount
+    for holding in holdings:
+        for device in holding.devices:
+            slices = int(pool.dev_slices[device])
+            amount = holding.share * (slices / MIG_SLICES_PER_GPU if slices else 1.0)
+            model = pool.model_name(device).lower()
+            amounts[model] = amounts.get(model, 0.0) + amount
+            kind = int(pool.dev_kind[device])
+            if 0 <= kind < len(KINDS):
+                amounts[KINDS[kind]] = amounts.get(KINDS[kind], 0.0) + amount
     return amounts
 
 

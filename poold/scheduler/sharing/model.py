@@ -94,12 +94,12 @@ class Reservation:
 
     job_id: int
     start_s: float
-    holding: Holding
+    holdings: tuple[Holding, ...]
     why: str
 
     @property
     def devices(self) -> tuple[int, ...]:
-        return self.holding.devices
+        return tuple(device for holding in self.holdings for device in holding.devices)
 
 
 @dataclass

@@ -108,7 +108,7 @@ class _Pass:
         self.nominated: dict[int, list[int]] = defaultdict(list)
         self.taken: set[int] = set()
         for h in holders:
-            self.parts[h.job_id] = held_amounts(pool, pool.holdings.get(h.job_id), h.price_per_hour)
+            self.parts[h.job_id] = held_amounts(pool, pool.holdings.get(h.job_id, ()), h.price_per_hour)
             if h.stopping:
                 self.taken.add(h.job_id)
                 if h.preempted_for is not None:
@@ -129,7 +129,7 @@ class _Pass:
         try:
             for job_id, reservation in self.planner._carried.items():
                 if job_id in ids:
-                    self.phantoms.hold(job_id, reservation.holding)
+                    self.phantoms.hold(job_id, reservation.holdings)
                     self.plan.reservations[job_id] = reservation
             self._serve()
         finally:
@@ -218,7 +218,7 @@ class _Pass:
         return decision.reason if self.options.explain else "no placement fits"
 
     def _take(self, job: Waiting, placement: Placement) -> str:
-        amounts = held_amounts(self.engine.pool, placement.holding, placement.chosen.price_per_hour)
+        amounts = held_amounts(self.engine.pool, placement.holdings, placement.price_per_hour)
         why = over_limit(self.usage[job.queue], amounts, self.planner.entitlement(job.queue))
         if why is not None:
             self.plan.waiting[job.job_id] = why
@@ -267,9 +267,9 @@ class _Pass:
         self._hold(job, start, placement, why)
 
     def _hold(self, job: Waiting, start: float, placement: Placement, why: str) -> None:
-        reservation = Reservation(job.job_id, start, placement.holding, why)
+        reservation = Reservation(job.job_id, start, placement.holdings, why)
         self.plan.reservations[job.job_id] = reservation
-        self.phantoms.hold(job.job_id, placement.holding)
+        self.phantoms.hold(job.job_id, placement.holdings)
         self.plan.waiting[job.job_id] = why
 
     # ---- preemption ----------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class _Pass:
                 reservation = self.plan.reservations[job.job_id]
         if reservation is not None:
             price = sum(self.holders[v].price_per_hour for v in victims if v in self.holders)
-            add(self.usage[job.queue], held_amounts(self.engine.pool, reservation.holding, price))
+            add(self.usage[job.queue], held_amounts(self.engine.pool, reservation.holdings, price))
         self.plan.waiting[job.job_id] = f"waiting for preempted job(s) {', '.join(map(str, sorted(victims)))} to stop"
         return WAITS
 
@@ -310,8 +310,7 @@ class _Pass:
                 lent = short and self._cost(h.queue) > self.deserved.get(h.queue, 0.0) * (1 + slack) + EPSILON
                 eligible = (bool(under) or lent) and not protected
             if eligible:
-                holding = self.engine.pool.holdings[h.job_id]
-                devices = len(holding.devices) * holding.share or 1.0
+                devices = sum(len(held.devices) * held.share for held in self.engine.pool.holdings[h.job_id]) or 1.0
                 candidates.append(Candidate(h.job_id, h.priority, devices * max(0.0, self.now - h.placed_s)))
         if not candidates:
             return False
@@ -320,7 +319,7 @@ class _Pass:
         if found is None:
             return False
         victims = [self.holders[c.job_id] for c in found.victims]
-        amounts = held_amounts(self.engine.pool, found.placement.holding, found.placement.chosen.price_per_hour)
+        amounts = held_amounts(self.engine.pool, found.placement.holdings, found.placement.price_per_hour)
         taken_back: dict[str, Amounts] = defaultdict(dict)
         for v in victims:
             add(taken_back[v.queue], self.parts[v.job_id])

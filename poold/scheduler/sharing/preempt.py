@@ -57,14 +57,13 @@ def cheapest_victims(
     pool = engine.pool
     by_node: dict[int, list[Candidate]] = defaultdict(list)
     for candidate in candidates:
-        holding = pool.holdings.get(candidate.job_id)
-        if holding is not None:
+        for holding in pool.holdings.get(candidate.job_id, ()):
             by_node[holding.node].append(candidate)
     nodes = [node for node, found in by_node.items() if _could_fit(engine, request, node, found)]
     nodes.sort(key=lambda node: min(c.cost for c in by_node[node]))
     best: VictimSet | None = None
     for node in nodes[:max_nodes]:
-        found = _on_node(engine, request, sorted(by_node[node], key=lambda c: c.cost), phantoms)
+        found = _on_node(engine, request, node, sorted(by_node[node], key=lambda c: c.cost), phantoms)
         if found is not None and (best is None or found.cost < best.cost):
             best = found
             if len(best.victims) == 1 and best.victims[0].work_lost == 0:
@@ -80,18 +79,19 @@ def _could_fit(engine: Engine, request: PlacementRequest, node: int, candidates:
     span = pool.devices_of(node)
     freeable = pool.dev_free[span.start : span.stop].copy()
     for candidate in candidates:
-        holding = pool.holdings[candidate.job_id]
-        cpu += holding.cpu_cores
-        for device in holding.devices:
-            freeable[device - span.start] += holding.share
+        for holding in pool.holdings[candidate.job_id]:
+            if holding.node != node:
+                continue  # a gang's part elsewhere: released with it, but not room here
+            cpu += holding.cpu_cores
+            for device in holding.devices:
+                freeable[device - span.start] += holding.share
     if cpu + 1e-9 < request.cpu_cores:
         return False
     usable = pool.dev_alive[span.start : span.stop] & pool.dev_allocatable[span.start : span.stop]
     return int(np.count_nonzero(usable & (freeable + 1e-9 >= request.share))) >= request.count
 
 
-def _on_node(engine: Engine, request: PlacementRequest, ordered: list[Candidate], phantoms: Phantoms) -> VictimSet | None:
-    node = engine.pool.holdings[ordered[0].job_id].node
+def _on_node(engine: Engine, request: PlacementRequest, node: int, ordered: list[Candidate], phantoms: Phantoms) -> VictimSet | None:
     singles = [c for c in ordered[:MAX_SINGLES_PER_NODE] if _could_fit(engine, request, node, [c])]
     for candidate in singles:
         placement = place_without(engine, request, [candidate.job_id], phantoms)

@@ -30,14 +30,15 @@ class Phantoms:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._next = -1
-        self._reserved: dict[int, Holding] = {}
+        self._reserved: dict[int, tuple[Holding, ...]] = {}
         self._held: dict[int, list[Holding]] = {}
 
-    def hold(self, job_id: int, holding: Holding) -> None:
-        """Keep what ``holding`` would take (as far as it is free now) for ``job_id``."""
+    def hold(self, job_id: int, holdings: tuple[Holding, ...]) -> None:
+        """Keep what ``holdings`` (a placement's, one per node) would take, as far as it is free
+        now, for ``job_id``."""
         self.drop(job_id)
-        self._reserved[job_id] = holding
-        self._held[job_id] = self._apply(holding)
+        self._reserved[job_id] = holdings
+        self._held[job_id] = [part for holding in holdings for part in self._apply(holding)]
 
     def drop(self, job_id: int) -> None:
         """Give back and forget ``job_id``'s reservation."""
@@ -49,13 +50,13 @@ class Phantoms:
         for job_id in list(self._reserved):
             self.drop(job_id)
 
-    def reserved(self) -> dict[int, Holding]:
+    def reserved(self) -> dict[int, tuple[Holding, ...]]:
         return dict(self._reserved)
 
     def lift(self, nodes: set[int]) -> dict[int, list[Holding]]:
         """Give back the phantoms on ``nodes``, keeping the reservations; returns what they held
         (``put_back`` holds exactly that again)."""
-        lifted = {job_id: parts for job_id, parts in self._held.items() if self._reserved[job_id].node in nodes}
+        lifted = {job_id: parts for job_id, parts in self._held.items() if any(h.node in nodes for h in self._reserved[job_id])}
         for job_id, parts in lifted.items():
             for part in parts:
                 self.engine.pool.release(part.job_id)
@@ -64,9 +65,9 @@ class Phantoms:
 
     def widen(self, nodes: set[int]) -> None:
         """Hold the lifted reservations on ``nodes`` again, over what is free now."""
-        for job_id, holding in self._reserved.items():
-            if job_id not in self._held and holding.node in nodes:
-                self._held[job_id] = self._apply(holding)
+        for job_id, holdings in self._reserved.items():
+            if job_id not in self._held and any(h.node in nodes for h in holdings):
+                self._held[job_id] = [part for holding in holdings for part in self._apply(holding)]
 
     def put_back(self, lifted: dict[int, list[Holding]]) -> None:
         for job_id, parts in lifted.items():
@@ -101,9 +102,9 @@ def place_without(engine: Engine, request: PlacementRequest, released: Iterable[
     question only, the reservations of ``phantoms`` held over what that frees too (a reserved
     device stays reserved when its holder ends). The pool is as it was when this returns."""
     pool = engine.pool
-    nodes = {holding.node for holding in (pool.holdings.get(job_id) for job_id in released) if holding is not None}
+    nodes = {holding.node for job_id in released for holding in pool.holdings.get(job_id, ())}
     before = phantoms.lift(nodes)
-    taken = [holding for holding in (pool.release(job_id) for job_id in released) if holding is not None]
+    taken = [holding for job_id in released for holding in pool.release(job_id)]
     phantoms.widen(nodes)
     try:
         decision = engine.place(request)
