@@ -61,6 +61,9 @@ class PooldClient:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}").json()
 
+    def why(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/why").json()
+
     def cancel(self, job_id: int, force: bool = False) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/cancel", params={"force": "true"} if force else {}).json()
 

@@ -7,14 +7,15 @@ from sqlalchemy.orm import Session
 
 from poold.api.schemas import (
     AllocationOut, DeviceOut, EventOut, JobDetail, JobOut, NodeOut, PartOut, PlanChoice, PlanOut, PlanRejection, QuarantineOut,
-    QueueOut, QueueUsageOut, ScrubbingOut, TokenOut,
+    QueueOut, QueueUsageOut, ScrubbingOut, TokenOut, WhyFallback, WhyOut, WhyPending, WhyPlace, WhyPlacement, WhyPreemption,
+    WhyReservation,
 )
 from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, QueueModel, TokenModel, as_utc, utcnow
-from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price, network_of
 from poold.services.queue_usage import QueueUsage
+from poold.services.why import PlacementWhy, Why
 from poold.services.tokens import state_of
 from poold.settings import Settings
 from poold.telemetry import Usage
@@ -141,17 +142,7 @@ def device_out(
 
 
 def plan_choice(placement: Placement, choice: Choice) -> PlanChoice:
-    pool = placement.pool
-    return PlanChoice(
-        node=pool.node_name[choice.node],
-        model=choice.model,
-        devices=[pool.dev_uuid[slot] for slot in choice.devices],
-        price_per_hour=choice.price_per_hour,
-        speed=choice.speed,
-        cost_per_work=choice.cost_per_work,
-        locality=TIER_NAMES[choice.tier] if len(choice.devices) > 1 else None,
-        scores={**choice.scores, "total": choice.total},
-    )
+    return PlanChoice(**placement.summary(choice))
 
 
 def plan_out(plan: Plan) -> PlanOut:
@@ -191,4 +182,31 @@ def queue_usage_out(usage: QueueUsage, settings: Settings) -> QueueUsageOut:
         **queue_out(usage.queue, settings).model_dump(), devices=usage.devices, cost_per_hour=round(usage.cost_per_hour, 6),
         placed=usage.placed, stopping=usage.stopping, pending=usage.pending, oldest_pending_at=oldest,
         oldest_wait_s=None if oldest is None else max(0.0, (utcnow() - as_utc(oldest)).total_seconds()),
+    )
+
+
+def why_out(why: Why, settings: Settings) -> WhyOut:
+    job = why.job
+    pending = None
+    if (p := why.pending) is not None:
+        pending = WhyPending(
+            place=WhyPlace(**vars(p.place)), queue=queue_usage_out(p.usage, settings), under_guarantee=p.under_guarantee,
+            now=plan_out(p.plan), reservation=WhyReservation(**vars(p.reservation)) if p.reservation else None,
+            reservation_note=p.reservation_note, fallbacks=[WhyFallback(**vars(f)) for f in p.fallbacks],
+        )
+    return WhyOut(
+        job_id=job.id, name=job.name, state=job.state, queue=job.queue_name, priority=job.priority,  # type: ignore[arg-type]
+        submitted_at=job.submitted_at, reason=job.reason, pending=pending,
+        placement=why_placement(why.placement) if why.placement else None,
+        preemption=WhyPreemption(**vars(why.preemption)) if why.preemption else None,
+    )
+
+
+def why_placement(placement: PlacementWhy) -> WhyPlacement:
+    data = placement.breakdown or {}
+    return WhyPlacement(
+        placed_at=placement.placed_at, node=placement.node, note=placement.note,
+        chosen=PlanChoice(**data["chosen"]) if "chosen" in data else None,
+        runners_up=[PlanChoice(**choice) for choice in data.get("runners_up", [])],
+        parts=[PlanChoice(**choice) for choice in data.get("parts", [])],
     )

@@ -219,6 +219,74 @@ class QueueUsageOut(QueueOut):
     oldest_wait_s: float | None = Field(default=None, description="how long that job has waited, in seconds")
 
 
+class WhyPlace(Strict):
+    position: int = Field(description="1: the next of its queue's pending jobs, in the planner's order (priority, then age, then id)")
+    ahead: int = Field(description="its queue's pending jobs before it in that order")
+    pending: int = Field(description="its queue's pending jobs")
+
+
+class WhyReservation(Strict):
+    start_at: datetime = Field(description="when the devices are kept for it from (UTC)")
+    nodes: list[str]
+    devices: list[str] = Field(description="device uuids")
+    why: str
+
+
+class WhyFallback(Strict):
+    model: str = Field(description="a model of its accept list with an `after`")
+    opens_at: datetime = Field(description="submitted_at + after (UTC): the model is acceptable from then")
+    open: bool
+
+
+class WhyPending(Strict):
+    """Why a pending job waits."""
+
+    place: WhyPlace
+    queue: QueueUsageOut = Field(description="its queue's usage against its entitlement")
+    under_guarantee: list[str] = Field(description="guarantee keys its queue holds less of than guaranteed (served first while any)")
+    now: PlanOut = Field(description="`poold plan` of it on the pool now, narrowed to the accept entries open after its wait; "
+                                     "rejections nearest misses first")
+    reservation: WhyReservation | None = Field(default=None, description="devices the last pass on this replica kept for it")
+    reservation_note: str | None = Field(default=None, description="why there is no reservation to show")
+    fallbacks: list[WhyFallback] = Field(default_factory=list)
+
+
+class WhyPlacement(Strict):
+    """The placement's score breakdown as its pass recorded it."""
+
+    placed_at: datetime
+    node: str | None = None
+    chosen: PlanChoice | None = None
+    runners_up: list[PlanChoice] = Field(default_factory=list)
+    parts: list[PlanChoice] = Field(default_factory=list, description="a gang: each part by rank")
+    note: str | None = Field(default=None, description="why there is no breakdown (placed before poold recorded one)")
+
+
+class WhyPreemption(Strict):
+    times: int = Field(description="runs cut short by preemption")
+    by_job_id: int | None = Field(default=None, description="the job its devices were taken for (the last time)")
+    by_queue: str | None = None
+    reason: str | None = None
+    stopping: bool = Field(description="its agent is stopping it now")
+    requested_at: datetime | None = Field(default=None, description="when the stop was asked (while stopping)")
+    last_preempted_at: datetime | None = Field(default=None, description="when it was last stopped and put back to pending")
+
+
+class WhyOut(Strict):
+    """``poold why``: why a job waits, why it was placed where it was, or who preempted it."""
+
+    job_id: int
+    name: str
+    state: JobState
+    queue: str
+    priority: int
+    submitted_at: datetime
+    reason: str | None = Field(default=None, description="the reason stored with the job")
+    pending: WhyPending | None = None
+    placement: WhyPlacement | None = None
+    preemption: WhyPreemption | None = None
+
+
 class QueueCreate(EntitlementFields):
     name: str = Field(min_length=1, max_length=100, pattern=QUEUE_NAME_PATTERN)
     priority: int = Field(default=0, ge=-1000, le=1000)

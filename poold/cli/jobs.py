@@ -9,7 +9,7 @@ import click
 from rich.text import Text
 
 from poold.cli.connection import connect
-from poold.cli.output import console, devices_text, emit_json, emit_table, gib, reason_text, when
+from poold.cli.output import console, devices_text, emit_choices, emit_json, emit_rejections, emit_table, gib, reason_text, when
 from poold.jobspec import parse_job_file
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
@@ -85,15 +85,8 @@ def plan(ctx: click.Context, job_file: str) -> None:
         choices = [(label, result[key]) for label, key in (("chosen", "chosen"), ("runner-up", "runner_up")) if result.get(key)]
         if result.get("parts"):  # a gang: one row per part
             choices = [(f"rank {rank}", part) for rank, part in enumerate(result["parts"])]
-        if choices:
-            emit_table(
-                ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", "SCORE"],
-                [[label, c["node"], c["model"], len(c["devices"]), f"{c['price_per_hour']:.2f}", f"{c['speed']:g}",
-                  f"{c['cost_per_work']:.2f}", c.get("locality"), f"{c['scores']['total']:.1f}"] for label, c in choices],
-            )
-        if result["rejections"]:
-            emit_table(["STAGE", "REASON", "TURNED DOWN", "FOR EXAMPLE"],
-                       [[r["stage"], r["code"], r["count"], r["example"]] for r in result["rejections"]], title="filters")
+        emit_choices(choices)
+        emit_rejections(result["rejections"])
         if result.get("never_fits"):
             click.echo(f"never fits on this pool, even with every device idle: {result['never_fits']}")
     sys.exit(0 if result["placeable"] else 3 if result.get("never_fits") else 2)

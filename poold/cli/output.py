@@ -24,6 +24,31 @@ def emit_table(columns: list[str], rows: list[list[Any]], title: str | None = No
     console.print(table)
 
 
+def emit_choices(choices: list[tuple[str, dict]], scorers: bool = False) -> None:
+    """Placements side by side (``PlanChoice``s, each with its label): where, on what, at what
+    cost, and the weighted total; with ``scorers``, each scorer's 0..100 too."""
+    if not choices:
+        return
+    names = sorted({name for _, c in choices for name in c["scores"] if name != "total"}) if scorers else []
+    emit_table(
+        ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", *(n.upper() for n in names), "SCORE"],
+        [[label, c["node"], c["model"], len(c["devices"]), f"{c['price_per_hour']:.2f}", f"{c['speed']:g}",
+          f"{c['cost_per_work']:.2f}", c.get("locality"), *(_score(c["scores"].get(n)) for n in names), f"{c['scores']['total']:.1f}"]
+         for label, c in choices],
+    )
+
+
+def _score(value: float | None) -> str | None:
+    return None if value is None else f"{value:.0f}"
+
+
+def emit_rejections(rejections: list[dict], title: str = "filters") -> None:
+    """What each filter turned down (``PlanRejection``s), nearest misses first, as the API orders them."""
+    if rejections:
+        emit_table(["STAGE", "REASON", "TURNED DOWN", "FOR EXAMPLE"],
+                   [[r["stage"], r["code"], r["count"], r["example"]] for r in rejections], title=title)
+
+
 def gib(mib: int | None) -> str:
     return "-" if mib is None else f"{mib / 1024:.1f} GiB"
 

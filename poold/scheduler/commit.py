@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +63,8 @@ class Proposal:
     host_memory_mib: int
     price_per_hour: float
     reason: str
+    # The score breakdown its ``job.placed`` event records (``Placement.breakdown``); None: none.
+    breakdown: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class GangProposal:
     parts: tuple[Proposal, ...]
     price_per_hour: float
     reason: str
+    breakdown: dict[str, Any] | None = None
 
 
 @dataclass
@@ -245,7 +249,8 @@ def _write(session: Session, accepted: list[Proposal], nodes: dict[int, Row]) ->
     )
     session.execute(
         EventModel.__table__.insert(),
-        [{"at": now, "kind": "job.placed", "job_id": p.job_id, "node_id": p.node_id, "message": f"placed on {p.node_name}: {p.reason}", "data": {}}
+        [{"at": now, "kind": "job.placed", "job_id": p.job_id, "node_id": p.node_id, "message": f"placed on {p.node_name}: {p.reason}",
+          "data": p.breakdown or {}}
          for p in accepted],
     )
     return move_generations(session, {p.node_id for p in accepted}, nodes)
@@ -275,9 +280,9 @@ def write_gang(session: Session, gang: GangProposal, nodes: dict[int, Row]) -> d
         .values(state="assigned", node_id=None, placed_at=now, price_per_hour=gang.price_per_hour, reason=gang.reason)
     )
     where = ", ".join(f"job {part_id} (rank {rank}) on {part.node_name}" for rank, (part_id, part) in enumerate(zip(part_ids, gang.parts)))
-    notes = [{"at": now, "kind": "job.placed", "job_id": gang.job_id, "node_id": None, "data": {},
+    notes = [{"at": now, "kind": "job.placed", "job_id": gang.job_id, "node_id": None, "data": gang.breakdown or {},
               "message": f"placed as a gang of {len(gang.parts)} parts: {where}: {gang.reason}"}]
-    notes += [{"at": now, "kind": "job.placed", "job_id": part_id, "node_id": part.node_id, "data": {},
+    notes += [{"at": now, "kind": "job.placed", "job_id": part_id, "node_id": part.node_id, "data": part.breakdown or {},
                "message": f"placed on {part.node_name} as rank {rank} of gang job {gang.job_id}"}
               for rank, (part_id, part) in enumerate(zip(part_ids, gang.parts))]
     session.execute(EventModel.__table__.insert(), notes)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
+from poold.scheduler.candidates import TIER_NAMES
 from poold.scheduler.framework import Rejections
 from poold.scheduler.pool import ColumnarPool, Holding
 from poold.scheduler.request import PlacementRequest
@@ -85,6 +87,36 @@ class Placement:
             cpu_cores=self.request.cpu_cores,
             host_memory_mib=self.request.host_memory_mib,
         )
+
+    def summary(self, choice: Choice) -> dict[str, Any]:
+        """One choice as plain JSON data (what ``poold plan`` shows, and what a pass records in
+        the ``job.placed`` event): node, model, device uuids, price per hour, speed, cost per
+        unit of work, locality (several devices), and each scorer's 0..100 with the weighted
+        ``total``."""
+        pool = self.pool
+        return {
+            "node": str(pool.node_name[choice.node]),
+            "model": None if choice.model is None else str(choice.model),
+            "devices": [str(pool.dev_uuid[slot]) for slot in choice.devices],
+            "price_per_hour": float(choice.price_per_hour),
+            "speed": float(choice.speed),
+            "cost_per_work": float(choice.cost_per_work),
+            "locality": TIER_NAMES[choice.tier] if len(choice.devices) > 1 else None,
+            "scores": {**{name: float(score) for name, score in choice.scores.items()}, "total": float(choice.total)},
+        }
+
+    def breakdown(self) -> dict[str, Any]:
+        """The score breakdown a pass records in the job's ``job.placed`` event (``poold why``
+        reads it): ``chosen`` (:meth:`summary`), ``runners_up`` (the next best, on another
+        model when there is one; empty when there was none) and, for a gang, ``parts`` by rank
+        (``chosen`` is rank 0)."""
+        record: dict[str, Any] = {
+            "chosen": self.summary(self.chosen),
+            "runners_up": [self.summary(self.runner_up)] if self.runner_up is not None else [],
+        }
+        if self.parts:
+            record["parts"] = [self.summary(part) for part in self.parts]
+        return record
 
     def describe(self, choice: Choice) -> str:
         pool = self.pool

@@ -116,6 +116,11 @@ class Scheduler:
         self._said_nodes: dict[int, tuple[str, str]] = {}
         self._said_jobs: dict[int, str] = {}
 
+    @property
+    def passes(self) -> int:
+        """How many passes this scheduler ran (``last_plan`` is the last one's)."""
+        return self._passes
+
     def run_pass(self) -> PassResult:
         with self.lock:
             return self._run_pass()
@@ -283,9 +288,10 @@ class Scheduler:
                 host_memory_mib=request.host_memory_mib,
                 price_per_hour=choice.price_per_hour,
                 reason=placement.describe(choice) if placement.parts else placement.reason,
+                breakdown={"chosen": placement.summary(choice), "runners_up": []} if placement.parts else placement.breakdown(),
             ))
         if placement.parts:
-            return GangProposal(request.job_id, tuple(parts), placement.price_per_hour, placement.reason)
+            return GangProposal(request.job_id, tuple(parts), placement.price_per_hour, placement.reason, placement.breakdown())
         return parts[0]
 
     def _commit(self, batch: list[tuple[Placement, Proposal | GangProposal]], result: PassResult) -> None:

@@ -161,14 +161,14 @@ def requeued_as(session: Session, job_ids: list[int]) -> dict[int, int]:
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> JobModel:
     if not 0 < job_id <= MAX_JOB_ID:  # PostgreSQL would refuse to compare it with the column
-        raise NotFound(f"no job {job_id}")
+        raise NotFound(f"no job {job_id}", field="job_id")
     query = select(JobModel).where(JobModel.id == job_id).options(selectinload(JobModel.allocations))
     if lock:
         gangs.lock_gang_of(session, job_id)  # a gang's jobs together, in id order
         query = query.with_for_update()
     job = session.scalars(query).one_or_none()
     if job is None:
-        raise NotFound(f"no job {job_id}")
+        raise NotFound(f"no job {job_id}", field="job_id")
     return job
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from poold.db.models import AllocationModel, DeviceModel, JobModel, QueueModel
+from poold.scheduler.sharing.model import COST
 from poold.services.jobs import ACTIVE_STATES
 from poold.services.queues import list_queues
 
@@ -28,16 +29,23 @@ def whole_devices(share: float, attributes: dict[str, Any] | None) -> float:
 
 @dataclass
 class QueueUsage:
-    """One queue: its row (entitlement), what its placed jobs hold (whole devices by model,
-    cost per hour), how many are placed and stopping, and what waits."""
+    """One queue: its row (entitlement), what its placed jobs hold (whole devices by model and
+    by kind, cost per hour), how many are placed and stopping, and what waits."""
 
     queue: QueueModel
     devices: dict[str, float] = field(default_factory=dict)
+    kinds: dict[str, float] = field(default_factory=dict)
     cost_per_hour: float = 0.0
     placed: int = 0
     stopping: int = 0
     pending: int = 0
     oldest_pending_at: datetime | None = None
+
+    def amounts(self) -> dict[str, float]:
+        """What it holds in the keys of a guarantee or limit (``poold.scheduler.sharing.model``):
+        lower-cased models, kinds, and ``cost`` per hour."""
+        held = {model.lower(): amount for model, amount in self.devices.items()}
+        return {**held, **self.kinds, COST: self.cost_per_hour}
 
 
 def queue_usage(session: Session) -> list[QueueUsage]:
@@ -45,14 +53,16 @@ def queue_usage(session: Session) -> list[QueueUsage]:
     usage = {queue.name: QueueUsage(queue) for queue in list_queues(session)}
     held = (JobModel.state.in_(ACTIVE_STATES), AllocationModel.released_at.is_(None))
     devices: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    kinds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     rows = session.execute(
-        select(JobModel.queue_name, DeviceModel.model, DeviceModel.attributes, AllocationModel.share)
+        select(JobModel.queue_name, DeviceModel.model, DeviceModel.kind, DeviceModel.attributes, AllocationModel.share)
         .join(AllocationModel, AllocationModel.job_id == JobModel.id)
         .join(DeviceModel, DeviceModel.id == AllocationModel.device_id)
         .where(*held)
     )
-    for queue, model, attributes, share in rows:
+    for queue, model, kind, attributes, share in rows:
         devices[queue][model] += whole_devices(share, attributes)
+        kinds[queue][kind] += whole_devices(share, attributes)
     costs = session.execute(
         select(JobModel.queue_name, func.sum(AllocationModel.price_per_hour))
         .join(AllocationModel, AllocationModel.job_id == JobModel.id)
@@ -79,4 +89,5 @@ def queue_usage(session: Session) -> list[QueueUsage]:
     for name, models in devices.items():
         if name in usage:
             usage[name].devices = {model: round(amount, 6) for model, amount in sorted(models.items())}
+            usage[name].kinds = {kind: round(amount, 6) for kind, amount in sorted(kinds[name].items())}
     return list(usage.values())

@@ -11,11 +11,11 @@ from poold.api.context import AppContext
 from poold.api.errors import LogConflictOut, responses
 from poold.api.retry import RetryingRoute
 from poold.api.routes import JobIdPath, ctx_of
-from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest
+from poold.api.schemas import JobDetail, JobOut, JobState, PlanOut, SubmitRequest, WhyOut
 from poold.db.session import reading, transaction
 from poold.scheduler import plan as planning
 from poold.scheduler.request import PlacementRequest
-from poold.services import Forbidden, TooLarge, access, events, gangs, jobs, logs
+from poold.services import Forbidden, TooLarge, access, events, gangs, jobs, logs, why
 from poold_wire.bounds import INT64_MAX
 from poold_wire.messages import NODE_NAME_PATTERN
 
@@ -61,6 +61,15 @@ def show(job_id: JobIdPath, who: Person, ctx: AppContext = Depends(ctx_of)) -> J
         job = jobs.get_job(session, job_id)
         return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]),
                                   show_env=access.owns(who, job), parts=gangs.parts_of(session, job_id))
+
+
+@router.get("/{job_id}/why", response_model=WhyOut, responses=responses(404, 422))
+def explain(job_id: JobIdPath, _who: Person, ctx: AppContext = Depends(ctx_of)) -> WhyOut:
+    """Why the job waits (its place in its queue, its queue's usage, what each filter turns
+    down now, its reservation and fallbacks), why it was placed where it was (the recorded
+    scores beside the runners-up), or who preempted it. Anyone may ask about any job: like a
+    job's summary, nothing here is its owner's alone (no environment)."""
+    return convert.why_out(why.why(ctx.factory, ctx.scheduler, ctx.capacity, job_id), ctx.settings)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409, 422))
