@@ -24,22 +24,26 @@ def emit_table(columns: list[str], rows: list[list[Any]], title: str | None = No
     console.print(table)
 
 
-def emit_choices(choices: list[tuple[str, dict]], scorers: bool = False) -> None:
+def emit_choices(choices: list[tuple[str, dict]]) -> None:
     """Placements side by side (``PlanChoice``s, each with its label): where, on what, at what
-    cost, and the weighted total; with ``scorers``, each scorer's 0..100 too."""
-    if not choices:
-        return
-    names = sorted({name for _, c in choices for name in c["scores"] if name != "total"}) if scorers else []
-    emit_table(
-        ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", *(n.upper() for n in names), "SCORE"],
-        [[label, c["node"], c["model"], len(c["devices"]), f"{c['price_per_hour']:.2f}", f"{c['speed']:g}",
-          f"{c['cost_per_work']:.2f}", c.get("locality"), *(_score(c["scores"].get(n)) for n in names), f"{c['scores']['total']:.1f}"]
-         for label, c in choices],
-    )
+    cost, and the weighted total."""
+    if choices:
+        emit_table(
+            ["", "NODE", "MODEL", "DEVICES", "PRICE/H", "SPEED", "COST/WORK", "LOCALITY", "SCORE"],
+            [[label, c["node"], c["model"], len(c["devices"]), f"{c['price_per_hour']:.2f}", f"{c['speed']:g}",
+              f"{c['cost_per_work']:.2f}", c.get("locality"), f"{c['scores']['total']:.1f}"] for label, c in choices],
+        )
+
+
+def emit_scores(choices: list[tuple[str, dict]]) -> None:
+    """Each scorer's 0..100 for each of ``choices`` (a column per choice), the weighted total last."""
+    names = [name for name in dict.fromkeys(name for _, c in choices for name in c["scores"]) if name != "total"] + ["total"]
+    emit_table(["SCORER", *(label for label, _ in choices)],
+               [[name, *(_score(c["scores"].get(name)) for _, c in choices)] for name in names], title="scores")
 
 
 def _score(value: float | None) -> str | None:
-    return None if value is None else f"{value:.0f}"
+    return None if value is None else f"{value:.1f}"
 
 
 def emit_rejections(rejections: list[dict], title: str = "filters") -> None:

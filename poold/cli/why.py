@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from poold.cli.connection import connect
-from poold.cli.output import emit_choices, emit_json, emit_rejections, when
+from poold.cli.output import emit_choices, emit_json, emit_rejections, emit_scores, when
 from poold.cli.queues import amounts_text
 
 
@@ -85,7 +85,8 @@ def _placement(placement: dict[str, Any]) -> None:
         choices = [(f"rank {rank}", part) for rank, part in enumerate(placement["parts"])]
     else:
         choices = [("chosen", placement["chosen"])] + [("runner-up", c) for c in placement["runners_up"]]
-    emit_choices(choices, scorers=True)
+    emit_choices(choices)
+    emit_scores(choices)
 
 
 COMMANDS = [why]

@@ -40,6 +40,7 @@ MATRIX = [
     case("plan", "POST", "/api/v1/jobs/plan", USERS, json={"spec": JOB}),
     case("jobs", "GET", "/api/v1/jobs", USERS),
     case("job", "GET", "/api/v1/jobs/{job}", USERS),
+    case("why", "GET", "/api/v1/jobs/{job}/why", USERS),
     case("cancel", "POST", "/api/v1/jobs/{job}/cancel", {"alice": 200, "admin": 200}),
     case("cancel by force", "POST", "/api/v1/jobs/{job}/cancel", {"admin": 200}, params={"force": "true"}),
     case("read log", "GET", "/api/v1/jobs/{job}/log", {"alice": 200, "admin": 200}),

@@ -148,3 +148,20 @@ def test_an_unknown_job_is_refused_naming_job_id(api, pool, job_id, status):
     response = api.get(f"/api/v1/jobs/{job_id}/why")
     assert response.status_code == status, response.text
     assert "job_id" in [error["field"] for error in response.json()["errors"]]
+
+
+def test_any_user_may_ask_why_of_another_users_job_but_never_sees_its_environment(api, pool):
+    from poold.services import tokens
+    from tests.auth import bearer
+
+    register(api, make_node("n1").gpus(1, "L4"))
+    with transaction(pool.factory) as session:
+        alice, bob = (tokens.create(session, "user", user=name).token for name in ("alice", "bob"))
+    spec = {"name": "train", "command": ["true"], "env": {"WANDB_API_KEY": "hunter2-secret"}, "resources": {"count": 1}}
+    placed = api.post("/api/v1/jobs", json={"spec": spec}, headers=bearer(alice)).json()["id"]
+    waiting = api.post("/api/v1/jobs", json={"spec": spec}, headers=bearer(alice)).json()["id"]
+    for job in (placed, waiting):
+        response = api.get(f"/api/v1/jobs/{job}/why", headers=bearer(bob), auth=None)
+        assert response.status_code == 200, response.text
+        assert "hunter2-secret" not in response.text and "WANDB_API_KEY" not in response.text
+    assert why(api, placed)["placement"]["chosen"]["model"] == "L4"

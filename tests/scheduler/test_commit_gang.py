@@ -116,3 +116,19 @@ def test_a_network_label_reported_later_moves_the_node_between_groups(pool, sett
     with transaction(pool.factory) as session:
         nodes.heartbeat(session, "hgx-1", a.network("ib0").host, a.devices)
     assert scheduler.run_pass().placed == [gang_id]
+
+
+def test_a_gang_records_each_parts_scores_in_its_placed_events(pool, settings):
+    _two_hgx(pool)
+    gang_id = _submit(pool, count=16, same_node=False)
+    assert Scheduler(pool.factory, settings).run_pass().placed == [gang_id]
+    with pool.factory() as session:
+        data = session.scalars(select(EventModel.data).where(EventModel.job_id == gang_id, EventModel.kind == "job.placed")).one()
+        parts = session.scalars(select(JobModel.id).where(JobModel.gang_of == gang_id).order_by(JobModel.gang_rank)).all()
+        part_data = [session.scalars(select(EventModel.data).where(EventModel.job_id == p, EventModel.kind == "job.placed")).one()
+                     for p in parts]
+    # Rank 0 is the chosen; each part on its own node, 8 H100 at 4.00 = 32.00 per hour.
+    assert [p["node"] for p in data["parts"]] == [part["chosen"]["node"] for part in part_data]
+    assert {p["node"] for p in data["parts"]} == {"hgx-1", "hgx-2"} and data["chosen"] == data["parts"][0]
+    assert all(p["model"] == "H100" and len(p["devices"]) == 8 and p["price_per_hour"] == 32.0 for p in data["parts"])
+    assert all("total" in p["scores"] for p in data["parts"])
