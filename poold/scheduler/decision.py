@@ -35,7 +35,7 @@ class Choice:
     @cached_property
     def scores(self) -> dict[str, float]:
         """0..100 per scorer."""
-        return {name: part if isinstance(part, float) else float(part[0](np.array([part[1]]))[0]) for name, part in self.parts.items()}
+        return {name: _score(part) for name, part in self.parts.items()}
 
     @property
     def cost_per_work(self) -> float:
@@ -88,12 +88,13 @@ class Placement:
             host_memory_mib=self.request.host_memory_mib,
         )
 
-    def summary(self, choice: Choice) -> dict[str, Any]:
+    def summary(self, choice: Choice, scores: dict[str, float] | None = None) -> dict[str, Any]:
         """One choice as plain JSON data (what ``poold plan`` shows, and what a pass records in
         the ``job.placed`` event): node, model, device uuids, price per hour, speed, cost per
-        unit of work, locality (several devices), and each scorer's 0..100 with the weighted
-        ``total``."""
+        unit of work, locality (several devices), and each scorer's 0..100 (``scores``, else
+        ``choice.scores``) with the weighted ``total``."""
         pool = self.pool
+        scores = choice.scores if scores is None else scores
         return {
             "node": str(pool.node_name[choice.node]),
             "model": None if choice.model is None else str(choice.model),
@@ -102,18 +103,24 @@ class Placement:
             "speed": float(choice.speed),
             "cost_per_work": float(choice.cost_per_work),
             "locality": TIER_NAMES[choice.tier] if len(choice.devices) > 1 else None,
-            "scores": {**{name: float(score) for name, score in choice.scores.items()}, "total": float(choice.total)},
+            "scores": {**{name: float(score) for name, score in scores.items()}, "total": float(choice.total)},
         }
 
     def breakdown(self) -> dict[str, Any]:
         """The score breakdown a pass records in the job's ``job.placed`` event (``poold why``
         reads it): ``chosen`` (:meth:`summary`), ``runners_up`` (the next best, on another
         model when there is one; empty when there was none) and, for a gang, ``parts`` by rank
-        (``chosen`` is rank 0)."""
-        record: dict[str, Any] = {
-            "chosen": self.summary(self.chosen),
-            "runners_up": [self.summary(self.runner_up)] if self.runner_up is not None else [],
-        }
+        (``chosen`` is rank 0, each part its own decision).
+
+        A pass pays for it on every placement, so the runner-up takes from the chosen the
+        scores of scorers that rated every candidate of their decision alike: one normalize
+        call for the two (the same function of the same raw value)."""
+        chosen = self.chosen.scores
+        record: dict[str, Any] = {"chosen": self.summary(self.chosen, chosen), "runners_up": []}
+        if self.runner_up is not None:
+            scores = {name: chosen[name] if _alike(self.chosen.parts.get(name), part) else _score(part)
+                      for name, part in self.runner_up.parts.items()}
+            record["runners_up"] = [self.summary(self.runner_up, scores)]
         if self.parts:
             record["parts"] = [self.summary(part) for part in self.parts]
         return record
@@ -145,6 +152,16 @@ class Placement:
         if self.runner_up is not None:
             text += f"; next best: {self.describe(self.runner_up)}"
         return text
+
+
+def _score(part: float | tuple[Callable[[np.ndarray], np.ndarray], float]) -> float:
+    """A scorer's 0..100 from a choice's part: the score, or the lazy (normalize, raw) scored now."""
+    return part if isinstance(part, float) else float(part[0](np.array([part[1]]))[0])
+
+
+def _alike(one, other) -> bool:
+    """Two lazy parts (normalize, raw) of one scorer in one decision with the same raw value."""
+    return isinstance(one, tuple) and isinstance(other, tuple) and one[1] == other[1]
 
 
 @dataclass
