@@ -107,6 +107,8 @@ class Scheduler:
         self.engine = Engine(self.snapshot.pool, stack or build_stack(), engine_options(settings, seed), self.mix)
         self.planner = Planner(self.engine, {}, sharing_options(settings))
         self.last_plan = PassPlan()
+        # The pool's layout when ``last_plan`` was made: its reservations name device slots of it.
+        self.last_plan_layout = self.engine.pool.layout
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
         self._passes = 0
@@ -160,7 +162,7 @@ class Scheduler:
         waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
         self._forget({job.job_id for job in waiting})
         plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
-        self.last_plan = plan
+        self.last_plan, self.last_plan_layout = plan, self.engine.pool.layout
         reasons = dict(plan.waiting)
         for job_id, exc in plan.failed.items():
             reasons[job_id] = self._engine_failed(job_id, exc)

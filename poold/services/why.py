@@ -28,7 +28,7 @@ from poold.scheduler.loop import Scheduler
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.sharing import QueueEntitlement
 from poold.scheduler.sharing.entitlements import under_guarantee_keys
-from poold.services import events
+from poold.services import Conflict, events
 from poold.services.jobs import get_job
 from poold.services.queue_usage import QueueUsage, queue_usage
 
@@ -143,13 +143,17 @@ def _pending(scheduler: Scheduler, capacity: planning.Capacity, job: JobModel, p
     under = sorted(under_guarantee_keys(usage.amounts(), entitlement))
     submitted = as_utc(job.submitted_at)
     now = utcnow()
-    request = PlacementRequest.from_spec(job.id, job.spec)
+    try:
+        request = PlacementRequest.from_spec(job.id, job.spec)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with one stored row; the pass fails such a job
+        raise Conflict(f"job {job.id}'s stored job file cannot be read for placement ({exc.__class__.__name__}: {exc})",
+                       field="job_id") from exc
+    reservation, note = reserved_for(scheduler, job.id)  # before the plan below refreshes the pool
     fallbacks = [
         Fallback(model, opens_at := datetime.fromtimestamp(submitted.timestamp() + after, tz=timezone.utc), opens_at <= now)
         for model, after in request.opens_at_s()
     ]
     plan = planning.plan(scheduler, capacity, request.narrowed((now - submitted).total_seconds()))
-    reservation, note = reserved_for(scheduler, job.id)
     return PendingWhy(place, usage, under, plan, reservation, note, fallbacks)
 
 
@@ -162,6 +166,8 @@ def reserved_for(scheduler: Scheduler, job_id: int) -> tuple[ReservedDevices | N
         if reservation is None:
             return None, "the last scheduling pass on this replica reserved no devices for it"
         pool = scheduler.engine.pool
+        if pool.layout != scheduler.last_plan_layout:
+            return None, "nodes or devices changed since the last scheduling pass: its reservation is shown again after the next pass"
         nodes = list(dict.fromkeys(pool.node_name[holding.node] for holding in reservation.holdings))
         devices = [pool.dev_uuid[slot] for slot in reservation.devices]
     start = datetime.fromtimestamp(reservation.start_s, tz=timezone.utc)
