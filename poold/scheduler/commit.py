@@ -13,7 +13,8 @@ A batch
    the job needs free after what is booked and what runs outside poold (when counted), node
    CPU and host memory ≤ the node's; every device present, healthy, not quarantined, not being scrubbed;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
-   state and reason, the ``job.placed`` events, and moves the nodes' generation.
+   state and reason, the ``job.placed`` events (their ``data`` the placement's score
+   breakdown, ``Placement.breakdown``, which ``poold why`` shows), and moves the nodes' generation.
 
 A gang (:class:`GangProposal`) is kept whole or not at all: every part must fit in step 3,
 else none of its parts is held. Its parts are written as job rows of their own (``gang_of``
