@@ -107,7 +107,7 @@ def test_bad_job_file_is_one_line_per_problem_with_line_numbers(daemon, tmp_path
 
 def test_errors_are_one_line_never_a_traceback(daemon, tmp_path):
     missing = poold(daemon, "job", "4242", check=1)
-    assert missing.stderr.strip() == "error: no job 4242"
+    assert missing.stderr.strip() == "error: job_id: no job 4242"  # a 404 names the field it is about
     nofile = poold(daemon, "submit", str(tmp_path / "nope.toml"), check=1)
     assert "cannot read" in nofile.stderr and "Traceback" not in nofile.stderr
     unreachable = subprocess.run([sys.executable, "-m", "poold", "--url", "http://127.0.0.1:9", "nodes"], capture_output=True, text=True)
