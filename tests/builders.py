@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from poold.db.models import NodeModel
+from poold.db.session import transaction
 from poold.jobspec import JobSpec
 from poold.scheduler.pool import ColumnarPool, NodeSpec
 from poold.scheduler.snapshot import device_spec, device_state
-from poold.services import nodes
+from poold.services import jobs, nodes
 from poold.settings import Settings
 from poold_wire.records import DeviceRecord, HostRecord
 
@@ -122,3 +123,16 @@ def make_pool(settings: Settings, *builders: NodeBuilder) -> ColumnarPool:
 def job(**resources: Any) -> JobSpec:
     """A job spec with these resources: ``job(count=2, accept=[{"model": "A100"}])``."""
     return JobSpec.model_validate({"name": "t", "command": ["true"], "resources": resources})
+
+
+def register_nodes(store, *builders: NodeBuilder) -> None:
+    """Put the nodes into ``store`` (a fixture's ``pool`` or ``store``), as their agents register them."""
+    with transaction(store.factory) as session:
+        for builder in builders:
+            builder.register(session)
+
+
+def submit_job(store, **resources: Any) -> int:
+    """Submit ``job(**resources)`` to ``store``; its id."""
+    with transaction(store.factory) as session:
+        return jobs.submit(session, job(**resources)).id

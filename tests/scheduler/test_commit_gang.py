@@ -11,27 +11,16 @@ from poold.scheduler.commit import GangProposal, commit
 from poold.scheduler.engine import Placement
 from poold.scheduler.loop import PassResult, Scheduler
 from poold.services import jobs
-from tests.builders import job, make_node
-
-
-def _setup(pool, *builders) -> None:
-    with transaction(pool.factory) as session:
-        for builder in builders:
-            builder.register(session)
-
-
-def _submit(pool, **resources) -> int:
-    with transaction(pool.factory) as session:
-        return jobs.submit(session, job(**resources)).id
+from tests.builders import job, make_node, register_nodes, submit_job
 
 
 def _two_hgx(pool) -> None:
-    _setup(pool, make_node("hgx-1").gpus(8, "H100", nvlink=18), make_node("hgx-2").gpus(8, "H100", nvlink=18))
+    register_nodes(pool, make_node("hgx-1").gpus(8, "H100", nvlink=18), make_node("hgx-2").gpus(8, "H100", nvlink=18))
 
 
 def test_a_pass_writes_every_part_of_a_gang(pool, settings):
     _two_hgx(pool)
-    gang_id = _submit(pool, count=16, same_node=False, cpu_cores=8)
+    gang_id = submit_job(pool, count=16, same_node=False, cpu_cores=8)
     result = Scheduler(pool.factory, settings).run_pass()
     assert result.placed == [gang_id]
     with pool.factory() as session:
@@ -53,7 +42,7 @@ def test_a_pass_writes_every_part_of_a_gang(pool, settings):
 
 def test_a_gang_with_one_part_no_longer_fitting_writes_nothing(pool, settings):
     _two_hgx(pool)
-    gang_id = _submit(pool, count=8, nodes=2)
+    gang_id = submit_job(pool, count=8, nodes=2)
     scheduler = Scheduler(pool.factory, settings)
     with pool.factory() as session:
         scheduler.refresh(session)
@@ -85,9 +74,9 @@ def test_a_gang_with_one_part_no_longer_fitting_writes_nothing(pool, settings):
 
 def test_a_gang_beside_a_one_node_job_in_one_batch_keeps_both_within_capacity(pool, settings):
     # Three 8xH100 nodes: a 2-node gang of 8 and a 4-GPU job fit together (8 + 8 + 4 of 24).
-    _setup(pool, *(make_node(f"hgx-{i}").gpus(8, "H100", nvlink=18) for i in range(3)))
-    gang_id = _submit(pool, count=8, nodes=2)
-    single = _submit(pool, count=4)
+    register_nodes(pool, *(make_node(f"hgx-{i}").gpus(8, "H100", nvlink=18) for i in range(3)))
+    gang_id = submit_job(pool, count=8, nodes=2)
+    single = submit_job(pool, count=4)
     result = Scheduler(pool.factory, settings).run_pass()
     assert sorted(result.placed) == sorted([gang_id, single])
     with pool.factory() as session:
@@ -103,12 +92,12 @@ def test_a_network_label_reported_later_moves_the_node_between_groups(pool, sett
     from poold.services import nodes
 
     a, b = make_node("hgx-1").gpus(8, "H100"), make_node("hgx-2").gpus(8, "H100")
-    _setup(pool, a, b)
+    register_nodes(pool, a, b)
     scheduler = Scheduler(pool.factory, settings)
     # hgx-2's agent now reports network ib0; hgx-1 has none: two groups of one node each.
     with transaction(pool.factory) as session:
         nodes.heartbeat(session, "hgx-2", b.network("ib0").host, b.devices)
-    gang_id = _submit(pool, count=8, nodes=2)
+    gang_id = submit_job(pool, count=8, nodes=2)
     result = scheduler.run_pass()
     assert result.placed == []
     with pool.factory() as session:
@@ -120,7 +109,7 @@ def test_a_network_label_reported_later_moves_the_node_between_groups(pool, sett
 
 def test_a_gang_records_each_parts_scores_in_its_placed_events(pool, settings):
     _two_hgx(pool)
-    gang_id = _submit(pool, count=16, same_node=False)
+    gang_id = submit_job(pool, count=16, same_node=False)
     assert Scheduler(pool.factory, settings).run_pass().placed == [gang_id]
     with pool.factory() as session:
         data = session.scalars(select(EventModel.data).where(EventModel.job_id == gang_id, EventModel.kind == "job.placed")).one()

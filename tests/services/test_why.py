@@ -8,23 +8,12 @@ from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.plan import Capacity
 from poold.services import jobs, why
-from tests.builders import job, make_node
-
-
-def _setup(pool, *builders) -> None:
-    with transaction(pool.factory) as session:
-        for builder in builders:
-            builder.register(session)
-
-
-def _submit(pool, **fields) -> int:
-    with transaction(pool.factory) as session:
-        return jobs.submit(session, job(**fields)).id
+from tests.builders import job, make_node, register_nodes, submit_job
 
 
 def test_a_replica_without_a_pass_says_it_has_no_reservation_to_show(pool, settings):
-    _setup(pool, make_node("n1").gpus(1, "L4"))
-    waiting = _submit(pool, count=2)
+    register_nodes(pool, make_node("n1").gpus(1, "L4"))
+    waiting = submit_job(pool, count=2)
     answer = why.why(pool.factory, Scheduler(pool.factory, settings), Capacity(pool.factory, settings), waiting)
     assert answer.pending.reservation is None
     assert "no scheduling pass" in answer.pending.reservation_note
@@ -32,18 +21,18 @@ def test_a_replica_without_a_pass_says_it_has_no_reservation_to_show(pool, setti
 
 
 def test_a_reservation_made_on_an_older_layout_is_not_shown(pool, settings):
-    _setup(pool, make_node("n1").gpus(1, "L4"))
+    register_nodes(pool, make_node("n1").gpus(1, "L4"))
     scheduler, capacity = Scheduler(pool.factory, settings), Capacity(pool.factory, settings)
     with transaction(pool.factory) as session:
         spec = job(count=1)
         running = jobs.submit(session, spec.model_copy(update={"max_runtime": 3600})).id
     assert scheduler.run_pass().placed == [running]
-    waiting = _submit(pool, count=1)
+    waiting = submit_job(pool, count=1)
     scheduler.run_pass()
     shown = why.why(pool.factory, scheduler, capacity, waiting).pending
     assert shown.reservation is not None and shown.reservation.nodes == ["n1"]
 
-    _setup(pool, make_node("n2").gpus(1, "T4"))  # a node joins: the next refresh lays the pool out anew
+    register_nodes(pool, make_node("n2").gpus(1, "T4"))  # a node joins: the next refresh lays the pool out anew
     answer = why.why(pool.factory, scheduler, capacity, waiting).pending
     with pool.factory() as session:
         scheduler.refresh(session)
