@@ -109,6 +109,7 @@ class Scheduler:
         self.last_plan = PassPlan()
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
+        self._terms: dict[int, tuple[float | None, bool]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
         # What was said about culprits set aside (nodes that cannot be read, jobs the engine
@@ -153,7 +154,7 @@ class Scheduler:
                         unreadable[job_id] = exc.why
         self._set_aside(unreadable)
         waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
-        self._forget({job.job_id for job in waiting})
+        self._forget({job.job_id for job in waiting}, {holder.job_id for holder in holders})
         plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
         self.last_plan = plan
         reasons = dict(plan.waiting)
@@ -219,34 +220,47 @@ class Scheduler:
         """The jobs waiting to be placed, as the planner reads them (their requests are filled
         in once parsed): it orders them (``poold.scheduler.sharing``)."""
         rows = session.execute(
-            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.submitted_at, JobModel.spec["max_runtime"],
-                   JobModel.spec["preemptible"])
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.submitted_at)
             .where(JobModel.state == "pending", JobModel.cancel_requested.is_(False))
         ).all()
+        terms = self._terms_of(session, [row[0] for row in rows])
         return [
-            Waiting(job_id, queue, priority, submitted.timestamp(), NO_REQUEST, _number(max_runtime), preemptible is not False)
-            for job_id, queue, priority, submitted, max_runtime, preemptible in rows
+            Waiting(job_id, queue, priority, submitted.timestamp(), NO_REQUEST, *terms[job_id])
+            for job_id, queue, priority, submitted in rows
         ]
 
     def _holders(self, session: Session) -> list[Holder]:
         """The jobs holding devices, as the planner reads them: who may be preempted, who is
         stopping already, when each ends at the latest."""
         rows = session.execute(
-            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.spec["max_runtime"],
-                   JobModel.spec["preemptible"], JobModel.price_per_hour, JobModel.preempt_requested_at, JobModel.cancel_requested,
-                   JobModel.preempted_by)
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.price_per_hour,
+                   JobModel.preempt_requested_at, JobModel.cancel_requested, JobModel.preempted_by)
             .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None))
         ).all()
+        terms = self._terms_of(session, [row[0] for row in rows])
         return [
-            Holder(job_id, queue, priority, placed.timestamp(), _number(max_runtime), preemptible is not False, price or 0.0,
+            Holder(job_id, queue, priority, placed.timestamp(), *terms[job_id], price or 0.0,
                    stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None)
-            for job_id, queue, priority, placed, max_runtime, preemptible, price, asked, cancelling, by in rows
+            for job_id, queue, priority, placed, price, asked, cancelling, by in rows
         ]
 
-    def _forget(self, pending: set[int]) -> None:
-        """Drop parsed requests of jobs no longer pending."""
+    def _terms_of(self, session: Session, job_ids: list[int]) -> dict[int, tuple[float | None, bool]]:
+        """Each job's ``max_runtime`` and ``preemptible`` from its job file, read from the
+        store once per job (a job file never changes): a pool with tens of thousands of jobs
+        running does not read them all again every pass."""
+        missing = [job_id for job_id in job_ids if job_id not in self._terms]
+        for chunk in chunks(missing):
+            query = select(JobModel.id, JobModel.spec["max_runtime"], JobModel.spec["preemptible"]).where(JobModel.id.in_(chunk))
+            for job_id, max_runtime, preemptible in session.execute(query):
+                self._terms[job_id] = (_number(max_runtime), preemptible is not False)
+        return {job_id: self._terms.get(job_id, (None, True)) for job_id in job_ids}
+
+    def _forget(self, pending: set[int], holding: set[int]) -> None:
+        """Drop parsed requests and job-file terms of jobs no longer pending or placed."""
         if len(self._requests) > 2 * max(len(pending), 1000):
             self._requests = {job_id: r for job_id, r in self._requests.items() if job_id in pending}
+        if len(self._terms) > 2 * max(len(pending) + len(holding), 1000):
+            self._terms = {job_id: t for job_id, t in self._terms.items() if job_id in pending or job_id in holding}
 
     def _observe_new_jobs(self, session: Session) -> None:
         """Count jobs submitted since the last pass (the most recent ones, on the first) into the mix."""
