@@ -14,9 +14,9 @@ pass. A pass
    other job waits. At most ``scheduler.max_jobs_per_pass`` jobs are asked of the engine a
    pass; jobs whose request already failed this pass cost none, so a block of jobs that
    cannot be placed never starves the ones behind it;
-5. asks the victims' agents to stop them (``poold.services.preemption``);
-6. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
+5. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
    a placement that lost a race is given back to the pool and its job decided next pass;
+6. asks the victims' agents to stop them (``poold.services.preemption``);
 7. stores why each job still waits.
 
 Passes run on the replica holding the leader lock (``poold.background``); a replica taking
@@ -160,8 +160,7 @@ class Scheduler:
         reasons = dict(plan.waiting)
         for job_id, exc in plan.failed.items():
             reasons[job_id] = self._engine_failed(job_id, exc)
-        self._preempt(plan.preemptions)
-        batch: list[tuple[Placement, Proposal]] = []
+        batch: list[tuple[Placement, Proposal | GangProposal]] = []
         for placement in plan.placements:
             self.engine.apply(placement)
             batch.append((placement, self._proposal(placement)))
@@ -169,6 +168,7 @@ class Scheduler:
                 self._commit(batch, result)
                 batch = []
         self._commit(batch, result)
+        self._preempt(plan.preemptions)
         result.waiting = list(reasons)
         self._record_waiting(reasons)
         return result
@@ -190,6 +190,8 @@ class Scheduler:
                                        self.settings.scheduler.preempt_grace_max_s)
             except ServiceError as exc:
                 log.info("job %d was not preempted for job %d: %s", chosen.victim_job_id, chosen.for_job_id, exc)
+            except Exception:  # noqa: BLE001 - one victim must not stop the others; the next pass decides again
+                log.exception("job %d could not be preempted for job %d", chosen.victim_job_id, chosen.for_job_id)
 
     def _engine_failed(self, job_id: int, exc: Exception) -> str:
         """The reason a job waits when the engine raised on it (logged and said once)."""
