@@ -236,14 +236,16 @@ class Scheduler:
         stopping already, when each ends at the latest."""
         rows = session.execute(
             select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.price_per_hour,
-                   JobModel.preempt_requested_at, JobModel.cancel_requested, JobModel.preempted_by)
-            .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None))
+                   JobModel.preempt_requested_at, JobModel.cancel_requested, JobModel.preempted_by, JobModel.node_id)
+            .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None), JobModel.gang_of.is_(None))
         ).all()
         terms = self._terms_of(session, [row[0] for row in rows])
+        # A gang is one holder, the job as submitted (no node of its own): its parts' holdings
+        # are its own in the pool (``snapshot``), and its price their sum. It is not a victim.
         return [
             Holder(job_id, queue, priority, placed.timestamp(), *terms[job_id], price or 0.0,
-                   stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None)
-            for job_id, queue, priority, placed, price, asked, cancelling, by in rows
+                   stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None, movable=node is not None)
+            for job_id, queue, priority, placed, price, asked, cancelling, by, node in rows
         ]
 
     def _terms_of(self, session: Session, job_ids: list[int]) -> dict[int, tuple[float | None, bool]]:

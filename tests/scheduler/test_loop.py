@@ -215,3 +215,25 @@ def test_a_pass_asks_the_cheapest_victim_to_stop_and_waits_for_it(pool, settings
 def _submit_spec(pool, priority: int, **resources) -> int:
     with transaction(pool.factory) as session:
         return jobs.submit(session, job(**resources).model_copy(update={"priority": priority})).id
+
+
+def test_a_gang_is_one_holder_holding_on_each_of_its_nodes_and_is_never_a_victim(pool, settings):
+    """A gang of two parts (one L4 on each of two nodes) at priority -5 holds both L4s; a job of
+    priority 10 of its queue wants one. The gang counts once (the job as submitted, with its
+    parts' holdings on both nodes and their summed price) and is not preempted: stopping one
+    part stops the whole gang, which preemption does not do yet."""
+    _register(pool, make_node("a").gpus(1, "L4"), make_node("b").gpus(1, "L4"))
+    gang = _submit_spec(pool, priority=-5, count=1, nodes=2)
+    scheduler = Scheduler(pool.factory, settings)
+    assert scheduler.run_pass().placed == [gang]
+    with pool.factory() as session:
+        holders = scheduler._holders(session)
+    [holder] = holders
+    assert (holder.job_id, holder.movable, holder.price_per_hour) == (gang, False, 1.6)  # 2 x L4 at 0.80
+    taker = _submit_spec(pool, priority=10, count=1)
+    fresh = Scheduler(pool.factory, settings)  # a daemon starting: the gang's holdings come from the store
+    fresh.run_pass()
+    assert {h.node for h in fresh.engine.pool.holdings[gang]} == {0, 1}
+    with pool.factory() as session:
+        assert session.scalar(select(func.count()).where(JobModel.preempt_requested_at.is_not(None))) == 0
+        assert jobs.get_job(session, taker).state == "pending"

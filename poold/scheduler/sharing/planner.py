@@ -301,7 +301,7 @@ class _Pass:
         short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) * (1 - slack) - EPSILON
         candidates = []
         for h in self.holders.values() if under or short else self.by_queue.get(job.queue, ()):
-            if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
+            if h.job_id in self.taken or not h.movable or h.job_id not in self.engine.pool.holdings:
                 continue
             protected = within_guarantee(self.usage[h.queue], self.parts[h.job_id], self.planner.entitlement(h.queue))
             if h.queue == job.queue:
