@@ -14,9 +14,9 @@ pass. A pass
    other job waits. At most ``scheduler.max_jobs_per_pass`` jobs are asked of the engine a
    pass; jobs whose request already failed this pass cost none, so a block of jobs that
    cannot be placed never starves the ones behind it;
-5. asks the victims' agents to stop them (``poold.services.preemption``);
-6. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
+5. commits placements in batches of ``scheduler.batch_size`` (``poold.scheduler.commit``);
    a placement that lost a race is given back to the pool and its job decided next pass;
+6. asks the victims' agents to stop them (``poold.services.preemption``);
 7. stores why each job still waits.
 
 Passes run on the replica holding the leader lock (``poold.background``); a replica taking
@@ -111,6 +111,7 @@ class Scheduler:
         self.last_plan_layout = self.engine.pool.layout
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
+        self._terms: dict[int, tuple[float | None, bool]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
         # What was said about culprits set aside (nodes that cannot be read, jobs the engine
@@ -160,14 +161,13 @@ class Scheduler:
                         unreadable[job_id] = exc.why
         self._set_aside(unreadable)
         waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
-        self._forget({job.job_id for job in waiting})
+        self._forget({job.job_id for job in waiting}, {holder.job_id for holder in holders})
         plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
         self.last_plan, self.last_plan_layout = plan, self.engine.pool.layout
         reasons = dict(plan.waiting)
         for job_id, exc in plan.failed.items():
             reasons[job_id] = self._engine_failed(job_id, exc)
-        self._preempt(plan.preemptions)
-        batch: list[tuple[Placement, Proposal]] = []
+        batch: list[tuple[Placement, Proposal | GangProposal]] = []
         for placement in plan.placements:
             self.engine.apply(placement)
             batch.append((placement, self._proposal(placement)))
@@ -175,6 +175,7 @@ class Scheduler:
                 self._commit(batch, result)
                 batch = []
         self._commit(batch, result)
+        self._preempt(plan.preemptions)
         result.waiting = list(reasons)
         self._record_waiting(reasons)
         return result
@@ -196,6 +197,8 @@ class Scheduler:
                                        self.settings.scheduler.preempt_grace_max_s)
             except ServiceError as exc:
                 log.info("job %d was not preempted for job %d: %s", chosen.victim_job_id, chosen.for_job_id, exc)
+            except Exception:  # noqa: BLE001 - one victim must not stop the others; the next pass decides again
+                log.exception("job %d could not be preempted for job %d", chosen.victim_job_id, chosen.for_job_id)
 
     def _engine_failed(self, job_id: int, exc: Exception) -> str:
         """The reason a job waits when the engine raised on it (logged and said once)."""
@@ -226,34 +229,49 @@ class Scheduler:
         """The jobs waiting to be placed, as the planner reads them (their requests are filled
         in once parsed): it orders them (``poold.scheduler.sharing``)."""
         rows = session.execute(
-            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.submitted_at, JobModel.spec["max_runtime"],
-                   JobModel.spec["preemptible"])
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.submitted_at)
             .where(JobModel.state == "pending", JobModel.cancel_requested.is_(False))
         ).all()
+        terms = self._terms_of(session, [row[0] for row in rows])
         return [
-            Waiting(job_id, queue, priority, submitted.timestamp(), NO_REQUEST, _number(max_runtime), preemptible is not False)
-            for job_id, queue, priority, submitted, max_runtime, preemptible in rows
+            Waiting(job_id, queue, priority, submitted.timestamp(), NO_REQUEST, *terms[job_id])
+            for job_id, queue, priority, submitted in rows
         ]
 
     def _holders(self, session: Session) -> list[Holder]:
         """The jobs holding devices, as the planner reads them: who may be preempted, who is
         stopping already, when each ends at the latest."""
         rows = session.execute(
-            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.spec["max_runtime"],
-                   JobModel.spec["preemptible"], JobModel.price_per_hour, JobModel.preempt_requested_at, JobModel.cancel_requested,
-                   JobModel.preempted_by)
-            .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None))
+            select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.price_per_hour,
+                   JobModel.preempt_requested_at, JobModel.cancel_requested, JobModel.preempted_by, JobModel.node_id)
+            .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None), JobModel.gang_of.is_(None))
         ).all()
+        terms = self._terms_of(session, [row[0] for row in rows])
+        # A gang is one holder, the job as submitted (no node of its own): its parts' holdings
+        # are its own in the pool (``snapshot``), and its price their sum. It is not a victim.
         return [
-            Holder(job_id, queue, priority, placed.timestamp(), _number(max_runtime), preemptible is not False, price or 0.0,
-                   stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None)
-            for job_id, queue, priority, placed, max_runtime, preemptible, price, asked, cancelling, by in rows
+            Holder(job_id, queue, priority, placed.timestamp(), *terms[job_id], price or 0.0,
+                   stopping=asked is not None or cancelling, preempted_for=by if asked is not None else None, movable=node is not None)
+            for job_id, queue, priority, placed, price, asked, cancelling, by, node in rows
         ]
 
-    def _forget(self, pending: set[int]) -> None:
-        """Drop parsed requests of jobs no longer pending."""
+    def _terms_of(self, session: Session, job_ids: list[int]) -> dict[int, tuple[float | None, bool]]:
+        """Each job's ``max_runtime`` and ``preemptible`` from its job file, read from the
+        store once per job (a job file never changes): a pool with tens of thousands of jobs
+        running does not read them all again every pass."""
+        missing = [job_id for job_id in job_ids if job_id not in self._terms]
+        for chunk in chunks(missing):
+            query = select(JobModel.id, JobModel.spec["max_runtime"], JobModel.spec["preemptible"]).where(JobModel.id.in_(chunk))
+            for job_id, max_runtime, preemptible in session.execute(query):
+                self._terms[job_id] = (_number(max_runtime), preemptible is not False)
+        return {job_id: self._terms.get(job_id, (None, True)) for job_id in job_ids}
+
+    def _forget(self, pending: set[int], holding: set[int]) -> None:
+        """Drop parsed requests and job-file terms of jobs no longer pending or placed."""
         if len(self._requests) > 2 * max(len(pending), 1000):
             self._requests = {job_id: r for job_id, r in self._requests.items() if job_id in pending}
+        if len(self._terms) > 2 * max(len(pending) + len(holding), 1000):
+            self._terms = {job_id: t for job_id, t in self._terms.items() if job_id in pending or job_id in holding}
 
     def _observe_new_jobs(self, session: Session) -> None:
         """Count jobs submitted since the last pass (the most recent ones, on the first) into the mix."""

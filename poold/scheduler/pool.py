@@ -87,6 +87,7 @@ class ColumnarPool:
         self.device_by_id: dict[int, int] = {}
         # What the pass (or a simulation) applied, per job: one holding per node it holds on.
         self.holdings: dict[int, tuple[Holding, ...]] = {}
+        self._jobs_on: dict[int, set[int]] = {}  # node slot -> ids of the jobs with a holding there
         self._dead_slots = 0
 
     # ---- reading -------------------------------------------------------------------------
@@ -160,13 +161,12 @@ class ColumnarPool:
             self.dev_mem_outside[device] = max(0, state.memory_outside_mib)
             self.dev_free[device] = max(0.0, 1.0 - state.held_share)
             self.dev_mem_held[device] = state.held_memory_mib
-        for job_id, held in list(self.holdings.items()):
-            if any(h.node == slot for h in held):
-                kept = tuple(h for h in held if h.node != slot)
-                if kept:
-                    self.holdings[job_id] = kept
-                else:
-                    del self.holdings[job_id]
+        for job_id in self._jobs_on.pop(slot, ()):
+            kept = tuple(h for h in self.holdings.get(job_id, ()) if h.node != slot)
+            if kept:
+                self.holdings[job_id] = kept
+            else:
+                self.holdings.pop(job_id, None)
         self._share_totals(slot)
         self.node_gen[slot] += 1
         if before is None or self._gained(before, self._capacity_of(slot)):
@@ -220,6 +220,7 @@ class ColumnarPool:
         self.node_mem_held[holding.node] += holding.host_memory_mib
         self.node_gen[holding.node] += 1
         self.holdings[holding.job_id] = (*held, holding)
+        self._jobs_on.setdefault(holding.node, set()).add(holding.job_id)
 
     def adopt(self, holding: Holding) -> None:
         """Know ``holding`` as a job's on its node without holding it again: the node was just
@@ -227,12 +228,14 @@ class ColumnarPool:
         then gives it back like one :meth:`apply` held."""
         held = self.holdings.get(holding.job_id, ())
         self.holdings[holding.job_id] = (*(h for h in held if h.node != holding.node), holding)
+        self._jobs_on.setdefault(holding.node, set()).add(holding.job_id)
 
     def release(self, job_id: int) -> tuple[Holding, ...]:
         """Give back everything :meth:`apply` held for ``job_id``, on every node; empty when it
         holds nothing here."""
         held = self.holdings.pop(job_id, ())
         for holding in held:
+            self._jobs_on.get(holding.node, set()).discard(job_id)
             for device, memory in zip(holding.devices, holding.memory_mib):
                 self.dev_free[device] = min(1.0, self.dev_free[device] + holding.share)
                 self.dev_mem_held[device] -= memory

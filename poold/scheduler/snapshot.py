@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from poold.db.models import AllocationModel, DeviceModel, NodeModel
+from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, Holding, NodeSpec
 from poold.services import quarantine, scrub
 from poold.settings import Settings
@@ -152,9 +152,13 @@ class StoreSnapshot:
             devices[device.node_id].append(device)
         held = _Held()
         if not self.capacity_only:
-            columns = (AllocationModel.job_id, AllocationModel.node_id, AllocationModel.device_id, AllocationModel.share,
+            # A gang's parts hold for the job as submitted, as the pass applies a gang's placement.
+            holder = func.coalesce(JobModel.gang_of, AllocationModel.job_id)
+            columns = (holder, AllocationModel.node_id, AllocationModel.device_id, AllocationModel.share,
                        AllocationModel.memory_mib, AllocationModel.cpu_cores, AllocationModel.host_memory_mib)
-            for row in session.execute(select(*columns).where(AllocationModel.node_id.in_(node_ids), AllocationModel.released_at.is_(None))):
+            query = (select(*columns).join(JobModel, JobModel.id == AllocationModel.job_id)
+                     .where(AllocationModel.node_id.in_(node_ids), AllocationModel.released_at.is_(None)))
+            for row in session.execute(query):
                 held.add(*row)
         for node in nodes:
             try:

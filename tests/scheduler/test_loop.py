@@ -188,3 +188,52 @@ def test_a_block_of_jobs_that_cannot_be_placed_does_not_starve_the_jobs_behind_i
     scheduler = Scheduler(pool.factory, limited)
     placed = [job_id for _ in range(3) for job_id in scheduler.run_pass().placed]
     assert placed == [cpu_job]
+
+
+def test_a_pass_asks_the_cheapest_victim_to_stop_and_waits_for_it(pool, settings):
+    """Two L4s held by jobs of priority -5 and 0 of one queue; a job of priority 10 of that
+    queue wants one. Both are lower priority, one job suffices (fewest jobs), and between the
+    two the one that lost less work (ran less; here they ran about as long) is taken. The pass
+    asks it to stop; the next pass chooses no more victims while it stops."""
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    low = _submit_spec(pool, priority=-5, count=1)
+    mid = _submit_spec(pool, priority=0, count=1)
+    scheduler = Scheduler(pool.factory, settings)
+    assert sorted(scheduler.run_pass().placed) == [low, mid]
+    taker = _submit_spec(pool, priority=10, count=1)
+    scheduler.run_pass()
+    scheduler.run_pass()
+    with pool.factory() as session:
+        stopping = {j.id: j for j in session.scalars(select(JobModel).where(JobModel.preempt_requested_at.is_not(None)))}
+        assert list(stopping) in ([low], [mid])
+        [victim] = stopping.values()
+        assert victim.preempted_by == taker and "higher priority" in victim.preempt_reason
+        waiting = jobs.get_job(session, taker)
+        assert waiting.state == "pending" and f"waiting for preempted job(s) {victim.id} to stop" == waiting.reason
+
+
+def _submit_spec(pool, priority: int, **resources) -> int:
+    with transaction(pool.factory) as session:
+        return jobs.submit(session, job(**resources).model_copy(update={"priority": priority})).id
+
+
+def test_a_gang_is_one_holder_holding_on_each_of_its_nodes_and_is_never_a_victim(pool, settings):
+    """A gang of two parts (one L4 on each of two nodes) at priority -5 holds both L4s; a job of
+    priority 10 of its queue wants one. The gang counts once (the job as submitted, with its
+    parts' holdings on both nodes and their summed price) and is not preempted: stopping one
+    part stops the whole gang, which preemption does not do yet."""
+    _register(pool, make_node("a").gpus(1, "L4"), make_node("b").gpus(1, "L4"))
+    gang = _submit_spec(pool, priority=-5, count=1, nodes=2)
+    scheduler = Scheduler(pool.factory, settings)
+    assert scheduler.run_pass().placed == [gang]
+    with pool.factory() as session:
+        holders = scheduler._holders(session)
+    [holder] = holders
+    assert (holder.job_id, holder.movable, holder.price_per_hour) == (gang, False, 1.6)  # 2 x L4 at 0.80
+    taker = _submit_spec(pool, priority=10, count=1)
+    fresh = Scheduler(pool.factory, settings)  # a daemon starting: the gang's holdings come from the store
+    fresh.run_pass()
+    assert {h.node for h in fresh.engine.pool.holdings[gang]} == {0, 1}
+    with pool.factory() as session:
+        assert session.scalar(select(func.count()).where(JobModel.preempt_requested_at.is_not(None))) == 0
+        assert jobs.get_job(session, taker).state == "pending"

@@ -98,3 +98,29 @@ def test_a_pass_does_not_reload_the_nodes_it_placed_on(pool, settings):
     with transaction(pool.factory) as session:  # a change by someone else is reloaded
         nodes.set_drained(session, "a", True)
     assert _refresh(pool, scheduler.snapshot) == 1
+
+
+def test_a_reloaded_node_knows_what_each_job_holds_there(pool, settings):
+    """The sharing planner reads ``pool.holdings`` to tell what a running job would give back
+    (victims, reservations): a node loaded from the store carries each placed job's holding,
+    and releasing it gives back exactly what the job held."""
+    with transaction(pool.factory) as session:
+        make_node("a", cpu_cores=32).gpus(2, "L4").register(session)
+    with transaction(pool.factory) as session:
+        half = jobs.submit(session, job(share=0.5, cpu_cores=6, host_memory="8GiB")).id
+        whole = jobs.submit(session, job(count=1, cpu_cores=2)).id
+    Scheduler(pool.factory, settings).run_pass()
+    snapshot = StoreSnapshot(settings)  # a daemon starting: everything comes from the store
+    _refresh(pool, snapshot)
+    p = snapshot.pool
+    slot = p.node_by_id[1]
+    [held_half], [held_whole] = p.holdings[half], p.holdings[whole]
+    assert (held_half.node, held_half.share, held_half.cpu_cores, held_half.host_memory_mib) == (slot, 0.5, 6.0, 8192)
+    assert (len(held_whole.devices), held_whole.share, held_whole.cpu_cores) == (1, 1.0, 2.0)
+    # 32 cores, 8 held; L4s: one whole held, the other half held (or both on one: share adds up)
+    assert p.node_cpu_held[slot] == 8.0
+    p.release(half)
+    p.release(whole)
+    assert p.node_cpu_held[slot] == 0.0 and p.node_mem_held[slot] == 0
+    assert p.dev_free[list(p.devices_of(slot))].tolist() == [1.0, 1.0]
+    assert p.holdings == {}

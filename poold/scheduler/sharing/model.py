@@ -72,6 +72,9 @@ class Holder:
     price_per_hour: float
     stopping: bool = False
     preempted_for: int | None = None
+    # False for a job that cannot be stopped for another yet, whatever its queue holds: a
+    # multi-node gang (its parts are stopped together only when one fails or is cancelled).
+    movable: bool = True
 
     @property
     def expected_end_s(self) -> float | None:

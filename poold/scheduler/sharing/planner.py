@@ -57,6 +57,7 @@ class Planner:
         # it ended: they fail again at once, without a question to the engine, until the pool
         # gives capacity back (a release, a node back, a device healthy again).
         self._failures: tuple[int, dict[tuple, Unplaceable]] = (-1, {})
+        self._amounts: dict[int, tuple[tuple, float, Amounts]] = {}
         self._prices: tuple[int, dict[str, float]] | None = None
 
     def guaranteed_cost(self, name: str) -> float:
@@ -64,6 +65,18 @@ class Planner:
         if self._prices is None or self._prices[0] != self.engine.pool.layout:
             self._prices = (self.engine.pool.layout, price_per_key(self.engine.pool))
         return guarantee_cost(self.entitlement(name), self._prices[1])
+
+    def amounts_of(self, holder: Holder) -> Amounts:
+        """What ``holder`` counts for (``held_amounts``), worked out once while its holdings in
+        the pool stay the same objects: a pool running tens of thousands of jobs does not count
+        every device of every job again at every pass."""
+        holdings = self.engine.pool.holdings.get(holder.job_id, ())
+        known = self._amounts.get(holder.job_id)
+        if known is not None and known[0] is holdings and known[1] == holder.price_per_hour:
+            return known[2]
+        amounts = held_amounts(self.engine.pool, holdings, holder.price_per_hour)
+        self._amounts[holder.job_id] = (holdings, holder.price_per_hour, amounts)
+        return amounts
 
     def entitlement(self, name: str) -> QueueEntitlement:
         found = self.queues.get(name)
@@ -79,6 +92,9 @@ class Planner:
         plan = work.run()
         self._carried, self._layout = dict(plan.reservations), self.engine.pool.layout
         self._failures = (self.engine.pool.gains, work.failed)
+        if len(self._amounts) > 2 * max(len(holders), 1000):
+            held = {h.job_id for h in holders}
+            self._amounts = {job_id: known for job_id, known in self._amounts.items() if job_id in held}
         return plan
 
 
@@ -108,7 +124,7 @@ class _Pass:
         self.nominated: dict[int, list[int]] = defaultdict(list)
         self.taken: set[int] = set()
         for h in holders:
-            self.parts[h.job_id] = held_amounts(pool, pool.holdings.get(h.job_id, ()), h.price_per_hour)
+            self.parts[h.job_id] = planner.amounts_of(h)
             if h.stopping:
                 self.taken.add(h.job_id)
                 if h.preempted_for is not None:
@@ -301,7 +317,7 @@ class _Pass:
         short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) * (1 - slack) - EPSILON
         candidates = []
         for h in self.holders.values() if under or short else self.by_queue.get(job.queue, ()):
-            if h.job_id in self.taken or h.job_id not in self.engine.pool.holdings:
+            if h.job_id in self.taken or not h.movable or h.job_id not in self.engine.pool.holdings:
                 continue
             protected = within_guarantee(self.usage[h.queue], self.parts[h.job_id], self.planner.entitlement(h.queue))
             if h.queue == job.queue:
