@@ -82,10 +82,10 @@ class NodeReports:
             self._seen.add(name)
             return node.drained
 
-    def written(self, name: str, body: Any, drained: bool) -> None:
+    def written(self, name: str, body: Any, fingerprint: str | None, drained: bool) -> None:
         """The report (a heartbeat's JSON body, validated) was written to the store, with its
-        fingerprint on the node row."""
-        fingerprint, usage = fingerprint_of(body), usage_of(body)
+        ``fingerprint`` (``fingerprint_of(body)``) on the node row."""
+        usage = usage_of(body)
         with self._lock:
             self._seen.discard(name)
             if fingerprint is None:

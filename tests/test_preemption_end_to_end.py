@@ -43,12 +43,7 @@ def test_a_preempted_job_is_killed_after_its_grace_requeued_and_runs_again(site,
     daemon, client = site
     go = scratch / "go"
     # Ignores SIGTERM (the trap is inherited by sleep too); ends by itself once `go` exists.
-    command = f"trap '' TERM; echo run; while [ ! -e {go} ]; do sleep 0.2; done; echo done"
-    victim = submit(client, f'name = "long"\ncommand = ["sh", "-c", "{command}"]\ngrace_period = "1s"\n'
-                            '[resources]\nkind = "gpu"\ncount = 1\n')
-    wait_for(lambda: client.job(victim)["state"] == "running" and b"run" in client.log(victim))
-    taker = submit(client, 'name = "urgent"\nqueue = "interactive"\ncommand = ["sh", "-c", "echo urgent"]\n'
-                           '[resources]\nkind = "gpu"\ncount = 2\n')
+    victim, taker = _one_l4_held_and_both_wanted(client, go, "trap '' TERM; ", "", 'queue = "interactive"\n')
     assert client.job(taker)["state"] == "pending"  # one of the two L4s is held
 
     engine = open_store(f"sqlite:///{daemon.state_dir / 'poold.db'}")
@@ -84,12 +79,7 @@ def test_the_pass_preempts_a_lower_priority_job_of_the_queue_for_a_higher_one(si
     victim (the only one). It is stopped, requeued, and runs again once the other has ended."""
     daemon, client = site
     go = scratch / "go"
-    command = f"echo run; while [ ! -e {go} ]; do sleep 0.2; done; echo done"
-    victim = submit(client, f'name = "background"\npriority = -5\ncommand = ["sh", "-c", "{command}"]\ngrace_period = "1s"\n'
-                            '[resources]\nkind = "gpu"\ncount = 1\n')
-    wait_for(lambda: client.job(victim)["state"] == "running" and b"run" in client.log(victim))
-    taker = submit(client, 'name = "urgent"\npriority = 10\ncommand = ["sh", "-c", "echo urgent"]\n'
-                           '[resources]\nkind = "gpu"\ncount = 2\n')
+    victim, taker = _one_l4_held_and_both_wanted(client, go, "", "priority = -5\n", "priority = 10\n")
     seen = wait_for(lambda: (job := client.job(victim))["preemptions"] == 1 and job, timeout_s=30)
     assert seen["preempted_by"] == taker and "higher priority" in seen["preempt_reason"]
     assert ended(client, taker)["state"] == "succeeded"
@@ -97,3 +87,16 @@ def test_the_pass_preempts_a_lower_priority_job_of_the_queue_for_a_higher_one(si
     job = ended(client, victim, timeout_s=60)
     assert job["state"] == "succeeded", job
     assert [e["kind"] for e in job["events"]].count("job.started") == 2
+
+
+def _one_l4_held_and_both_wanted(client, go, trap: str, victim_keys: str, taker_keys: str) -> tuple[int, int]:
+    """A job holding one of the two L4s, running until ``go`` exists (``trap`` before its
+    loop), and a job wanting both; returns their ids once the first runs and the second is
+    submitted."""
+    command = f"{trap}echo run; while [ ! -e {go} ]; do sleep 0.2; done; echo done"
+    victim = submit(client, f'name = "long"\n{victim_keys}command = ["sh", "-c", "{command}"]\ngrace_period = "1s"\n'
+                            '[resources]\nkind = "gpu"\ncount = 1\n')
+    wait_for(lambda: client.job(victim)["state"] == "running" and b"run" in client.log(victim))
+    taker = submit(client, f'name = "urgent"\n{taker_keys}command = ["sh", "-c", "echo urgent"]\n'
+                           '[resources]\nkind = "gpu"\ncount = 2\n')
+    return victim, taker

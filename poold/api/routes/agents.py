@@ -44,11 +44,11 @@ def register(body: RegisterRequest, who: Caller, ctx: AppContext = Depends(ctx_o
         join = tokens.check_register(session, who, body.node, body.machine_id, body.credential)
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
-        node.report_fingerprint = fingerprint_of(same)
+        node.report_fingerprint = fingerprint = fingerprint_of(same)
         name, drained = node.name, node.drained
         if join is not None:
             tokens.use_join(session, join)
-    ctx.reports.written(name, same, drained)
+    ctx.reports.written(name, same, fingerprint, drained)
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
 
@@ -97,9 +97,10 @@ def _write_heartbeat(ctx: AppContext, node: str, body: HeartbeatRequest, raw: di
         # every replica: the stored fingerprint is cleared): one of them loses the job once its
         # grace is over.
         settling = jobs.unreported_on(session, row.id)
-        row.report_fingerprint = None if settling else fingerprint_of(raw)
+        fingerprint = fingerprint_of(raw)
+        row.report_fingerprint = None if settling else fingerprint
     if not settling:
-        ctx.reports.written(node, raw, drained)
+        ctx.reports.written(node, raw, fingerprint, drained)
     else:
         ctx.reports.forget(node)
     return drained

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from poold.entitlements import COST_KEY
 from poold.scheduler.engine import Placement
 from poold.scheduler.pool import Holding
 from poold.scheduler.request import PlacementRequest
 
-COST = "cost"
+COST = COST_KEY  # one spelling for the config, the API and the planner
 
 
 @dataclass(frozen=True)
