@@ -44,6 +44,7 @@ from agents.client import (
 from agents.config import AgentSettings
 from agents.inventory import Inventory
 from agents.isolation import Isolations
+from agents.metrics import MetricsServer, NodeView
 from agents.runner import Runner
 from agents.scrub import Scrubber
 from agents.state import RefusalJournal
@@ -104,6 +105,8 @@ class Agent:
         self.registered = False
         self.inventory: Inventory | None = None
         self.unhealthy: dict[str, str] = {}  # device uuid -> reason, from XID events
+        self.xids: dict[str, int] = {}  # device uuid -> the last XID seen (for /metrics)
+        self.metrics: MetricsServer | None = None  # serving /metrics while the loop runs (metrics_listen)
         self._xids: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -124,6 +127,7 @@ class Agent:
         watcher = self.watcher_factory(self.on_xid) if self.watcher_factory else None
         if watcher is not None:
             watcher.start()
+        metrics = self.metrics = self._serve_metrics()
         try:
             self._step_logged()
             status = f"registered as {self.node}" if self.registered else "daemon unreachable, retrying"
@@ -138,6 +142,8 @@ class Agent:
                 self.notify("WATCHDOG=1")
         finally:
             self.notify("STOPPING=1")
+            if metrics is not None:
+                metrics.stop()
             if watcher is not None:
                 watcher.stop()
             if self.close is not None:
@@ -145,6 +151,20 @@ class Agent:
             self.runner.isolation.close()
             self.client.close()
             log.info("agent %s stopped; %d job(s) left running", self.node, len(self.runner.running_ids()))
+
+    def _serve_metrics(self) -> MetricsServer | None:
+        """Start ``/metrics`` where ``metrics_listen`` says; one that cannot listen is logged,
+        and the agent runs without it (its jobs matter more than its figures)."""
+        if not self.settings.metrics_listen:
+            return None
+        server = MetricsServer(self.settings.metrics_listen, self.metrics_view)
+        try:
+            server.start()
+        except OSError as exc:
+            log.error("metrics_listen %s: cannot listen (%s); serving no metrics", self.settings.metrics_listen, exc.strerror or exc)
+            return None
+        log.info("serving this node's device metrics on http://%s:%d/metrics", server.host, server.port)
+        return server
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler or another thread). Jobs keep running."""
@@ -173,7 +193,7 @@ class Agent:
     def step(self) -> None:
         while not self._xids.empty():
             uuid, xid, reason = self._xids.get()
-            self.unhealthy[uuid] = reason
+            self.unhealthy[uuid], self.xids[uuid] = reason, xid
             self._heartbeat_now = True
             log.warning("device %s unhealthy (XID %d): %s", uuid, xid, reason.removeprefix(f"XID {xid}: "))
         self.runner.poll(self.fresh_inventory)
@@ -214,6 +234,14 @@ class Agent:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_S
             self.runner.prune(self.settings.job_retention_s, keep={e.job_id for _, e in self.runner.outbox.pending()})
+
+    def metrics_view(self) -> NodeView:
+        """What ``/metrics`` shows (``agents.metrics``), read from another thread: the latest
+        inventory as the daemon is told it (XID-struck devices unhealthy), never a fresh one."""
+        inventory = self.inventory
+        if inventory is not None and self.unhealthy:
+            inventory = inventory.model_copy(update={"devices": self._devices()})
+        return NodeView(inventory, dict(self.xids), self.runner.device_holders(), len(self.runner.running_ids()))
 
     def fresh_inventory(self) -> Inventory:
         """Collect now; on a collector crash keep the last inventory (or a bare host record)."""
