@@ -1,4 +1,5 @@
-"""The store's figures for ``/metrics``: devices, slices, jobs, queues, nodes and cost.
+"""The store's figures for ``/metrics``: devices, slices, the pool by model, jobs, queues,
+nodes and cost.
 
 :class:`PoolCollector` is a ``prometheus_client`` collector. A scrape reads the store only
 when its last reading is older than ``metrics.cache_s``; scrapes that come meanwhile (several
@@ -20,16 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from poold.db.models import DeviceModel, JobModel, NodeModel, in_service, utcnow
 from poold.db.session import reading
+from poold.services.accounting import cost_by_queue
 from poold.services.nodes import allocated_shares
+from poold.services.overview import ModelOverview, pool_overview
 from poold.services.queue_usage import queue_usage
 
+MIB = 2**20
 # Job states every queue has a series for, even at zero: what dashboards and alerts watch.
 WATCHED_JOB_STATES = ("pending", "assigned", "running")
 
@@ -90,6 +94,35 @@ def device_families(devices: list[DeviceRow]) -> list[Metric]:
     return [whole, slices]
 
 
+def model_families(models: list[ModelOverview]) -> list[Metric]:
+    """The pool by model (``poold.services.overview``): what is free and held, prices,
+    fragmentation (the leader's measure) and the agents' utilisation as this daemon heard it."""
+    def gauge(name: str, text: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, text, labels=["model", *labels])
+
+    allocated = gauge("poold_allocated_devices", "Whole-device units held (a share counts its fraction, a MIG slice its slices/7).")
+    memory = gauge("poold_allocated_memory_bytes", "Device memory held by jobs, bytes.")
+    free = gauge("poold_free_devices", "Whole devices in service on ready, undrained nodes with nothing held on them or their slices.")
+    slices = gauge("poold_free_mig_slices", "Free MIG slices by profile.", "profile")
+    fragmentation = gauge("poold_fragmentation_ratio", "Share of the model's free capacity that the recent job mix cannot use, "
+                          "0..1, as the placement engine measures it (only on the leader, once it ran a pass).")
+    price = gauge("poold_device_price_per_hour", "Price per hour of one whole device of the model (price units).")
+    utilization = gauge("poold_model_utilization_ratio", "Mean utilisation, 0..1, of the model's devices as their agents last "
+                        "reported it to this daemon (absent when none reported lately).")
+    for model in models:
+        allocated.add_metric([model.model], model.allocated)
+        memory.add_metric([model.model], model.memory_allocated_mib * MIB)
+        free.add_metric([model.model], model.free)
+        price.add_metric([model.model], model.price_per_hour)
+        for profile, count in sorted(model.mig.items()):
+            slices.add_metric([model.model, profile], count.free)
+        if model.fragmentation is not None:
+            fragmentation.add_metric([model.model], model.fragmentation)
+        if model.utilization_pct is not None:
+            utilization.add_metric([model.model], model.utilization_pct / 100)
+    return [allocated, memory, free, slices, fragmentation, price, utilization]
+
+
 def job_families(session: Session, now: datetime) -> list[Metric]:
     """Jobs by state and queue; each queue's oldest pending job and cost per hour."""
     jobs = GaugeMetricFamily("poold_jobs", "Jobs by state and queue (pending, assigned and running are always there, "
@@ -98,6 +131,9 @@ def job_families(session: Session, now: datetime) -> list[Metric]:
                                "since its submit (0: none pending).", labels=["queue"])
     cost = GaugeMetricFamily("poold_queue_cost_per_hour", "What the queue's placed jobs cost per hour now (price units).",
                              labels=["queue"])
+    accrued = CounterMetricFamily("poold_queue_cost", "Cost the queue's jobs accrued since the store began: price x time "
+                                  "held, over every allocation (price units).", labels=["queue"])
+    spent = cost_by_queue(session, now)
     counts: dict[tuple[str, str], int] = {}
     for queue_usage_row in queue_usage(session):
         name = queue_usage_row.queue.name
@@ -106,13 +142,14 @@ def job_families(session: Session, now: datetime) -> list[Metric]:
         waited = queue_usage_row.oldest_pending_at
         oldest.add_metric([name], max(0.0, (now - waited).total_seconds()) if waited is not None else 0.0)
         cost.add_metric([name], queue_usage_row.cost_per_hour)
+        accrued.add_metric([name], spent.get(name, 0.0))
     for queue, state, count in session.execute(
         select(JobModel.queue_name, JobModel.state, func.count()).group_by(JobModel.queue_name, JobModel.state)
     ):
         counts[(state, queue)] = count
     for labels, count in sorted(counts.items()):
         jobs.add_metric(list(labels), count)
-    return [jobs, oldest, cost]
+    return [jobs, oldest, cost, accrued]
 
 
 def node_families(session: Session, now: datetime) -> list[Metric]:
@@ -153,6 +190,9 @@ class PoolCollector(Collector):
 
     def read(self) -> list[Metric]:
         """Every family, read from the store now."""
-        now = utcnow()
-        with reading(self.ctx.factory) as session:
-            return [*device_families(read_devices(session)), *job_families(session, now), *node_families(session, now)]
+        ctx, now = self.ctx, utcnow()
+        fragmentation = ctx.scheduler.fragmentation_by_model()
+        with reading(ctx.factory) as session:
+            models = pool_overview(session, ctx.settings, fragmentation=fragmentation, usage=ctx.reports)
+            return [*device_families(read_devices(session)), *model_families(models), *job_families(session, now),
+                    *node_families(session, now)]

@@ -68,6 +68,16 @@ def test_devices_and_slices_by_state_and_a_placed_job(api, pool, ctx):
     assert value(samples, "poold_queue_cost_per_hour", queue="default") == pytest.approx(4.0)  # one H100 at 4.0/h
     assert value(samples, "poold_nodes", state="ready") == 2
     assert 0 <= value(samples, "poold_node_heartbeat_age_seconds", node="hgx") < 60
+    # By model: GPU 0 held; GPU 1 free (nothing held on it or its slices); a price of 4.0/h.
+    assert value(samples, "poold_allocated_devices", model="H100") == 1
+    assert value(samples, "poold_free_devices", model="H100") == 1
+    assert value(samples, "poold_free_devices", model="910B") == 2
+    assert value(samples, "poold_allocated_memory_bytes", model="H100") > 0
+    assert value(samples, "poold_free_mig_slices", model="H100", profile="3g.40gb") == 1
+    assert value(samples, "poold_device_price_per_hour", model="H100") == 4.0
+    assert 0 <= value(samples, "poold_fragmentation_ratio", model="H100") <= 1  # this app's scheduler ran a pass
+    assert value(samples, "poold_queue_cost_total", queue="default") >= 0
+    assert value(samples, "poold_queue_cost_total", queue="interactive") == 0
     assert value(samples, "poold_submit_to_placed_seconds_count") == 1
     assert value(samples, "poold_placements_total") == 1
     assert value(samples, "poold_placements_per_pass_count") == 1
