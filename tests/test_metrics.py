@@ -3,12 +3,17 @@ store has them, the scheduler's passes, the API's requests by route template."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from poold.api.app import create_app
 from poold.api.context import AppContext
+from poold.db.models import AllocationModel, utcnow
+from poold.db.session import transaction
 from tests.auth import authorised, bearer
 from tests.builders import make_node, register_nodes, submit_job
 
@@ -148,3 +153,18 @@ def test_each_app_has_its_own_registry_and_says_whether_it_leads(pool, settings)
         assert value(scrape(two), "poold_leader") == 0
         first.leader.release()
         assert value(scrape(one), "poold_build_info", version=__import__("poold").__version__) == 1
+
+
+def test_accrued_cost_is_price_times_time_held_and_no_pass_means_no_fragmentation(api, pool, ctx):
+    register_nodes(pool, make_node("a100").gpus(2, "A100"))
+    samples = scrape(api)
+    assert value(samples, "poold_free_devices", model="A100") == 2
+    assert "poold_fragmentation_ratio" not in samples  # no pass ran here: a replica that does not lead
+    job = submit_job(pool, count=2, accept=[{"model": "A100"}])
+    assert ctx.scheduler.run_pass().placed == [job]
+    with transaction(pool.factory) as session:  # placed two hours ago
+        session.execute(update(AllocationModel).where(AllocationModel.job_id == job).values(created_at=utcnow() - timedelta(hours=2)))
+    samples = scrape(api)
+    # Two A100s at 2.2/h each, held two hours: 8.8.
+    assert value(samples, "poold_queue_cost_total", queue="default") == pytest.approx(8.8, rel=1e-3)
+    assert value(samples, "poold_queue_cost_per_hour", queue="default") == pytest.approx(4.4)
