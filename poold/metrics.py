@@ -63,6 +63,19 @@ class DaemonMetrics:
             "poold_api_request_duration_seconds", "Seconds to answer an HTTP request, by route template.",
             ["route"], buckets=REQUEST_BUCKETS_S, registry=r)
         Gauge("poold_build_info", "The daemon's version (always 1).", ["version"], registry=r).labels(__version__).set(1)
+        self._watching = False
+
+    def watch(self, ctx: Any) -> None:
+        """Observe ``ctx``'s scheduler, and read its leader lock and store at each scrape
+        (once: an app made again over the same context adds nothing twice)."""
+        from poold.metrics_pool import PoolCollector  # the store's modules import the app's context
+
+        if self._watching:
+            return
+        ctx.scheduler.observer = self
+        self.registry.register(LeaderCollector(ctx.leader))
+        self.registry.register(PoolCollector(ctx))
+        self._watching = True
 
     # ---- the scheduler's PassObserver -----------------------------------------------------
 
@@ -152,12 +165,9 @@ def install(app: FastAPI, ctx: Any) -> DaemonMetrics:
     feed it from ``ctx``'s scheduler, leader lock and store (``ctx.metrics``)."""
     # Imported here: the API's modules import the app's context, which holds a DaemonMetrics.
     from poold.api.auth import Person
-    from poold.metrics_pool import PoolCollector
 
     metrics: DaemonMetrics = ctx.metrics
-    ctx.scheduler.observer = metrics
-    metrics.registry.register(LeaderCollector(ctx.leader))
-    metrics.registry.register(PoolCollector(ctx))
+    metrics.watch(ctx)
 
     def scrape(_who: Person, request: Request) -> Response:
         """The pool's figures for Prometheus (text format 0.0.4)."""

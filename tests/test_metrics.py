@@ -168,3 +168,11 @@ def test_accrued_cost_is_price_times_time_held_and_no_pass_means_no_fragmentatio
     # Two A100s at 2.2/h each, held two hours: 8.8.
     assert value(samples, "poold_queue_cost_total", queue="default") == pytest.approx(8.8, rel=1e-3)
     assert value(samples, "poold_queue_cost_per_hour", queue="default") == pytest.approx(4.4)
+
+
+def test_an_app_made_again_over_one_context_reports_each_figure_once(pool, settings):
+    context = AppContext.build(settings, pool.factory)
+    create_app(context)
+    with authorised(TestClient(create_app(context)), pool.factory) as api:
+        response = api.get("/metrics")
+    assert response.text.count("\npoold_leader ") == 1 and response.text.count("# TYPE poold_nodes gauge") == 1
