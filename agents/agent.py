@@ -44,7 +44,7 @@ from agents.client import (
 from agents.config import AgentSettings
 from agents.inventory import Inventory
 from agents.isolation import Isolations
-from agents.metrics import MetricsServer, NodeView
+from agents.metrics import MetricsServer, NodeView, serve_metrics
 from agents.runner import Runner
 from agents.scrub import Scrubber
 from agents.state import RefusalJournal
@@ -127,7 +127,7 @@ class Agent:
         watcher = self.watcher_factory(self.on_xid) if self.watcher_factory else None
         if watcher is not None:
             watcher.start()
-        metrics = self.metrics = self._serve_metrics()
+        metrics = self.metrics = serve_metrics(self.settings.metrics_listen, self.metrics_view)
         try:
             self._step_logged()
             status = f"registered as {self.node}" if self.registered else "daemon unreachable, retrying"
@@ -151,20 +151,6 @@ class Agent:
             self.runner.isolation.close()
             self.client.close()
             log.info("agent %s stopped; %d job(s) left running", self.node, len(self.runner.running_ids()))
-
-    def _serve_metrics(self) -> MetricsServer | None:
-        """Start ``/metrics`` where ``metrics_listen`` says; one that cannot listen is logged,
-        and the agent runs without it (its jobs matter more than its figures)."""
-        if not self.settings.metrics_listen:
-            return None
-        server = MetricsServer(self.settings.metrics_listen, self.metrics_view)
-        try:
-            server.start()
-        except OSError as exc:
-            log.error("metrics_listen %s: cannot listen (%s); serving no metrics", self.settings.metrics_listen, exc.strerror or exc)
-            return None
-        log.info("serving this node's device metrics on http://%s:%d/metrics", server.host, server.port)
-        return server
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler or another thread). Jobs keep running."""

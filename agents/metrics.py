@@ -25,6 +25,7 @@ NPUs and FPGAs, which DCGM does not know, report ``poold_device_utilization_rati
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from agents import __version__
 
 if TYPE_CHECKING:  # the collectors load with the agent, not with its settings
     from agents.inventory import Inventory
+
+log = logging.getLogger(__name__)
 
 LABELS = ["gpu", "UUID", "device", "Hostname", "model_name", "GPU_I_PROFILE", "kind", "model", "poold_job"]
 MIB = 2**20
@@ -149,3 +152,18 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def serve_metrics(listen: str | None, view: Callable[[], NodeView]) -> MetricsServer | None:
+    """``/metrics`` started where ``listen`` says (None: not at all). One that cannot listen is
+    logged and the agent runs without it: its jobs matter more than its figures."""
+    if not listen:
+        return None
+    server = MetricsServer(listen, view)
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("metrics_listen %s: cannot listen (%s); serving no metrics", listen, exc.strerror or exc)
+        return None
+    log.info("serving this node's device metrics on http://%s:%d/metrics", server.host, server.port)
+    return server

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.config import AgentSettings
 from agents.inventory import Inventory
-from agents.metrics import DeviceCollector, NodeView, parse_listen
+from agents.metrics import DeviceCollector, NodeView, parse_listen, serve_metrics
 from poold_wire.records import DeviceRecord, HostRecord
 from tests.agents.agent_harness import Harness, job
 from tests.agents.fake_daemon import FakeDaemon
@@ -122,3 +122,13 @@ def test_the_running_agent_serves_its_devices_with_the_job_holding_each(tmp_path
         h.stop()
     with pytest.raises(httpx.HTTPError):  # stopped with the loop
         httpx.get(f"http://127.0.0.1:{agent.metrics.port}/metrics", timeout=1)
+
+
+def test_an_address_taken_already_leaves_the_agent_without_metrics(caplog):
+    taken = serve_metrics("127.0.0.1:0", lambda: NodeView(None, {}, {}, 0))
+    try:
+        assert serve_metrics(f"127.0.0.1:{taken.port}", lambda: NodeView(None, {}, {}, 0)) is None
+        assert f"metrics_listen 127.0.0.1:{taken.port}: cannot listen" in caplog.text
+        assert serve_metrics(None, lambda: NodeView(None, {}, {}, 0)) is None
+    finally:
+        taken.stop()
