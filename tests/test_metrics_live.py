@@ -122,7 +122,8 @@ def test_the_running_job_shows_on_its_device_and_in_the_daemons_counts(live):
     assert daemon.value("poold_submit_to_placed_seconds_count") >= 1
     assert daemon.value("poold_leader") == 1
     assert daemon.value("poold_nodes", state="ready") == 5
-    assert daemon.value("poold_api_requests_total", route="/api/v1/agents/{node}/heartbeat", method="POST", status="200") > 0
+    # Each agent registered once (its heartbeats may not have come yet on a busy machine).
+    assert daemon.value("poold_api_requests_total", route="/api/v1/agents/register", method="POST", status="200") >= 5
 
 
 def queried_names() -> dict[str, set[str]]:
