@@ -44,6 +44,7 @@ from agents.client import (
 from agents.config import AgentSettings
 from agents.inventory import Inventory
 from agents.isolation import Isolations
+from agents.metrics import MetricsServer, NodeView, serve_metrics
 from agents.runner import Runner
 from agents.scrub import Scrubber
 from agents.state import RefusalJournal
@@ -104,6 +105,8 @@ class Agent:
         self.registered = False
         self.inventory: Inventory | None = None
         self.unhealthy: dict[str, str] = {}  # device uuid -> reason, from XID events
+        self.xids: dict[str, int] = {}  # device uuid -> the last XID seen (for /metrics)
+        self.metrics: MetricsServer | None = None  # serving /metrics while the loop runs (metrics_listen)
         self._xids: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -124,6 +127,7 @@ class Agent:
         watcher = self.watcher_factory(self.on_xid) if self.watcher_factory else None
         if watcher is not None:
             watcher.start()
+        metrics = self.metrics = serve_metrics(self.settings.metrics_listen, self.metrics_view)
         try:
             self._step_logged()
             status = f"registered as {self.node}" if self.registered else "daemon unreachable, retrying"
@@ -138,6 +142,8 @@ class Agent:
                 self.notify("WATCHDOG=1")
         finally:
             self.notify("STOPPING=1")
+            if metrics is not None:
+                metrics.stop()
             if watcher is not None:
                 watcher.stop()
             if self.close is not None:
@@ -173,7 +179,7 @@ class Agent:
     def step(self) -> None:
         while not self._xids.empty():
             uuid, xid, reason = self._xids.get()
-            self.unhealthy[uuid] = reason
+            self.unhealthy[uuid], self.xids[uuid] = reason, xid
             self._heartbeat_now = True
             log.warning("device %s unhealthy (XID %d): %s", uuid, xid, reason.removeprefix(f"XID {xid}: "))
         self.runner.poll(self.fresh_inventory)
@@ -214,6 +220,14 @@ class Agent:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_S
             self.runner.prune(self.settings.job_retention_s, keep={e.job_id for _, e in self.runner.outbox.pending()})
+
+    def metrics_view(self) -> NodeView:
+        """What ``/metrics`` shows (``agents.metrics``), read from another thread: the latest
+        inventory as the daemon is told it (XID-struck devices unhealthy), never a fresh one."""
+        inventory = self.inventory
+        if inventory is not None and self.unhealthy:
+            inventory = inventory.model_copy(update={"devices": self._devices()})
+        return NodeView(inventory, dict(self.xids), self.runner.device_holders(), len(self.runner.running_ids()))
 
     def fresh_inventory(self) -> Inventory:
         """Collect now; on a collector crash keep the last inventory (or a bare host record)."""

@@ -1,7 +1,7 @@
 """``poold-agent``: show what this node would report, or run the agent.
 
     poold-agent inventory [--fake FIXTURE] [--json] [--config FILE]
-    poold-agent run [--config FILE] [--fake FIXTURE] [--server URL] [--node NAME] [--state-dir DIR]
+    poold-agent run [--config FILE] [--fake FIXTURE] [--server URL] [--node NAME] [--state-dir DIR] [--metrics-listen HOST:PORT]
 
 Every error is one line on stderr and a non-zero exit status, never a traceback.
 """
@@ -94,14 +94,16 @@ def _fmt(value: object) -> str:
 @click.option("--server", metavar="URL", help="the daemon's base URL (server_url)")
 @click.option("--node", metavar="NAME", help="this node's name (node_name)")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="job dirs and queued events")
-def run(config: Path | None, fake: str | None, server: str | None, node: str | None, state_dir: Path | None) -> None:
+@click.option("--metrics-listen", metavar="HOST:PORT", help="serve the devices' metrics for Prometheus there (metrics_listen)")
+def run(config: Path | None, fake: str | None, server: str | None, node: str | None, state_dir: Path | None,
+        metrics_listen: str | None) -> None:
     """Run the agent until SIGTERM (running jobs are left running and adopted on the next start).
 
     At its first start the node joins with join_token (POOLD_AGENT_JOIN_TOKEN; an admin makes
     one with `poold token create --role join`) and keeps a credential of its own in the state
     dir, the only token it sends from then on. Over https, ca_file is the CA it trusts.
     """
-    settings = _settings(config, fake=fake, server_url=server, node_name=node, state_dir=state_dir)
+    settings = _settings(config, fake=fake, server_url=server, node_name=node, state_dir=state_dir, metrics_listen=metrics_listen)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from agents.agent import build_agent
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from agents.metrics import parse_listen
 from agents.scrub import PLACEHOLDERS
 from poold_common.config import load_model
 from poold_wire.messages import NODE_NAME_PATTERN
@@ -75,6 +76,9 @@ class AgentSettings(BaseModel):
     job_retention_s: float = Field(
         default=7 * 86400, ge=0, description="keep a finished, fully reported job's dir this long"
     )
+    metrics_listen: str | None = Field(
+        default=None, description="HOST:PORT where the agent serves its devices' metrics for Prometheus (agents.metrics); None: off",
+    )
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
 
     # ---- who jobs run as, and what holds them (agents.users, agents.isolation) ----------
@@ -108,6 +112,13 @@ class AgentSettings(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {url!r}")
         return url.rstrip("/")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            parse_listen(listen)
+        return listen
 
     @field_validator("default_user")
     @classmethod

@@ -113,6 +113,12 @@ class Runner:
         """Jobs whose outcome is not decided yet, including ones being killed."""
         return sorted(job_id for job_id, state in self.jobs.items() if state.outcome is None)
 
+    def device_holders(self) -> dict[str, int]:
+        """Device uuid -> the job holding it, over the jobs whose outcome is not decided yet
+        (a MIG slice's job is the slice's, not its GPU's). Safe to call from another thread."""
+        return {device.uuid: state.job_id for state in list(self.jobs.values()) if state.outcome is None
+                for device in state.assignment.devices}
+
     def save(self, state: JobState) -> None:
         self.store.save(state)
 

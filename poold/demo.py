@@ -109,6 +109,7 @@ class DemoPool:
     url: str
     tokens: SiteTokens
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    agent_metrics: dict[str, str] = field(default_factory=dict)  # node -> its agent's /metrics URL
 
     def client(self, token: str | None = None) -> PooldClient:
         """The API as ``token`` (default: the demo's user)."""
@@ -189,9 +190,11 @@ def _start(pool: DemoPool, env: dict[str, str], log_dir: Path, say: Callable[[st
     agent_env["POOLD_AGENT_JOIN_TOKEN"] = pool.tokens.join
     (workdir / "fake").mkdir(exist_ok=True)
     for node, fixture in SITE:
+        metrics_port = free_port()
+        pool.agent_metrics[node] = f"http://127.0.0.1:{metrics_port}/metrics"
         command = [
-            sys.executable, "-m", "agents", "run",
-            "--server", url, "--node", node, "--fake", fixture, "--state-dir", str(workdir / "agents" / node),
+            sys.executable, "-m", "agents", "run", "--server", url, "--node", node, "--fake", fixture,
+            "--state-dir", str(workdir / "agents" / node), "--metrics-listen", f"127.0.0.1:{metrics_port}",
         ]
         pool.processes[f"agent-{node}"] = _spawn(command, agent_env, log_dir / f"agent-{node}.log")
     _wait_nodes(pool, [node for node, _ in SITE], timeout_s)

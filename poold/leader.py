@@ -51,6 +51,11 @@ class Leadership:
             self._leading = leading
             return leading
 
+    @property
+    def leading(self) -> bool:
+        """Whether this daemon led at its last :meth:`held` (read without trying the lock)."""
+        return self._leading
+
     def release(self) -> None:
         with self._lock:
             self._drop()

@@ -123,6 +123,13 @@ class AuthSettings(_Section):
         return unix_user in self.run_as.get(user, []) or (self.run_as_own_name and unix_user == user)
 
 
+class MetricsSettings(_Section):
+    cache_s: float = Field(
+        default=5.0, ge=0, le=300,
+        description="seconds the store-derived figures of /metrics are reused between scrapes (0: read at every scrape)",
+    )
+
+
 class AccountingSettings(_Section):
     sample_s: float = Field(
         default=30.0, ge=1, le=3600,
@@ -140,6 +147,7 @@ class Settings(_Section):
     nodes: NodeSettings = Field(default_factory=NodeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     prices: dict[str, float] = Field(
         default_factory=dict, description="price per hour of one whole device, by chip model"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from poold import __version__
+from poold import __version__, metrics
 from poold.api import errors
 from poold.api.auth import SECURITY_SCHEME
 from poold.api.context import AppContext
@@ -28,6 +28,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(pool.router, prefix="/api/v1")
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=ctx.settings.limits.request_bytes)
+    metrics.install(app, ctx)  # after BodyLimit: its middleware is the outermost, timing every request
     _document(app, HeartbeatRequest)
 
     @app.get("/healthz", tags=["meta"])

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from poold.api.intake import SubmitQueue
 from poold.auth import Authenticator
 from poold.leader import Leadership
+from poold.metrics import DaemonMetrics
 from poold.telemetry import NodeReports
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.plan import Capacity
@@ -27,6 +28,7 @@ class AppContext:
     auth: Authenticator
     reports: NodeReports = field(default_factory=NodeReports)
     wake_scheduler: Callable[[], None] = field(default=lambda: None)
+    metrics: DaemonMetrics = field(default_factory=DaemonMetrics)
 
     @classmethod
     def build(cls, settings: Settings, factory: sessionmaker[Session]) -> "AppContext":

@@ -30,8 +30,9 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,6 +89,15 @@ def sharing_options(settings: Settings) -> SharingOptions:
     return SharingOptions(grace_s=scheduler.preempt_grace_max_s, max_decisions=scheduler.max_jobs_per_pass)
 
 
+class PassObserver(Protocol):
+    """What watches the passes (the daemon's metrics, ``poold.metrics``): a pass that took
+    ``duration_s`` seconds and committed ``placed`` placements; a job placed ``waited_s``
+    seconds after its submit."""
+
+    def pass_ran(self, duration_s: float, placed: int) -> None: ...
+    def job_placed(self, waited_s: float) -> None: ...
+
+
 # A pending job's request is parsed once (``Scheduler.request_of``) and filled in afterwards.
 NO_REQUEST = PlacementRequest(job_id=0, count=0, kinds=frozenset())
 
@@ -119,6 +129,7 @@ class Scheduler:
         # failed on), so each is said once, not every pass.
         self._said_nodes: dict[int, tuple[str, str]] = {}
         self._said_jobs: dict[int, str] = {}
+        self.observer: PassObserver | None = None
 
     @property
     def passes(self) -> int:
@@ -126,8 +137,12 @@ class Scheduler:
         return self._passes
 
     def run_pass(self) -> PassResult:
+        started = time.monotonic()
         with self.lock:
-            return self._run_pass()
+            result = self._run_pass()
+        if self.observer is not None:
+            self.observer.pass_ran(time.monotonic() - started, len(result.placed))
+        return result
 
     def fragmentation_by_model(self, wait_s: float = 1.0) -> dict[str, float] | None:
         """Per model, the share of free capacity the recent job mix cannot use, over the pool
@@ -188,10 +203,19 @@ class Scheduler:
                 self._commit(batch, result)
                 batch = []
         self._commit(batch, result)
+        if self.observer is not None and result.placed:
+            self._observe_placed(result.placed, waiting)
         self._preempt(plan.preemptions)
         result.waiting = list(reasons)
         self._record_waiting(reasons)
         return result
+
+    def _observe_placed(self, placed: list[int], waiting: list[Waiting]) -> None:
+        """Tell the observer how long each job just placed waited since its submit."""
+        now, submitted_s = utcnow().timestamp(), {job.job_id: job.submitted_s for job in waiting}
+        for job_id in placed:
+            if job_id in submitted_s:
+                self.observer.job_placed(max(0.0, now - submitted_s[job_id]))  # type: ignore[union-attr]
 
     def _sync_queues(self, session: Session) -> None:
         """The planner's queues as the store has them (admins change them through the API)."""
