@@ -1,0 +1,272 @@
+"""The dashboard as a person sees it: headless Chromium opens ``/`` of a live demo pool with the
+admin's ``#token=`` link (what ``poold demo --keep`` prints), and the page it rendered is read
+back (``--dump-dom``) and checked against the API: every node and device (MIG slices inside
+their GPU), a running job labelled on its device, a pending job with its reason, the queue's
+usage, the events, and a hostile string drawn as text. A screenshot is taken too
+(``docs/dashboard.png`` with ``POOLD_SAVE_SCREENSHOT=1``).
+
+Without Chromium the tests skip, unless ``POOLD_TEST_REQUIRE_BROWSER=1`` (what .ci/run sets),
+where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from poold import demo
+from poold.client import PooldClient
+from tests.live import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
+HOSTILE = "<img src=x onerror=alert(1)>"
+WINDOW = (1400, 1000)
+
+if CHROMIUM is None:
+    if os.environ.get("POOLD_TEST_REQUIRE_BROWSER") == "1":
+        pytest.fail("no chromium on PATH, and POOLD_TEST_REQUIRE_BROWSER=1 makes the browser test mandatory "
+                    "(apt-get install --no-install-recommends chromium)", pytrace=False)
+    pytest.skip("no chromium on PATH: the dashboard's browser test is skipped (apt-get install --no-install-recommends chromium)",
+                allow_module_level=True)
+
+
+# ---- the rendered page, read back --------------------------------------------------------
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@dataclass
+class Element:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Element | str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(child if isinstance(child, str) else child.text for child in self.children)
+
+    def all(self, tag: str | None = None, **attrs: str | None) -> list[Element]:
+        """Elements under this one (and itself) of ``tag`` whose attributes match (``None``: present).
+        Attribute names take ``_`` for ``-`` (``data_job_id``)."""
+        wanted = {name.replace("_", "-"): value for name, value in attrs.items()}
+        found = []
+        if (tag is None or self.tag == tag) and all(
+            name in self.attrs and (value is None or self.attrs[name] == value) for name, value in wanted.items()
+        ):
+            found.append(self)
+        for child in self.children:
+            if isinstance(child, Element):
+                found.extend(child.all(tag, **attrs))
+        return found
+
+    def one(self, tag: str | None = None, **attrs: str | None) -> Element:
+        [found] = self.all(tag, **attrs)
+        return found
+
+    @property
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+
+class _Tree(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Element("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, {name: value or "" for name, value in attrs})
+        self.stack[-1].children.append(element)
+        if tag not in VOID:
+            self.stack.append(element)
+
+    def handle_endtag(self, tag):
+        for depth in range(len(self.stack) - 1, 0, -1):
+            if self.stack[depth].tag == tag:
+                del self.stack[depth:]
+                return
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+
+def parse(html: str) -> Element:
+    tree = _Tree()
+    tree.feed(html)
+    return tree.root
+
+
+def chromium(url: str, profile: Path, *args: str) -> str:
+    """Headless Chromium on ``url`` until the page's script settled (virtual time); its stdout."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=4000", *args, url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def render(url: str, profile: Path) -> Element:
+    """The page's DOM once its first refresh is drawn (``body[data-view]``), tried a few times."""
+    for _ in range(3):
+        page = parse(chromium(url, profile, "--dump-dom"))
+        body = page.one("body")
+        if body.attrs.get("data-view"):
+            return page
+    raise AssertionError("the dashboard drew nothing within Chromium's time budget")
+
+
+# ---- the site ----------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    pool: demo.DemoPool
+    admin: PooldClient
+    running: dict
+    pending: dict
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A demo pool with one job running on an L4 (`sleep 60`), one waiting for both L4s (the
+    pool could place it once the first ends), and node alveo drained for a hostile reason."""
+    workdir = demo.make_workdir()
+    pool = demo.start_pool(workdir, lambda _text: None)
+    admin = pool.client(pool.tokens.admin)
+    try:
+        with pool.client() as user:
+            job = {"name": "train-l4", "command": ["sleep", "60"], "resources": {"kind": "gpu", "count": 1, "accept": [{"model": "L4"}]}}
+            running = user.submit(job)
+            running = wait_for(lambda: (seen := user.job(running["id"]))["state"] == "running" and seen, timeout_s=30)
+            both = {"name": "wait-both-l4", "command": ["true"], "resources": {"kind": "gpu", "count": 2, "accept": [{"model": "L4"}]}}
+            pending = user.submit(both)
+            pending = wait_for(lambda: (seen := user.job(pending["id"]))["reason"] != "waiting for the scheduler" and seen, timeout_s=30)
+        admin.drain("alveo", HOSTILE)
+        yield Site(pool, admin, running, pending)
+    finally:
+        admin.close()
+        pool.stop()
+        demo.remove_workdir(workdir)
+
+
+@pytest.fixture(scope="module")
+def page(site, tmp_path_factory) -> Element:
+    return render(f"{site.pool.url}/#token={site.pool.tokens.admin}", tmp_path_factory.mktemp("chromium"))
+
+
+# ---- what a person sees ------------------------------------------------------------------
+
+
+def test_every_node_and_device_is_on_the_map_with_slices_inside_their_gpu(site, page):
+    nodes = {node["name"] for node in site.admin.nodes()}
+    devices = site.admin.devices()
+    drawn = page.one(id="map")
+    assert {card.attrs["data-node"] for card in drawn.all("article")} == nodes
+    for device in devices:
+        card = drawn.one("article", data_node=device["node"])
+        [tile] = card.all(data_device=device["uuid"])  # NPU and FPGA ids are unique within a node only
+        if device["parent_uuid"]:
+            assert "slice" in tile.classes and tile.attrs["data-parent"] == device["parent_uuid"]
+            parent = card.one("div", data_device=device["parent_uuid"])
+            assert tile in parent.all(), f"slice {device['uuid']} is not drawn inside its GPU"
+        else:
+            assert "device" in tile.classes
+    slices = [device for device in devices if device["parent_uuid"]]
+    assert slices, "the demo's H100 node has GPU 0 in MIG mode"
+
+
+def test_each_device_has_the_colour_of_its_state(site, page):
+    states = {}
+    for device in site.admin.devices():
+        [tile] = page.one("article", data_node=device["node"]).all(data_device=device["uuid"])
+        states[device["node"], device["uuid"]] = tile.attrs["data-state"]
+        assert tile.attrs["data-state"] in tile.classes  # the class is what the style sheet colours
+        if device["node"] == "alveo":
+            assert tile.attrs["data-state"] == "down"  # drained, and nothing held on it
+        elif device["quarantine"] or device["health"] != "ok":
+            assert tile.attrs["data-state"] == "unhealthy"
+        elif device["allocated_share"] >= 1:
+            assert tile.attrs["data-state"] == "allocated"
+    [held] = [(alloc["node"], alloc["device_uuid"]) for alloc in site.running["allocations"]]
+    assert states[held] == "allocated"
+    assert list(states.values()).count("free") >= 10
+
+
+def test_the_running_job_is_labelled_on_its_device_with_its_price(site, page):
+    job = site.running
+    [alloc] = job["allocations"]
+    tile = page.one(id="map").one(data_device=alloc["device_uuid"], data_node=alloc["node"])
+    label = tile.one("span", data_job_id=str(job["id"]))
+    assert label.text == f"#{job['id']} train-l4"
+    row = page.one(id="running").one("tr", data_job_id=str(job["id"]))
+    cells = [cell.text for cell in row.all("td")]
+    assert cells[:7] == [str(job["id"]), "train-l4", "demo", "default", "running", "l4", "L4"]
+    assert cells[7] == f"{job['price_per_hour']:.2f}"
+
+
+def test_the_pending_job_shows_its_reason(site, page):
+    job = site.pending
+    row = page.one(id="pending").one("tr", data_job_id=str(job["id"]))
+    reason = row.one("td", data_reason="").text
+    now = site.admin.job(job["id"])["reason"]
+    assert now and reason in (job["reason"], now), (reason, now)
+    assert row.all("td")[1].text == "wait-both-l4"
+
+
+def test_the_queue_shows_what_its_jobs_hold(site, page):
+    [queue] = [q for q in site.admin.queues() if q["name"] == "default"]
+    assert queue["devices"] == {"L4": 1.0}
+    row = page.one(id="queues").one("tr", data_queue="default")
+    assert row.one(data_placed=None).attrs["data-placed"] == "1"
+    assert row.one(data_pending=None).attrs["data-pending"] == "1"
+    use = row.one("div", data_key="L4")
+    assert use.attrs["data-used"] == "1" and use.text.startswith("L4 1")
+
+
+def test_recent_events_are_listed_newest_first(site, page):
+    latest = site.admin.events(limit=40)
+    drawn = [int(row.attrs["data-event-id"]) for row in page.one(id="events").all("tr", data_event_id=None)]
+    assert drawn and drawn == sorted(drawn, reverse=True)
+    assert set(drawn) <= {event["id"] for event in site.admin.events(limit=500)}
+    assert drawn[0] >= min(event["id"] for event in latest)
+    assert site.admin.events(limit=1, node="alveo", kind="node.drained")[0]["id"] in drawn
+
+
+def test_a_hostile_string_is_drawn_as_text(site, page):
+    assert page.all("img") == []  # no element was made from it
+    node = page.one(id="map").one("article", data_node="alveo")
+    assert node.attrs["data-node-state"] == "drained" and "down" in node.classes
+    assert node.one("div", **{"class": "node-down"}).text == f"drained: {HOSTILE}"
+    messages = [row.all("td")[-1].text for row in page.one(id="events").all("tr", data_kind="node.drained")]
+    assert any(HOSTILE in message for message in messages)
+
+
+def test_a_bad_token_shows_the_sign_in_form_with_the_error(site, tmp_path):
+    page = render(f"{site.pool.url}/#token=pld_nope", tmp_path / "profile")
+    assert page.one("body").attrs["data-view"] == "sign-in"
+    assert "hidden" not in page.one("form", id="sign-in").attrs
+    assert "hidden" in page.one("main", id="board").attrs
+    error = page.one(id="sign-in-error")
+    assert "hidden" not in error.attrs and "401" in error.text
+
+
+def test_a_screenshot_of_the_dashboard(site, tmp_path):
+    """A 1400x1000 PNG of the page; ``POOLD_SAVE_SCREENSHOT=1`` keeps it as docs/dashboard.png."""
+    target = ROOT / "docs" / "dashboard.png" if os.environ.get("POOLD_SAVE_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
+    target.unlink(missing_ok=True)
+    time.sleep(1)  # heartbeats come in: the figures on the page are the agents'
+    chromium(f"{site.pool.url}/#token={site.pool.tokens.admin}", tmp_path / "profile",
+             f"--screenshot={target}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == WINDOW
+    assert len(data) > 20_000  # a drawn page, not a blank one
