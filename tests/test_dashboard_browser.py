@@ -3,7 +3,7 @@ admin's ``#token=`` link (what ``poold demo --keep`` prints), and the page it re
 back (``--dump-dom``) and checked against the API: every node and device (MIG slices inside
 their GPU), a running job labelled on its device, a pending job with its reason, the queue's
 usage, the events, and a hostile string drawn as text. A screenshot is taken too
-(``docs/dashboard.png`` with ``POOLD_SAVE_SCREENSHOT=1``).
+(``docs/dashboard.png`` with ``POOLD_TEST_SAVE_SCREENSHOT=1``).
 
 Without Chromium the tests skip, unless ``POOLD_TEST_REQUIRE_BROWSER=1`` (what .ci/run sets),
 where they fail.
@@ -260,8 +260,8 @@ def test_a_bad_token_shows_the_sign_in_form_with_the_error(site, tmp_path):
 
 
 def test_a_screenshot_of_the_dashboard(site, tmp_path):
-    """A 1400x1000 PNG of the page; ``POOLD_SAVE_SCREENSHOT=1`` keeps it as docs/dashboard.png."""
-    target = ROOT / "docs" / "dashboard.png" if os.environ.get("POOLD_SAVE_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
+    """A 1400x1000 PNG of the page; ``POOLD_TEST_SAVE_SCREENSHOT=1`` keeps it as docs/dashboard.png."""
+    target = ROOT / "docs" / "dashboard.png" if os.environ.get("POOLD_TEST_SAVE_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
     target.unlink(missing_ok=True)
     time.sleep(1)  # heartbeats come in: the figures on the page are the agents'
     chromium(f"{site.pool.url}/#token={site.pool.tokens.admin}", tmp_path / "profile",
