@@ -137,14 +137,14 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A demo pool with one job running on an L4 (`sleep 60`), one waiting for both L4s (the
+    """A demo pool with one job running on an L4 (`sleep 600`; the pool's end stops it), one waiting for both L4s (the
     pool could place it once the first ends), and node alveo drained for a hostile reason."""
     workdir = demo.make_workdir()
     pool = demo.start_pool(workdir, lambda _text: None)
     admin = pool.client(pool.tokens.admin)
     try:
         with pool.client() as user:
-            job = {"name": "train-l4", "command": ["sleep", "60"], "resources": {"kind": "gpu", "count": 1, "accept": [{"model": "L4"}]}}
+            job = {"name": "train-l4", "command": ["sleep", "600"], "resources": {"kind": "gpu", "count": 1, "accept": [{"model": "L4"}]}}
             running = user.submit(job)
             running = wait_for(lambda: (seen := user.job(running["id"]))["state"] == "running" and seen, timeout_s=30)
             both = {"name": "wait-both-l4", "command": ["true"], "resources": {"kind": "gpu", "count": 2, "accept": [{"model": "L4"}]}}
@@ -211,6 +211,22 @@ def test_the_running_job_is_labelled_on_its_device_with_its_price(site, page):
     cells = [cell.text for cell in row.all("td")]
     assert cells[:7] == [str(job["id"]), "train-l4", "demo", "default", "running", "l4", "L4"]
     assert cells[7] == f"{job['price_per_hour']:.2f}"
+    [account] = [row for row in site.admin.usage(by="job", states=("running",))["rows"] if row["job_id"] == job["id"]]
+    cost = float(row.one("td", data_cost=None).attrs["data-cost"])
+    assert 0 < cost <= account["cost"] and cells[8] == f"{cost:.2f}"  # accrued by the time the page asked: no more than now
+
+
+def test_each_model_has_its_figures(site, page):
+    models = {model["model"]: model for model in site.admin.pool()["models"]}
+    rows = {row.attrs["data-model"]: row for row in page.one(id="models").all("tr", data_model=None)}
+    assert set(rows) == set(models) >= {"H100", "A100", "L4", "910B", "U250"}
+    for name, model in models.items():
+        cells = [cell.text for cell in rows[name].all("td")]
+        assert cells[:5] == [name, model["kind"], str(model["devices"]), str(model["in_service"]), str(model["free"])]
+        assert cells[8] == ("\u2014" if model["fragmentation"] is None else f"{model['fragmentation'] * 100:.0f}%")
+        assert cells[9] == f"{model['price_per_hour']:.2f}"
+    assert [rows["L4"].all("td")[i].text for i in (2, 4)] == ["2", "1"]  # one L4 held by the running job
+    assert "1g.10gb 2/2" in rows["H100"].all("td")[6].text  # GPU 0's slices, none held
 
 
 def test_the_pending_job_shows_its_reason(site, page):
