@@ -11,23 +11,21 @@ where they fail.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import struct
-import subprocess
 import time
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from poold import demo
 from poold.client import PooldClient
+from tests.browser import CHROMIUM, DevTools, Element, chromium, render
 from tests.live import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
 HOSTILE = "<img src=x onerror=alert(1)>"
 WINDOW = (1400, 1000)
 
@@ -37,91 +35,6 @@ if CHROMIUM is None:
                     "(apt-get install --no-install-recommends chromium)", pytrace=False)
     pytest.skip("no chromium on PATH: the dashboard's browser test is skipped (apt-get install --no-install-recommends chromium)",
                 allow_module_level=True)
-
-
-# ---- the rendered page, read back --------------------------------------------------------
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-@dataclass
-class Element:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Element | str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "".join(child if isinstance(child, str) else child.text for child in self.children)
-
-    def all(self, tag: str | None = None, **attrs: str | None) -> list[Element]:
-        """Elements under this one (and itself) of ``tag`` whose attributes match (``None``: present).
-        Attribute names take ``_`` for ``-`` (``data_job_id``)."""
-        wanted = {name.replace("_", "-"): value for name, value in attrs.items()}
-        found = []
-        if (tag is None or self.tag == tag) and all(
-            name in self.attrs and (value is None or self.attrs[name] == value) for name, value in wanted.items()
-        ):
-            found.append(self)
-        for child in self.children:
-            if isinstance(child, Element):
-                found.extend(child.all(tag, **attrs))
-        return found
-
-    def one(self, tag: str | None = None, **attrs: str | None) -> Element:
-        [found] = self.all(tag, **attrs)
-        return found
-
-    @property
-    def classes(self) -> set[str]:
-        return set(self.attrs.get("class", "").split())
-
-
-class _Tree(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Element("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        element = Element(tag, {name: value or "" for name, value in attrs})
-        self.stack[-1].children.append(element)
-        if tag not in VOID:
-            self.stack.append(element)
-
-    def handle_endtag(self, tag):
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
-
-
-def parse(html: str) -> Element:
-    tree = _Tree()
-    tree.feed(html)
-    return tree.root
-
-
-def chromium(url: str, profile: Path, *args: str) -> str:
-    """Headless Chromium on ``url`` until the page's script settled (virtual time); its stdout."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-               "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=4000", *args, url]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=90)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def render(url: str, profile: Path) -> Element:
-    """The page's DOM once its first refresh is drawn (``body[data-view]``), tried a few times."""
-    for _ in range(3):
-        page = parse(chromium(url, profile, "--dump-dom"))
-        body = page.one("body")
-        if body.attrs.get("data-view"):
-            return page
-    raise AssertionError("the dashboard drew nothing within Chromium's time budget")
 
 
 # ---- the site ----------------------------------------------------------------------------
@@ -273,6 +186,49 @@ def test_a_bad_token_shows_the_sign_in_form_with_the_error(site, tmp_path):
     assert "hidden" in page.one("main", id="board").attrs
     error = page.one(id="sign-in-error")
     assert "hidden" not in error.attrs and "401" in error.text
+
+
+@pytest.fixture
+def tab(tmp_path):
+    """A live tab, for what the dumped DOM cannot show: typing, the address bar, refreshes."""
+    devtools = DevTools(tmp_path / "profile")
+    yield devtools
+    devtools.close()
+
+
+def test_the_token_link_signs_in_and_leaves_the_address_bar(site, tab):
+    tab.open(f"{site.pool.url}/#token={site.pool.tokens.user}")
+    tab.until("document.body.dataset.view === 'board'")
+    assert tab.evaluate("location.href") == site.pool.url + "/"  # the token is out of the address bar (and history)
+    assert tab.evaluate("sessionStorage.getItem('poold.token')") == site.pool.tokens.user
+    tab.evaluate("document.getElementById('sign-out').click()")
+    assert tab.evaluate("document.body.dataset.view") == "sign-in"
+    assert tab.evaluate("sessionStorage.getItem('poold.token')") is None
+
+
+def test_the_sign_in_form_takes_a_token(site, tab):
+    tab.open(site.pool.url + "/")
+    tab.until("document.body.dataset.view === 'sign-in'")
+    assert tab.evaluate("document.getElementById('board').hidden") is True
+    tab.evaluate(f"document.getElementById('token').value = {json.dumps(site.pool.tokens.user)};"
+                 "document.getElementById('sign-in').requestSubmit()")
+    tab.until("document.body.dataset.view === 'board' && document.querySelectorAll('#map article').length")
+    assert tab.evaluate("document.getElementById('token').value") == ""  # not left in the form
+
+
+def test_a_failing_call_shows_in_its_place_and_the_rest_refreshes(site, tab):
+    tab.intercept("*/api/v1/pool*", 500, {"detail": "the overview broke"})
+    tab.open(f"{site.pool.url}/#token={site.pool.tokens.admin}")
+    tab.until("Number(document.body.dataset.refreshes) >= 2")  # it refreshed by itself
+    page = tab.dom()
+    error = page.one(data_error="models")
+    assert "hidden" not in error.attrs and error.text == "/pool: 500 the overview broke"
+    assert page.one(id="models").all("tr", data_model=None) == []
+    assert {card.attrs["data-node"] for card in page.one(id="map").all("article")} == {node["name"] for node in site.admin.nodes()}
+    assert page.one(id="running").all("tr", data_job_id=str(site.running["id"]))
+    for section in ("map", "queues", "running", "pending", "events"):
+        assert "hidden" in page.one(data_error=section).attrs, section
+    assert page.one(id="refreshed").text.endswith("1 of 8 calls failed")
 
 
 def test_a_screenshot_of_the_dashboard(site, tmp_path):
