@@ -10,6 +10,7 @@
   const FULL = 0.999; // a share at least this is the whole device (shares are rounded to 1e-6)
   let timer = null;
   let refreshes = 0;
+  let generation = 0; // bumped by each refresh and by signing out: an older refresh still in flight draws nothing
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -30,6 +31,7 @@
 
   function showSignIn(message) {
     clearTimeout(timer);
+    generation += 1;
     document.getElementById("board").hidden = true;
     document.getElementById("sign-out").hidden = true;
     document.getElementById("sign-in").hidden = false;
@@ -249,7 +251,9 @@
       queues: "/queues", pool: "/pool", usage: "/usage?by=job&state=running", events: "/events?limit=40",
     };
     const names = Object.keys(calls);
+    const mine = ++generation;
     const settled = await Promise.allSettled(names.map((name) => get(calls[name])));
+    if (mine !== generation) return;
     const denied = settled.find((s) => s.status === "rejected" && [401, 403].includes(s.reason.status));
     if (denied) {
       showSignIn(denied.reason.message);
@@ -280,6 +284,7 @@
       `refreshed ${new Date().toLocaleTimeString()}` + (failed ? ` \u00b7 ${failed} of ${names.length} calls failed` : "");
     document.body.dataset.view = "board";
     document.body.dataset.refreshes = String(refreshes);
+    clearTimeout(timer);
     timer = setTimeout(refresh, REFRESH_MS);
   }
 
