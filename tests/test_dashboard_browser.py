@@ -209,10 +209,12 @@ def test_the_token_link_signs_in_and_leaves_the_address_bar(site, tab):
 def test_the_sign_in_form_takes_a_token(site, tab):
     tab.open(site.pool.url + "/")
     tab.until("document.body.dataset.view === 'sign-in'")
-    assert tab.evaluate("document.getElementById('board').hidden") is True
+    assert tab.evaluate("getComputedStyle(document.getElementById('board')).display") == "none"
+    assert tab.evaluate("getComputedStyle(document.getElementById('sign-in')).display") == "block"
     tab.evaluate(f"document.getElementById('token').value = {json.dumps(site.pool.tokens.user)};"
                  "document.getElementById('sign-in').requestSubmit()")
     tab.until("document.body.dataset.view === 'board' && document.querySelectorAll('#map article').length")
+    assert tab.evaluate("getComputedStyle(document.getElementById('sign-in')).display") == "none"
     assert tab.evaluate("document.getElementById('token').value") == ""  # not left in the form
 
 
