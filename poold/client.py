@@ -86,6 +86,11 @@ class PooldClient:
     def undrain(self, node: str) -> dict[str, Any]:
         return self._call("POST", f"/nodes/{node}/undrain").json()
 
+    def events(self, limit: int = 50, job: int | None = None, node: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` events, newest first; ``kind`` is one kind or, without a dot, its family."""
+        params = {"limit": limit, "job": job, "node": node, "kind": kind}
+        return self._call("GET", "/events", params={key: value for key, value in params.items() if value is not None}).json()
+
     def tokens(self, node: str | None = None, include_ended: bool = False) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"include_ended": "true"} if include_ended else {}
         return self._call("GET", "/tokens", params=params | ({"node": node} if node else {})).json()

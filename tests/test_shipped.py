@@ -115,3 +115,13 @@ def test_the_unpacked_wheel_migrates_a_store_from_anywhere(wheel, tmp_path):
     upgrade = subprocess.run([sys.executable, "-m", "poold", "db", "upgrade"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert upgrade.returncode == 0, upgrade.stderr
     assert upgrade.stdout.startswith("schema at revision "), upgrade.stdout
+
+
+def test_the_wheel_carries_the_dashboard(wheel):
+    """The page, script and style sheet the daemon serves at / (poold/api/routes/dashboard.py)."""
+    folder = ROOT / "poold" / "api" / "dashboard"
+    files = sorted(path.name for path in folder.iterdir())
+    assert files == ["app.js", "index.html", "style.css"]
+    with zipfile.ZipFile(wheel) as archive:
+        for name in files:
+            assert archive.read(f"poold/api/dashboard/{name}") == (folder / name).read_bytes(), name

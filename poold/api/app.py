@@ -9,7 +9,7 @@ from poold import __version__, metrics
 from poold.api import errors
 from poold.api.auth import SECURITY_SCHEME
 from poold.api.context import AppContext
-from poold.api.routes import agents, jobs, nodes, pool, queues, tokens
+from poold.api.routes import agents, dashboard, events, jobs, nodes, pool, queues, tokens
 from poold_wire.messages import HeartbeatRequest
 
 
@@ -26,6 +26,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(tokens.router, prefix="/api/v1")
     app.include_router(queues.router, prefix="/api/v1")
     app.include_router(pool.router, prefix="/api/v1")
+    app.include_router(events.router, prefix="/api/v1")
+    app.include_router(dashboard.router)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=ctx.settings.limits.request_bytes)
     metrics.install(app, ctx)  # after BodyLimit: its middleware is the outermost, timing every request

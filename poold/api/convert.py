@@ -81,11 +81,13 @@ def job_detail(
                     state=part.state, exit_code=part.exit_code, devices=sum(1 for a in part.allocations if a.device_id is not None))
             for part in parts
         ],
-        events=[
-            EventOut(at=e.at, kind=e.kind, message=e.message, job_id=e.job_id, node=node_names.get(e.node_id) if e.node_id else None)
-            for e in events
-        ],
+        events=[event_out(event, node_names) for event in events],
     )
+
+
+def event_out(event: EventModel, node_names: dict[int, str]) -> EventOut:
+    return EventOut(id=event.id, at=event.at, kind=event.kind, message=event.message, job_id=event.job_id,
+                    node=node_names.get(event.node_id) if event.node_id else None, data=event.data or {})
 
 
 def node_names(session: Session) -> dict[int, str]:

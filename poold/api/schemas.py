@@ -87,11 +87,15 @@ class PartOut(Strict):
 
 
 class EventOut(Strict):
+    """One entry of the event log (``GET /events``, and a job's own in ``GET /jobs/{id}``)."""
+
+    id: int = Field(description="its place in the log: later events have larger ids")
     at: datetime
-    kind: str
+    kind: str = Field(description="what happened, `family.what`: job.waiting, node.lost, device.quarantined")
     message: str
     job_id: int | None = None
     node: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, description="the event's figures as recorded, by kind")
 
 
 class JobDetail(JobOut):

@@ -55,7 +55,8 @@ def demo(ctx: click.Context, keep: bool, timeout: float) -> None:
         if keep:
             pids = " ".join(str(p.pid) for p in pool.processes.values())
             say(f"the pool stays up: export POOLD_URL={pool.url} POOLD_TOKEN={pool.tokens.admin}  (an admin's token)\n"
-                f"then: poold nodes | jobs | devices | token list\nstop it with: kill {pids}; rm -rf {workdir}")
+                f"then: poold nodes | jobs | devices | token list\n"
+                f"the dashboard: {pool.url}/#token={pool.tokens.admin}\nstop it with: kill {pids}; rm -rf {workdir}")
             keep_running = True
         if failed:
             sys.exit(1)

@@ -47,6 +47,7 @@ MATRIX = [
     case("append log", "PUT", "/api/v1/jobs/{job}/log", {"agent n1": 200}, params={"offset": 0, "node": "n1"}, content=b"forged"),
     case("nodes", "GET", "/api/v1/nodes", USERS),
     case("devices", "GET", "/api/v1/devices", USERS),
+    case("event log", "GET", "/api/v1/events", USERS),
     case("return device", "POST", "/api/v1/devices/{device}/return", {"admin": 409}),  # past the door: not quarantined
     case("drain", "POST", "/api/v1/nodes/n1/drain", {"admin": 200}, json={"reason": "x"}),
     case("undrain", "POST", "/api/v1/nodes/n1/undrain", {"admin": 200}),
