@@ -11,7 +11,10 @@ from poold.cli.output import emit_json, emit_table, gib, when
 @click.command(name="nodes")
 @click.pass_context
 def list_nodes(ctx: click.Context) -> None:
-    """List nodes with their state and free devices.
+    """List nodes with their state, free whole devices and free MIG slices.
+
+    FREE DEVICES counts whole devices (GPUs, NPUs, FPGAs; a GPU in MIG mode is one): free
+    when nothing is held on them or on their slices. MIG SLICES counts the slices apart.
 
     A node is `ready`, or `lost` when its agent has not heartbeated for the daemon's
     nodes.timeout_s (its jobs were ended lost and submitted again as their retries allow);
@@ -28,6 +31,7 @@ def list_nodes(ctx: click.Context) -> None:
             n["name"],
             n["state"] + (" (drained)" if n["drained"] else ""),
             f"{n['devices_free']}/{n['devices']}",
+            f"{n['slices_free']}/{n['slices']}" if n["slices"] else None,
             n["cpu_cores"],
             gib(n["memory_total_mib"]),
             when(n["last_heartbeat_at"]),
@@ -36,7 +40,7 @@ def list_nodes(ctx: click.Context) -> None:
         ]
         for n in nodes
     ]
-    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
+    emit_table(["NODE", "STATE", "FREE DEVICES", "MIG SLICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
 
 
 @click.group(name="devices", invoke_without_command=True)
