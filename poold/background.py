@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from poold.api.context import AppContext
 from poold.db.session import transaction
-from poold.services import nodes, recovery
+from poold.services import accounting, nodes, recovery
 from poold_common.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
         with transaction(ctx.factory) as session:
             ctx.reports.flush(session)
 
+    def sample_utilization() -> None:
+        with transaction(ctx.factory) as session:
+            accounting.sample_utilization(session, ctx.reports, settings.accounting.sample_s)
+
     def watchdog() -> None:
         notify("WATCHDOG=1")
 
@@ -100,6 +104,8 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
     scheduler.add_job(quarantine_ends, "interval", seconds=QUARANTINE_CHECK_S, id="quarantine_ends", jitter=1, **common)
     # Tokens in memory read again together, so that heartbeats never wait for theirs (every replica).
     scheduler.add_job(ctx.auth.revalidate, "interval", seconds=max(1.0, settings.auth.cache_s / 2), id="revalidate_tokens", **common)
+    # Held devices' utilisation, from the agents' latest reports, into their allocations (every replica, its own reports).
+    scheduler.add_job(sample_utilization, "interval", seconds=settings.accounting.sample_s, id="sample_utilization", jitter=1, **common)
     # systemd watchdog (a no-op outside systemd).
     scheduler.add_job(watchdog, "interval", seconds=5, id="watchdog", **common)
     return wake

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -94,6 +95,17 @@ class PooldClient:
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._call("POST", f"/tokens/{token_id}/revoke").json()
+
+    def pool(self) -> dict[str, Any]:
+        return self._call("GET", "/pool").json()
+
+    def usage(self, by: str = "queue", since: str | None = None, states: Sequence[str] = (), idle_below: float | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"by": by, "state": list(states)}
+        if since is not None:
+            params["since"] = since
+        if idle_below is not None:
+            params["idle_below"] = idle_below
+        return self._call("GET", "/usage", params=params).json()
 
     def queues(self) -> list[dict[str, Any]]:
         return self._call("GET", "/queues").json()

@@ -123,6 +123,13 @@ class AuthSettings(_Section):
         return unix_user in self.run_as.get(user, []) or (self.run_as_own_name and unix_user == user)
 
 
+class AccountingSettings(_Section):
+    sample_s: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="seconds between samples of each held device's utilisation (the agents' latest figure), for `poold usage`",
+    )
+
+
 class Settings(_Section):
     state_dir: Path = Field(default=Path("/var/lib/poold"), description="SQLite file and job logs live here")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in state_dir")
@@ -133,6 +140,7 @@ class Settings(_Section):
     nodes: NodeSettings = Field(default_factory=NodeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     prices: dict[str, float] = Field(
         default_factory=dict, description="price per hour of one whole device, by chip model"
     )

@@ -9,7 +9,7 @@ from poold import __version__
 from poold.api import errors
 from poold.api.auth import SECURITY_SCHEME
 from poold.api.context import AppContext
-from poold.api.routes import agents, jobs, nodes, queues, tokens
+from poold.api.routes import agents, jobs, nodes, pool, queues, tokens
 from poold_wire.messages import HeartbeatRequest
 
 
@@ -25,6 +25,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(nodes.router, prefix="/api/v1")
     app.include_router(tokens.router, prefix="/api/v1")
     app.include_router(queues.router, prefix="/api/v1")
+    app.include_router(pool.router, prefix="/api/v1")
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=ctx.settings.limits.request_bytes)
     _document(app, HeartbeatRequest)

@@ -337,3 +337,57 @@ class TokenOut(Strict):
 
 class TokenIssued(TokenOut):
     token: str = Field(description="the token itself, shown this once: only a digest of it is kept")
+
+
+# ---- the pool at a glance, and its accounts ------------------------------------------------
+
+
+class MigCountOut(Strict):
+    total: int
+    free: int = Field(description="in service, nothing held")
+
+
+class ModelOverviewOut(Strict):
+    model: str
+    kind: str
+    devices: int = Field(description="whole devices (a GPU split into MIG slices counts once)")
+    in_service: int = Field(description="healthy, not quarantined or scrubbed, on a ready node")
+    free: int = Field(description="in service on an undrained node, nothing held on it or its slices")
+    allocated: float = Field(description="held, in whole devices (a share its fraction, a MIG slice its slices of 7)")
+    memory_total_mib: int
+    memory_allocated_mib: int
+    mig: dict[str, MigCountOut] = Field(description="MIG slices by profile")
+    price_per_hour: float = Field(description="of one whole device")
+    fragmentation: float | None = Field(
+        description="share of free capacity the recent job mix cannot use (0..1); null on a daemon that does not schedule, or a model no recent job asks for"
+    )
+    utilization_pct: float | None = Field(description="mean of the agents' latest utilisation figures heard by this daemon")
+
+
+class PoolOut(Strict):
+    at: datetime
+    models: list[ModelOverviewOut]
+
+
+class UsageRowOut(Strict):
+    key: str = Field(description="the queue, user, model or job id the row sums")
+    jobs: int
+    device_hours: dict[str, float] = Field(description="whole-device hours by model")
+    cost: float = Field(description="price x time held, in the prices' currency")
+    utilization_pct: float | None = Field(description="mean device utilisation while held, from the agents' samples")
+    samples: int
+    # With by=job, the job's own facts:
+    job_id: int | None = None
+    name: str | None = None
+    owner: str | None = None
+    queue: str | None = None
+    state: JobState | None = None
+    held_hours: float | None = None
+    price_per_hour: float | None = Field(default=None, description="what it accrues per hour now (0 once it holds nothing)")
+
+
+class UsageOut(Strict):
+    by: Literal["queue", "user", "model", "job"]
+    since: datetime | None
+    at: datetime
+    rows: list[UsageRowOut]

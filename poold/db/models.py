@@ -262,6 +262,9 @@ class AllocationModel(Base):
     price_per_hour: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     released_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The device's utilisation while held, sampled from its agent's reports (poold.services.accounting).
+    utilization_samples: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    utilization_pct_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     job: Mapped[JobModel] = relationship(back_populates="allocations")
     device: Mapped["DeviceModel | None"] = relationship()

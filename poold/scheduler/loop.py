@@ -43,6 +43,7 @@ from poold.scheduler.engine import Engine, Placement
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
 from poold.scheduler.request import PlacementRequest
+from poold.scheduler.scorers.fragmentation import fragmentation_by_model
 from poold.scheduler.sharing import Holder, PassPlan, Planner, Preemption, QueueEntitlement, SharingOptions, Waiting
 from poold.scheduler.snapshot import StoreSnapshot
 from poold.scheduler.stack import Stack, build_stack
@@ -127,6 +128,18 @@ class Scheduler:
     def run_pass(self) -> PassResult:
         with self.lock:
             return self._run_pass()
+
+    def fragmentation_by_model(self, wait_s: float = 1.0) -> dict[str, float] | None:
+        """Per model, the share of free capacity the recent job mix cannot use, over the pool
+        as the last pass left it (``scorers.fragmentation.fragmentation_by_model``); None on a
+        daemon that has run no pass (a replica that is not the leader), or when a pass holds
+        the pool longer than ``wait_s``."""
+        if not self._passes or not self.lock.acquire(timeout=wait_s):
+            return None
+        try:
+            return fragmentation_by_model(self.engine.ctx)
+        finally:
+            self.lock.release()
 
     def refresh(self, session: Session) -> None:
         """Bring the pool and the job mix up to date with the store."""

@@ -19,7 +19,7 @@ from poold.scheduler.mix import JobMix
 from poold.scheduler.pool import Holding
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.scorers.first_fit import FirstFit, place_in_order
-from poold.scheduler.scorers.fragmentation import Fragmentation
+from poold.scheduler.scorers.fragmentation import Fragmentation, fragmentation_by_model
 from poold.scheduler.scorers.sum_of_squares import CLOSED, NO_GAP, SumOfSquares, gap_classes
 from poold.scheduler.stack import build_stack
 from tests.builders import job, make_node, make_pool
@@ -118,6 +118,25 @@ def test_fragmentation_half_used_gpu_before_an_idle_one(settings):
     raw, score = scored(Fragmentation(), engine, request(share=0.5), [(0, 1), (0, 0)])
     assert raw.tolist() == pytest.approx([-0.5, -1.0])
     assert score.tolist() == pytest.approx([100.0, 50.0])
+
+
+def test_fragmentation_by_model_is_the_free_capacity_the_mix_cannot_use(settings):
+    # Mix: "one GPU" (p = 0.5) and "two GPUs on one node" (p = 0.5).
+    # L4 node a: GPU 0 idle, GPU 1 half used -> free 1 + 0.5 = 1.5 GPUs.
+    #   one GPU: GPU 0 takes it (usable), GPU 1 cannot (stranded 0.5);
+    #   two GPUs: the node holds no copy (one whole GPU free): all 1.5 stranded.
+    #   (0.5 × 0.5 + 0.5 × 1.5) / (0.5 × 1.5 + 0.5 × 1.5) = 1.0 / 1.5 = 2/3.
+    # A100 node b, both idle: every shape fits, nothing stranded: 0.
+    # The mix accepts any GPU, so an FPGA model is left out (nothing in the mix takes it).
+    pool = make_pool(settings, make_node("a").gpus(2, "L4"), make_node("b").gpus(2, "A100"), make_node("c").fpgas(1))
+    hold(pool, 0, 1, 0.5, job_id=90)
+    engine = Engine(pool, STACK, mix=mix_of(({"kind": "gpu"}, 10), ({"kind": "gpu", "count": 2}, 10)))
+    assert fragmentation_by_model(engine.ctx) == pytest.approx({"L4": 2 / 3, "A100": 0.0})
+
+
+def test_fragmentation_by_model_is_empty_without_a_mix(settings):
+    engine = Engine(make_pool(settings, make_node("a").gpus(2, "L4")), STACK)
+    assert fragmentation_by_model(engine.ctx) == {}
 
 
 @pytest.mark.parametrize(

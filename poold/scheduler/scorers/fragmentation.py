@@ -175,3 +175,51 @@ def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Sums of ``values[:, bounds[i]:bounds[i + 1]]`` for each i ([rows, segments])."""
     cumulative = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
     return cumulative[:, bounds[1:]] - cumulative[:, bounds[:-1]]
+
+
+def fragmentation_by_model(ctx: Context) -> dict[str, float]:
+    """Per device model, the share of its free capacity that the recent job mix cannot use
+    (0..1), the measure this scorer works with, read as FGD reads its fragment:
+
+        for each shape t of the mix that accepts some device of the model, a free device
+        (or slice) of it counts as stranded for t unless it can take one job of t and its
+        node can host the whole job (its other devices, CPU cores, host memory)
+
+        fragmentation(M) = Σ_t p_t · free capacity of M stranded for t
+                           / Σ_t p_t · free capacity of M that t accepts
+
+    Free capacity is counted in whole devices (a MIG slice as its slices of 7). Devices out
+    of service, or on nodes that are lost or drained, count in neither sum. Models that no
+    shape of the mix accepts are left out (the mix says nothing about them); models with
+    nothing free are 0. Empty when the mix is empty.
+    """
+    state = _state(ctx)
+    if state is None:
+        return {}
+    pool = ctx.pool
+    nodes = np.flatnonzero(pool.node_alive[: pool.n_nodes])
+    if not len(nodes):
+        return {}
+    state._refresh(ctx, nodes)
+    n = pool.n_devices
+    node_of = pool.dev_node[:n]
+    on_ok_node = pool.node_ready[node_of] & ~pool.node_drained[node_of]
+    counted = pool.dev_alive[:n] & pool.dev_allocatable[:n] & pool.dev_healthy[:n] & on_ok_node
+    whole = np.where(pool.dev_slices[:n] > 0, pool.dev_slices[:n] / 7.0, 1.0)
+    free = np.where(counted, pool.dev_free[:n] * whole, 0.0)
+    copies = state._copies(pool, np.arange(pool.n_nodes), state.slots.T, 0.0, 0)  # [types, nodes]
+    node_hosts = copies >= 1.0 - EPSILON
+    accepted = state.per_device[0][:, :n] > 0  # [types, devices]
+    usable = accepted & (state.device_slots[:, :n] >= 1.0 - EPSILON) & node_hosts[:, node_of]
+    result: dict[str, float] = {}
+    models = pool.dev_model[:n]
+    for code in np.unique(models[pool.dev_alive[:n]]):
+        of_model = models == code
+        takers = accepted[:, of_model].any(axis=1)
+        if not takers.any():
+            continue
+        in_reach = (accepted[:, of_model] * free[of_model]).sum(axis=1)
+        stranded = ((accepted[:, of_model] & ~usable[:, of_model]) * free[of_model]).sum(axis=1)
+        total = float(state.p @ in_reach)
+        result[pool.models.names[int(code)]] = float(state.p @ stranded) / total if total > EPSILON else 0.0
+    return result
