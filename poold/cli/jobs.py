@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 from rich.text import Text
 
+from poold.cli.completion import job_id_argument
 from poold.cli.connection import connect
 from poold.client import PooldClient
 from poold.cli.output import console, devices_text, emit_choices, emit_json, emit_rejections, emit_table, gib, reason_text, when
@@ -108,7 +109,8 @@ def ending(job: dict) -> str | None:
 
 
 def report_end(job: dict, last_events: int = 5) -> None:
-    """The outcome in one line; for anything but success, its cause and the job's last events."""
+    """The outcome in one line; for anything but success, its cause and the job's last events
+    since it was placed (the placement was said when it happened)."""
     took = ""
     if job.get("started_at") and job.get("ended_at"):
         seconds = (datetime.fromisoformat(job["ended_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
@@ -118,7 +120,7 @@ def report_end(job: dict, last_events: int = 5) -> None:
     if job["state"] == "succeeded":
         return
     status(f"cause: {ending(job) or job.get('reason') or 'not reported'}")
-    for event in (job.get("events") or [])[-last_events:]:
+    for event in [e for e in job.get("events") or [] if e["kind"] not in ("job.submitted", "job.placed")][-last_events:]:
         status(f"  {when(event['at'])}  {event['kind']}: {event['message']}")
 
 
@@ -173,7 +175,7 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
 
 
 @click.command(name="job")
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.pass_context
 def show_job(ctx: click.Context, job_id: int) -> None:
     """Show one job: where it runs and why, or why it still waits, and its events. A gang (a
@@ -220,7 +222,7 @@ def show_job(ctx: click.Context, job_id: int) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.option("--force", is_flag=True, help="End the job now, whatever its state, and release its devices (administrators).")
 @click.pass_context
 def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
@@ -243,7 +245,7 @@ def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_context
 def logs(ctx: click.Context, job_id: int, follow: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from poold.cli.completion import node_argument, node_names
 from poold.cli.connection import connect
 from poold.cli.output import emit_json, emit_table, gib, when
 
@@ -44,7 +45,7 @@ def list_nodes(ctx: click.Context) -> None:
 
 
 @click.group(name="devices", invoke_without_command=True)
-@click.option("--node", help="Only this node's devices.")
+@click.option("--node", shell_complete=node_names, help="Only this node's devices.")
 @click.pass_context
 def list_devices(ctx: click.Context, node: str | None) -> None:
     """List devices: model, memory, health, quarantine, how much is allocated, price per hour.
@@ -91,7 +92,7 @@ def quarantine_text(quarantine: dict | None) -> str | None:
 
 @list_devices.command(name="return")
 @click.argument("uuid")
-@click.option("--node", help="The device's node, when its uuid is on several (NPU and FPGA ids are per node).")
+@click.option("--node", shell_complete=node_names, help="The device's node, when its uuid is on several (NPU and FPGA ids are per node).")
 @click.pass_context
 def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
     """Return a quarantined device to service now (one that flapped stays out until this).
@@ -104,7 +105,7 @@ def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
 
 
 @click.command()
-@click.argument("node")
+@node_argument()
 @click.option("--reason", help="Why (shown in `poold nodes`).")
 @click.pass_context
 def drain(ctx: click.Context, node: str, reason: str | None) -> None:
@@ -115,7 +116,7 @@ def drain(ctx: click.Context, node: str, reason: str | None) -> None:
 
 
 @click.command()
-@click.argument("node")
+@node_argument()
 @click.pass_context
 def undrain(ctx: click.Context, node: str) -> None:
     """Let NODE take new jobs again."""

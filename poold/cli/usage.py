@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import re
 import sys
-from datetime import datetime
 from typing import Any
 
 import click
@@ -13,26 +11,24 @@ import click
 from poold.cli.connection import connect
 from poold.cli.output import amount, emit_json, emit_table, percent
 from poold.cli.queues import amounts_text
+from poold.services.accounting import parse_since
 
 BY = ("queue", "user", "model", "job")
 JOB_FIELDS = ("job_id", "name", "owner", "queue", "state", "held_hours", "price_per_hour", "samples")
-_AGO = re.compile(r"[1-9][0-9]*[dhm]")
 
 
 class Since(click.ParamType):
-    """``7d``, ``24h``, ``30m`` (that long ago) or an ISO time; passed to the daemon as written."""
+    """``7d``, ``24h``, ``30m``, ``90s`` (that long ago) or an ISO time, checked as the daemon
+    reads it (``accounting.parse_since``) and passed on as written: "ago" is the daemon's now."""
 
     name = "since"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        text = str(value).strip()
-        if _AGO.fullmatch(text):
-            return text
         try:
-            datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(f"{value!r} is neither a duration (7d, 24h, 30m) nor an ISO time (2026-11-01 or 2026-11-01T08:00:00Z)", param, ctx)
-        return text
+            parse_since(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value).strip()
 
 
 def usage_rows(answer: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -62,7 +58,7 @@ def emit_csv(answer: dict[str, Any]) -> None:
 
 @click.command(name="usage")
 @click.option("--by", type=click.Choice(BY), help="One row per queue (the default), user, device model or job.")
-@click.option("--since", type=Since(), help="Only time held since then: 7d, 24h, 30m ago, or an ISO time (default: all time).")
+@click.option("--since", type=Since(), help="Only time held since then: 7d, 24h, 30m ago, or an ISO time (UTC unless it says; default: all time).")
 @click.option("--idle", is_flag=True, help="Running jobs whose devices' average utilisation is below --below (idle reservations).")
 @click.option("--below", type=click.FloatRange(0, 100), default=10.0, show_default=True, help="The utilisation (%) --idle lists jobs below.")
 @click.option("--output", "-o", type=click.Choice(["table", "json", "csv"]), help="Overrides `poold -o`; csv for spreadsheets.")
