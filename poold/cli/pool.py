@@ -8,9 +8,9 @@ import click
 from rich.table import Table
 
 from poold.cli.connection import connect
-from poold.cli.output import amount, console, emit_json, gib, percent, table, when
+from poold.cli.output import amount, console, emit_json, percent, table, when
 
-POOL_COLUMNS = ["MODEL", "KIND", "DEVICES", "IN SERVICE", "FREE", "ALLOCATED", "MEMORY ALLOCATED", "MIG SLICES FREE", "FRAG", "UTIL",
+POOL_COLUMNS = ["MODEL", "KIND", "DEVICES", "IN SERVICE", "FREE", "ALLOCATED", "MEMORY HELD", "MIG SLICES FREE", "FRAG", "UTIL",
                 "PRICE/H"]
 
 
@@ -23,8 +23,9 @@ def pool_row(model: dict[str, Any]) -> list[Any]:
     """One model of ``GET /pool`` as a row of :data:`POOL_COLUMNS`. ALLOCATED is in whole-device
     units (a share counts its fraction, a MIG slice its slices/7); FRAG is the share of the
     model's free capacity the recent job mix cannot use; UTIL the mean utilisation its agents
-    last reported; PRICE/H the price of one whole device per hour."""
-    memory = f"{gib(model['memory_allocated_mib'])} of {gib(model['memory_total_mib'])}" if model["memory_total_mib"] else None
+    last reported; MEMORY HELD is device memory allocated of the total; PRICE/H the price of
+    one whole device per hour."""
+    memory = f"{model['memory_allocated_mib'] / 1024:.0f}/{model['memory_total_mib'] / 1024:.0f} GiB" if model["memory_total_mib"] else None
     return [model["model"], model["kind"], model["devices"], model["in_service"], model["free"], amount(model["allocated"]), memory,
             mig_text(model["mig"]), percent(None if model["fragmentation"] is None else 100 * model["fragmentation"]),
             percent(model["utilization_pct"]), f"{model['price_per_hour']:.2f}"]

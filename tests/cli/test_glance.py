@@ -1,54 +1,31 @@
-"""The pool at a glance on a live demo pool (a daemon and five agents on fake devices, jobs that
-really run): `poold usage` adds up, `poold pool`, `poold top --once`, `poold nodes` counts,
-`poold submit --wait`, and shell completion of job ids and node names."""
+"""`poold usage`, `poold pool`, `poold top --once` and `poold nodes` on a live demo pool
+(tests/cli/conftest.py): the accounts add up, the counts are the site's."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 
 import pytest
 
 from poold import demo
+from tests.cli.demo_pool import SLEEPER, poold, write
 from tests.live import wait_for
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    # The daemon takes its settings from the environment: a utilisation sample every second.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("POOLD_ACCOUNTING__SAMPLE_S", "1")
-        started = demo.start_pool(tmp_path_factory.mktemp("demo"), say=lambda text: None)
-    try:
-        yield started
-    finally:
-        started.stop()
+def row(table: str, first: str) -> list[str]:
+    """The cells of the table's row whose first cell is ``first``."""
+    return next(cells for line in table.splitlines() if (cells := [cell.strip() for cell in line.split("│")])[0] == first)
 
 
 @pytest.fixture(scope="module")
-def env(pool):
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("POOLD_") and not key.startswith("_POOLD")}
-    return {**clean, "POOLD_URL": pool.url, "POOLD_TOKEN": pool.tokens.admin, "XDG_CONFIG_HOME": "/nonexistent"}
-
-
-@pytest.fixture(scope="module")
-def examples(pool):
+def examples(demo_pool):
     """The example jobs, run to their end."""
-    jobs, _ = demo.run_jobs(pool, demo.example_files(), timeout_s=90)
+    jobs, _ = demo.run_jobs(demo_pool, demo.example_files(), timeout_s=90)
     assert {job["state"] for job in jobs} == {"succeeded"}, [(job["name"], job["state"]) for job in jobs]
     return jobs
-
-
-def poold(env, *args, check: int | None = 0, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "poold", *args], capture_output=True, text=True, timeout=120, env={**env, **(extra or {})})
-    if check is not None:
-        assert result.returncode == check, result.stdout + result.stderr
-    return result
 
 
 def hours(start: str, end: str) -> float:
@@ -96,22 +73,58 @@ def test_usage_refuses_a_bad_since_naming_the_option(env):
     assert "--idle" in poold(env, "usage", "--idle", "--by", "queue", check=2).stderr
 
 
-def test_usage_idle_lists_running_jobs_below_the_threshold(env, pool, tmp_path):
-    """The fake devices report no utilisation for a job that merely sleeps: 0% while held."""
-    job_id = int(poold(env, "submit", write(tmp_path, SLEEPER)).stdout)
+@pytest.fixture(scope="module")
+def sleeper(env, tmp_path_factory):
+    """A job holding one of the two L4s, running (after the accounts above were checked: its cost grows)."""
+    job_id = int(poold(env, "submit", write(tmp_path_factory.mktemp("sleeper"), SLEEPER)).stdout)
+    wait_for(lambda: json.loads(poold(env, "-o", "json", "job", str(job_id)).stdout)["state"] == "running", timeout_s=30)
+    yield job_id
+    poold(env, "cancel", str(job_id))
+
+
+def test_usage_idle_lists_running_jobs_below_the_threshold(env, sleeper):
+    """The fake L4s report 0% utilisation: the sleeper holds one idle."""
+    idle = wait_for(lambda: (rows := json.loads(poold(env, "usage", "--idle", "-o", "json").stdout)["rows"]) and rows, timeout_s=40)
+    assert [row["job_id"] for row in idle] == [sleeper] and idle[0]["utilization_pct"] < 10
+    assert json.loads(poold(env, "usage", "--idle", "--below", "0", "-o", "json").stdout)["rows"] == []
+    assert "sleeper" in poold(env, "usage", "--idle").stdout
+
+
+def test_pool_by_model(env, sleeper):
+    models = {m["model"]: m for m in json.loads(poold(env, "-o", "json", "pool").stdout)["models"]}
+    # the site: 8 H100 (GPU 0 in MIG mode: 2g.20gb, 2x 1g.10gb, 3g.40gb), 4 A100, 2 L4, 8 910B, 2 U250
+    assert {name: m["devices"] for name, m in models.items()} == {"H100": 8, "A100": 4, "L4": 2, "910B": 8, "U250": 2}
+    assert models["H100"]["mig"] == {"1g.10gb": {"total": 2, "free": 2}, "2g.20gb": {"total": 1, "free": 1}, "3g.40gb": {"total": 1, "free": 1}}
+    assert (models["L4"]["free"], models["L4"]["allocated"], models["L4"]["price_per_hour"]) == (1, 1.0, 0.8)
+    table = poold(env, "pool").stdout
+    # MODEL KIND DEVICES IN SERVICE FREE ALLOCATED MEMORY HELD MIG SLICES FREE FRAG UTIL PRICE/H
+    l4 = row(table, "L4")
+    assert l4[1:6] == ["gpu", "2", "2", "1", "1"] and l4[-1] == "0.80"
+    assert row(table, "H100")[7] == "1g.10gb 2/2, 2g.20gb 1/1, 3g.40gb 1/1"
+
+
+def test_nodes_count_whole_devices_and_mig_slices_apart(env, sleeper):
+    nodes = {n["name"]: n for n in json.loads(poold(env, "-o", "json", "nodes").stdout)}
+    assert (nodes["hgx-h100"]["devices"], nodes["hgx-h100"]["slices"]) == (8, 4)  # once "11"
+    assert (nodes["l4"]["devices_free"], nodes["l4"]["devices"], nodes["l4"]["slices"]) == (1, 2, 0)
+    table = poold(env, "nodes").stdout
+    assert "MIG SLICES" in table
+    assert row(table, "hgx-h100")[2:4] == ["8/8", "4/4"]
+
+
+def test_top_once_shows_the_pool_queues_pending_and_running(env, sleeper, tmp_path):
+    pair = SLEEPER.replace('"sleeper"', '"pair"').replace('kind = "gpu"', 'kind = "gpu"\ncount = 2')
+    waiting = poold(env, "submit", write(tmp_path, pair)).stdout.strip()
     try:
-        wait_for(lambda: json.loads(poold(env, "-o", "json", "job", str(job_id)).stdout)["state"] == "running", timeout_s=30)
-        idle = wait_for(lambda: (rows := json.loads(poold(env, "usage", "--idle", "-o", "json").stdout)["rows"]) and rows, timeout_s=40)
-        assert [row["job_id"] for row in idle] == [job_id] and idle[0]["utilization_pct"] < 10
-        assert json.loads(poold(env, "usage", "--idle", "--below", "0", "-o", "json").stdout)["rows"] == []
+        wait_for(lambda: json.loads(poold(env, "-o", "json", "job", waiting).stdout)["reason"], timeout_s=20)
+        out = poold(env, "top", "--once").stdout
+        pending = out[out.index("pending: 1"):out.index("running: 1")]
+        assert waiting in pending and "pair" in pending and "no placement fits" in pending
+        running = out[out.index("running: 1"):]
+        assert str(sleeper) in running and "sleeper" in running and "0.80" in running
+        assert "pool at" in out and "queues" in out
+        view = json.loads(poold(env, "-o", "json", "top", "--once").stdout)
+        assert [job["id"] for job in view["pending"]] == [int(waiting)]
+        assert [row["job_id"] for row in view["running"]["rows"]] == [sleeper]
     finally:
-        poold(env, "cancel", str(job_id))
-
-
-SLEEPER = 'name = "sleeper"\ncommand = "sleep 120"\n[resources]\nkind = "gpu"\n[[resources.accept]]\nmodel = "L4"\n'
-
-
-def write(tmp_path, text: str, name: str = "job.toml") -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
+        poold(env, "cancel", waiting)
