@@ -70,9 +70,9 @@ def follow_job(client: PooldClient, job: dict, poll: float, stream: bool = True)
     said, offset = None, 0
     while True:
         if job["state"] == "pending":
-            kind = reason_kind(job.get("reason") or "")
-            if kind != said:
-                status(f"job {job['id']} pending: {job.get('reason') or 'waiting for the scheduler'}")
+            kind = reason_kind(job["reason"]) if job.get("reason") else None  # None: no pass has looked at it yet
+            if kind not in (said, None):
+                status(f"job {job['id']} pending: {job['reason']}")
                 said = kind
             time.sleep(poll)
             job = client.job(job["id"])
@@ -115,7 +115,7 @@ def report_end(job: dict, last_events: int = 5) -> None:
     if job.get("started_at") and job.get("ended_at"):
         seconds = (datetime.fromisoformat(job["ended_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
         took = f" after {seconds:.1f} s"
-    code = f" (exit {job['exit_code']})" if job.get("exit_code") is not None else ""
+    code = f" (exit {job['exit_code']})" if job.get("exit_code") is not None and job["state"] != "succeeded" else ""
     status(f"job {job['id']} {job['state']}{code}{took}")
     if job["state"] == "succeeded":
         return
