@@ -6,6 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -123,8 +127,25 @@ def test_top_once_shows_the_pool_queues_pending_and_running(env, sleeper, tmp_pa
         running = out[out.index("running: 1"):]
         assert str(sleeper) in running and "sleeper" in running and "0.80" in running
         assert "pool at" in out and "queues" in out
+        jobs = poold(env, "jobs", "--state", "pending").stdout
+        assert row(jobs, waiting)[-1] == "no placement fits: too_few_devices x1"  # the REASON column, its first clause
         view = json.loads(poold(env, "-o", "json", "top", "--once").stdout)
         assert [job["id"] for job in view["pending"]] == [int(waiting)]
         assert [row["job_id"] for row in view["running"]["rows"]] == [sleeper]
     finally:
         poold(env, "cancel", waiting)
+
+
+def test_top_refreshes_until_ctrl_c_and_exits_0(env):
+    # FORCE_COLOR: rich draws as on a terminal, each refresh over the last (else only the last frame is printed)
+    process = subprocess.Popen([sys.executable, "-m", "poold", "top", "--interval", "0.2"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**env, "FORCE_COLOR": "1"})
+    try:
+        time.sleep(4)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.count("pool at") >= 3 and "Traceback" not in err  # refreshed: the first frame and some more
