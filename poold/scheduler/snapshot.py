@@ -122,8 +122,9 @@ class StoreSnapshot:
         """Reload the nodes that changed in the store; returns how many were reloaded. A node
         whose rows cannot be read is taken out of the pool (``set_aside``) until it changes."""
         # The pool at its best ignores what nodes hold: it follows the layout generation.
-        generation = NodeModel.layout_generation if self.capacity_only else NodeModel.generation
-        current = dict(session.execute(select(NodeModel.id, generation)).all())
+        # Every pass reads every node's generation: as plain tuples, half the time of an ORM select.
+        column = "layout_generation" if self.capacity_only else "generation"
+        current = dict(session.connection().exec_driver_sql(f"SELECT id, {column} FROM nodes").fetchall())
         for node_id in set(self.generations) - set(current):
             self.pool.remove_node(node_id)
             del self.generations[node_id]
