@@ -158,7 +158,10 @@ def plan(ctx: click.Context, job_file: str) -> None:
 @click.option("--limit", default=200, show_default=True)
 @click.pass_context
 def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
-    """List jobs, newest first: every user's (OWNER is who submitted each)."""
+    """List jobs, newest first: every user's (OWNER is who submitted each).
+
+    REASON is the first clause of why a pending job waits, or of why a placed one went where
+    it did (`poold job ID` has all of it, `poold why ID` more)."""
     with connect(ctx) as client:
         jobs = client.jobs(list(states), limit)
     if ctx.obj["output"] == "json":
