@@ -59,6 +59,8 @@ MATRIX = [
     case("revoke token", "POST", "/api/v1/tokens/{spare}/revoke", {"admin": 200}),
     case("queues", "GET", "/api/v1/queues", USERS),
     case("queue", "GET", "/api/v1/queues/default", USERS),
+    case("pool", "GET", "/api/v1/pool", USERS),
+    case("usage", "GET", "/api/v1/usage", USERS),
     case("create queue", "POST", "/api/v1/queues", {"admin": 201}, json={"name": "batch", "weight": 2, "guarantee": {"L4": 1}}),
     case("change queue", "PATCH", "/api/v1/queues/default", {"admin": 200}, json={"weight": 3}),
     case("delete queue", "DELETE", "/api/v1/queues/default", {"admin": 409}),  # past the door: the config file names it
