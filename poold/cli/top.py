@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import click
-from rich.console import Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from poold.cli.connection import connect
@@ -28,7 +28,7 @@ def snapshot(client: PooldClient) -> dict[str, Any]:
             "running": client.usage(by="job", states=("running",))}
 
 
-def frame(view: dict[str, Any], now: datetime | None = None) -> Group:
+def frame(view: dict[str, Any], now: datetime | None = None) -> Table:
     """One frame of ``poold top`` from a :func:`snapshot`."""
     now = now or datetime.now(timezone.utc)
     queues = table(["QUEUE", *USAGE_COLUMNS], [[q["name"], *usage_row(q)] for q in view["queues"]], title="queues")
@@ -42,7 +42,10 @@ def frame(view: dict[str, Any], now: datetime | None = None) -> Group:
                     [[r["job_id"], r["name"], r.get("owner"), r["queue"], amount(r["held_hours"]), f"{r['cost']:.2f}",
                       f"{r['price_per_hour']:.2f}", percent(r["utilization_pct"])] for r in rows],
                     title=f"running: {len(rows)}, {sum(r['price_per_hour'] for r in rows):.2f}/h")
-    return Group(pool_table(view["pool"]), queues, pending, running)
+    grid = Table.grid()  # the four tables one under the other
+    for part in (pool_table(view["pool"]), queues, pending, running):
+        grid.add_row(part)
+    return grid
 
 
 def _age_s(at: str, now: datetime) -> float:
@@ -72,7 +75,7 @@ def top(ctx: click.Context, interval: float, once: bool) -> None:
             pass  # Ctrl-C is how a person leaves top: not an error
 
 
-def _frame_or_error(client: PooldClient) -> Group | Text:
+def _frame_or_error(client: PooldClient) -> Table | Text:
     """A frame, or the error in its place (the view keeps trying: a daemon that restarts comes back)."""
     try:
         return frame(snapshot(client))
