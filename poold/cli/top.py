@@ -42,8 +42,8 @@ def frame(view: dict[str, Any], now: datetime | None = None) -> Table:
                     [[r["job_id"], r["name"], r.get("owner"), r["queue"], amount(r["held_hours"]), f"{r['cost']:.2f}",
                       f"{r['price_per_hour']:.2f}", percent(r["utilization_pct"])] for r in rows],
                     title=f"running: {len(rows)}, {sum(r['price_per_hour'] for r in rows):.2f}/h")
-    grid = Table.grid(padding=(0, 0, 1, 0))  # the four tables one under the other, a blank line apart
-    for part in (pool_table(view["pool"]), queues, pending, running):
+    grid = Table.grid()  # the four tables one under the other, a blank line apart
+    for part in (pool_table(view["pool"]), "", queues, "", pending, "", running):
         grid.add_row(part)
     return grid
 
