@@ -14,6 +14,7 @@ from poold.db.models import DeviceModel, EventModel, JobModel, NodeModel, QueueM
 from poold.scheduler.engine import Choice, Placement
 from poold.scheduler.plan import Plan
 from poold.scheduler.snapshot import device_price, network_of
+from poold.services.nodes import NodeCounts
 from poold.services.queue_usage import QueueUsage
 from poold.services.why import PlacementWhy, Why
 from poold.services.tokens import state_of
@@ -94,7 +95,7 @@ def node_names(session: Session) -> dict[int, str]:
     return dict(session.execute(select(NodeModel.id, NodeModel.name)).all())
 
 
-def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
+def node_out(node: NodeModel, counts: NodeCounts) -> NodeOut:
     return NodeOut(
         name=node.name,
         hostname=node.hostname,
@@ -103,8 +104,10 @@ def node_out(node: NodeModel, devices: int, free: int) -> NodeOut:
         drain_reason=node.drain_reason,
         cpu_cores=node.cpu_cores,
         memory_total_mib=node.memory_total_mib,
-        devices=devices,
-        devices_free=free,
+        devices=counts.devices,
+        devices_free=counts.devices_free,
+        slices=counts.slices,
+        slices_free=counts.slices_free,
         last_heartbeat_at=node.last_heartbeat_at,
         agent_version=node.agent_version,
         machine_id=node.machine_id,

@@ -150,8 +150,10 @@ class NodeOut(Strict):
     drain_reason: str | None
     cpu_cores: int
     memory_total_mib: int
-    devices: int
-    devices_free: int
+    devices: int = Field(description="whole devices present (GPUs, NPUs, FPGAs; a GPU in MIG mode is one, its slices are not counted here)")
+    devices_free: int = Field(description="whole devices in service with nothing held on them or on their MIG slices")
+    slices: int = Field(description="MIG slices present")
+    slices_free: int = Field(description="MIG slices in service with nothing held on them")
     last_heartbeat_at: datetime | None
     agent_version: str
     machine_id: str | None = None

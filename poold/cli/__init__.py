@@ -7,7 +7,7 @@ import sys
 import click
 
 from poold import __version__
-from poold.cli import demo, jobs, nodes, queues, server, tls, tokens, why
+from poold.cli import demo, jobs, nodes, pool, queues, server, tls, tokens, top, usage, why
 from poold.client import ClientError
 from poold.db import SchemaError, StoreError
 from poold.demo import DemoError
@@ -33,7 +33,7 @@ def cli(ctx: click.Context, url: str | None, ca_file: str | None, output: str) -
     ctx.obj = {"url": url, "ca_file": ca_file, "output": output}
 
 
-for module in (jobs, why, nodes, queues, tokens, tls, server, demo):
+for module in (jobs, why, pool, top, usage, nodes, queues, tokens, tls, server, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -44,7 +44,15 @@ def load_client_config() -> ClientConfig:
 
 def connect(ctx: click.Context) -> PooldClient:
     """A client for the command: flags and variables first, then the user's client config."""
+    return client_for(ctx.obj.get("url"), ctx.obj.get("ca_file"))
+
+
+def client_for(url: str | None, ca_file: str | None, timeout: float = 10.0, need_token: bool = False) -> PooldClient | None:
+    """A client for ``url`` and ``ca_file`` as given (else the client config's, else the
+    defaults), with $POOLD_TOKEN (else the config's token); None when ``need_token`` and there
+    is none."""
     config = load_client_config()
-    url = ctx.obj.get("url") or config.url or DEFAULT_URL
     token = os.environ.get("POOLD_TOKEN") or config.token
-    return PooldClient(url, token=token, ca_file=ctx.obj.get("ca_file") or config.ca_file)
+    if need_token and not token:
+        return None
+    return PooldClient(url or config.url or DEFAULT_URL, token=token, ca_file=ca_file or config.ca_file, timeout=timeout)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime
 
 import click
 from rich.text import Text
 
+from poold.cli.completion import job_id_argument
 from poold.cli.connection import connect
+from poold.client import PooldClient
 from poold.cli.output import console, devices_text, emit_choices, emit_json, emit_rejections, emit_table, gib, reason_text, when
 from poold.jobspec import parse_job_file
 
@@ -27,40 +30,98 @@ def outcome_exit_code(job: dict) -> int:
 
 @click.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("--wait", is_flag=True, help="Follow the job to its end; exit with its outcome.")
+@click.option("--wait", is_flag=True, help="Follow the job to its end, streaming its output; exit with its outcome.")
 @click.option("--poll", default=0.5, show_default=True, help="Seconds between status checks with --wait.")
 @click.pass_context
 def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
     """Submit JOB_FILE (job.toml) and print the job id.
 
-    With --wait, exit 0 when the job succeeds, its exit code when it fails, 124 when it ran
-    past max_runtime, 130 when it was cancelled. A job lost with its node and submitted again
-    (its `retries`) is followed to the retry's end.
+    With --wait, follow it to its end: why it waits (again only when the kind of reason
+    changes), where it was placed (once), its output as it comes (as `poold logs --follow`),
+    and a last line with its outcome; a failure prints its cause (exit code, what the agent
+    said, the job's last events). Exit 0 when the job succeeds, its exit code when it fails,
+    124 when it ran past max_runtime, 130 when it was cancelled. A job lost with its node and
+    submitted again (its `retries`) is followed to the retry's end. Status lines go to stderr,
+    the job's output to stdout; with `poold -o json` the output is not streamed and the job as
+    it ended is printed instead.
     """
     spec = parse_job_file(job_file)
+    json_out = ctx.obj["output"] == "json"
     with connect(ctx) as client:
         job = client.submit(spec.model_dump(mode="json"))
-        if ctx.obj["output"] == "json" and not wait:
+        if json_out and not wait:
             emit_json(job)
             return
-        click.echo(job["id"])
+        if not json_out:
+            click.echo(job["id"])
         if not wait:
             return
-        last = None
-        while job["state"] not in TERMINAL or job.get("requeued_as"):
-            if job["state"] in TERMINAL:  # lost, and submitted again: follow the retry
-                job = client.job(job["requeued_as"])
-            else:
-                time.sleep(poll)
-                job = client.job(job["id"])
-            line = (job["id"], job["state"], job.get("node"), job.get("reason"))
-            if line != last:
-                where = f" on {job['node']}" if job.get("node") else ""
-                click.echo(f"job {job['id']} {job['state']}{where}: {job.get('reason') or ''}".rstrip(": "), err=True)
-                last = line
-        if ctx.obj["output"] == "json":
-            emit_json(job)
+        job = follow_job(client, job, poll, stream=not json_out)
+    if json_out:
+        emit_json(job)
     sys.exit(outcome_exit_code(job))
+
+
+def follow_job(client: PooldClient, job: dict, poll: float, stream: bool = True) -> dict:
+    """Follow ``job`` to its end and say so on stderr (its output, with ``stream``, on stdout);
+    the job as it ended (a retry's, when it was lost and submitted again)."""
+    from poold.scheduler.loop import reason_kind  # the scheduler's own measure, loaded only here
+
+    said, offset = None, 0
+    while True:
+        if job["state"] == "pending":
+            kind = reason_kind(job["reason"]) if job.get("reason") else None  # None: no pass has looked at it yet
+            if kind not in (said, None):
+                status(f"job {job['id']} pending: {job['reason']}")
+                said = kind
+            time.sleep(poll)
+            job = client.job(job["id"])
+            continue
+        if job["state"] not in TERMINAL:
+            status(f"job {job['id']} placed {placement_text(job)}")
+            said = None
+            offset, job = follow_log(client, job["id"], offset, poll, until=TERMINAL | {"pending"}, stream=stream)
+            continue
+        if job.get("requeued_as"):
+            cause = ending(job)
+            status(f"job {job['id']} {job['state']}" + (f": {cause}" if cause else "") + f"; following its retry, job {job['requeued_as']}")
+            job, said, offset = client.job(job["requeued_as"]), None, 0
+            continue
+        report_end(job)
+        return job
+
+
+def status(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def placement_text(job: dict) -> str:
+    """Where a placed job runs, short: "on l4: 1x L4 (GPU-l4-0) at 0.80/h"."""
+    uuids = [a["device_uuid"] for a in job.get("allocations") or []]
+    held = f"{devices_text(job)} ({', '.join(uuids)})" if uuids else "CPU only"
+    return f"on {job.get('node')}: {held} at {job.get('price_per_hour') or 0:.2f}/h"
+
+
+def ending(job: dict) -> str | None:
+    """What the job's end event says (the agent's reason for a failure), if it has one."""
+    end = next((e for e in reversed(job.get("events") or []) if e["kind"] == f"job.{job['state']}"), None)
+    return end["message"] if end else None
+
+
+def report_end(job: dict, last_events: int = 5) -> None:
+    """The outcome in one line; for anything but success, its cause and the job's last events
+    since it was placed (the placement was said when it happened)."""
+    took = ""
+    if job.get("started_at") and job.get("ended_at"):
+        seconds = (datetime.fromisoformat(job["ended_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+        took = f" after {seconds:.1f} s"
+    code = f" (exit {job['exit_code']})" if job.get("exit_code") is not None and job["state"] != "succeeded" else ""
+    status(f"job {job['id']} {job['state']}{code}{took}")
+    if job["state"] == "succeeded":
+        return
+    status(f"cause: {ending(job) or job.get('reason') or 'not reported'}")
+    for event in [e for e in job.get("events") or [] if e["kind"] not in ("job.submitted", "job.placed")][-last_events:]:
+        status(f"  {when(event['at'])}  {event['kind']}: {event['message']}")
 
 
 @click.command()
@@ -97,7 +158,10 @@ def plan(ctx: click.Context, job_file: str) -> None:
 @click.option("--limit", default=200, show_default=True)
 @click.pass_context
 def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
-    """List jobs, newest first: every user's (OWNER is who submitted each)."""
+    """List jobs, newest first: every user's (OWNER is who submitted each).
+
+    REASON is the first clause of why a pending job waits, or of why a placed one went where
+    it did (`poold job ID` has all of it, `poold why ID` more)."""
     with connect(ctx) as client:
         jobs = client.jobs(list(states), limit)
     if ctx.obj["output"] == "json":
@@ -114,7 +178,7 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int) -> None:
 
 
 @click.command(name="job")
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.pass_context
 def show_job(ctx: click.Context, job_id: int) -> None:
     """Show one job: where it runs and why, or why it still waits, and its events. A gang (a
@@ -161,7 +225,7 @@ def show_job(ctx: click.Context, job_id: int) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.option("--force", is_flag=True, help="End the job now, whatever its state, and release its devices (administrators).")
 @click.pass_context
 def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
@@ -184,26 +248,36 @@ def cancel(ctx: click.Context, job_id: int, force: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_context
 def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
     """Print a job's output (stdout and stderr, as its agent shipped them): your own jobs' (admins: anyone's)."""
     with connect(ctx) as client:
-        offset = 0
-        while True:
-            chunk = client.log(job_id, offset)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                offset += len(chunk)
-                continue
-            if not follow or client.job(job_id)["state"] in TERMINAL:
-                if follow:  # the last bytes can arrive with the end report
-                    rest = client.log(job_id, offset)
-                    sys.stdout.buffer.write(rest)
-                return
-            time.sleep(0.5)
+        follow_log(client, job_id, follow=follow)
+
+
+def follow_log(client: PooldClient, job_id: int, offset: int = 0, poll: float = 0.5, follow: bool = True,
+               until: set[str] = TERMINAL, stream: bool = True) -> tuple[int, dict | None]:
+    """Print ``job_id``'s output on stdout from byte ``offset`` on (nothing without ``stream``);
+    with ``follow``, keep printing every ``poll`` seconds until the job's state is one of
+    ``until``. The new offset, and the job as last read (None without ``follow``)."""
+    while True:
+        chunk = client.log(job_id, offset) if stream else b""
+        if chunk:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            offset += len(chunk)
+            continue
+        if not follow:
+            return offset, None
+        job = client.job(job_id)
+        if job["state"] in until:
+            rest = client.log(job_id, offset) if stream else b""  # the last bytes can arrive with the end report
+            sys.stdout.buffer.write(rest)
+            sys.stdout.flush()
+            return offset + len(rest), job
+        time.sleep(poll)
 
 
 COMMANDS = [submit, plan, list_jobs, show_job, cancel, logs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from poold.cli.completion import node_argument, node_names
 from poold.cli.connection import connect
 from poold.cli.output import emit_json, emit_table, gib, when
 
@@ -11,7 +12,10 @@ from poold.cli.output import emit_json, emit_table, gib, when
 @click.command(name="nodes")
 @click.pass_context
 def list_nodes(ctx: click.Context) -> None:
-    """List nodes with their state and free devices.
+    """List nodes with their state, free whole devices and free MIG slices.
+
+    FREE DEVICES counts whole devices (GPUs, NPUs, FPGAs; a GPU in MIG mode is one): free
+    when nothing is held on them or on their slices. MIG SLICES counts the slices apart.
 
     A node is `ready`, or `lost` when its agent has not heartbeated for the daemon's
     nodes.timeout_s (its jobs were ended lost and submitted again as their retries allow);
@@ -28,6 +32,7 @@ def list_nodes(ctx: click.Context) -> None:
             n["name"],
             n["state"] + (" (drained)" if n["drained"] else ""),
             f"{n['devices_free']}/{n['devices']}",
+            f"{n['slices_free']}/{n['slices']}" if n["slices"] else None,
             n["cpu_cores"],
             gib(n["memory_total_mib"]),
             when(n["last_heartbeat_at"]),
@@ -36,11 +41,11 @@ def list_nodes(ctx: click.Context) -> None:
         ]
         for n in nodes
     ]
-    emit_table(["NODE", "STATE", "FREE DEVICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
+    emit_table(["NODE", "STATE", "FREE DEVICES", "MIG SLICES", "CPUS", "MEMORY", "LAST HEARTBEAT", "MACHINE", "DRAIN REASON"], rows)
 
 
 @click.group(name="devices", invoke_without_command=True)
-@click.option("--node", help="Only this node's devices.")
+@click.option("--node", shell_complete=node_names, help="Only this node's devices.")
 @click.pass_context
 def list_devices(ctx: click.Context, node: str | None) -> None:
     """List devices: model, memory, health, quarantine, how much is allocated, price per hour.
@@ -87,7 +92,7 @@ def quarantine_text(quarantine: dict | None) -> str | None:
 
 @list_devices.command(name="return")
 @click.argument("uuid")
-@click.option("--node", help="The device's node, when its uuid is on several (NPU and FPGA ids are per node).")
+@click.option("--node", shell_complete=node_names, help="The device's node, when its uuid is on several (NPU and FPGA ids are per node).")
 @click.pass_context
 def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
     """Return a quarantined device to service now (one that flapped stays out until this).
@@ -100,7 +105,7 @@ def return_device(ctx: click.Context, uuid: str, node: str | None) -> None:
 
 
 @click.command()
-@click.argument("node")
+@node_argument()
 @click.option("--reason", help="Why (shown in `poold nodes`).")
 @click.pass_context
 def drain(ctx: click.Context, node: str, reason: str | None) -> None:
@@ -111,7 +116,7 @@ def drain(ctx: click.Context, node: str, reason: str | None) -> None:
 
 
 @click.command()
-@click.argument("node")
+@node_argument()
 @click.pass_context
 def undrain(ctx: click.Context, node: str) -> None:
     """Let NODE take new jobs again."""

@@ -15,13 +15,18 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def emit_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    table = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
+def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> Table:
+    """A table as the CLI draws them (None shows as "-"), to print or to put in a live view."""
+    out = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        out.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*["-" if value is None else str(value) for value in row])
-    console.print(table)
+        out.add_row(*["-" if value is None else str(value) for value in row])
+    return out
+
+
+def emit_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    console.print(table(columns, rows, title))
 
 
 def emit_choices(choices: list[tuple[str, dict]]) -> None:
@@ -51,6 +56,16 @@ def emit_rejections(rejections: list[dict], title: str = "filters") -> None:
     if rejections:
         emit_table(["STAGE", "REASON", "TURNED DOWN", "FOR EXAMPLE"],
                    [[r["stage"], r["code"], r["count"], r["example"]] for r in rejections], title=title)
+
+
+def percent(value: float | None) -> str | None:
+    """A 0..100 figure as "42%"; None (not measured) stays None."""
+    return None if value is None else f"{value:.0f}%"
+
+
+def amount(value: float) -> str:
+    """Device-hours, whole-device units: two decimals at most ("2.5", "0.14")."""
+    return f"{round(value, 2):g}"
 
 
 def gib(mib: int | None) -> str:

@@ -91,9 +91,16 @@ def _queue_table(ctx: click.Context, columns: list[str], rest: Any) -> None:
 def list_usage(ctx: click.Context) -> None:
     """Each queue, highest priority first: what its placed jobs hold (devices by model, cost per
     hour) against its entitlement (weight, guarantee, limit), how many wait and the oldest wait."""
-    _queue_table(ctx, ["HOLDS", "COST/H", "PLACED", "PENDING", "OLDEST WAIT"], lambda q: [
-        amounts_text(q["devices"]), f"{q['cost_per_hour']:.2f}", f"{q['placed']}" + (f" ({q['stopping']} stopping)" if q["stopping"] else ""),
-        q["pending"], wait_text(q["oldest_wait_s"])])
+    _queue_table(ctx, USAGE_COLUMNS, usage_row)
+
+
+USAGE_COLUMNS = ["HOLDS", "COST/H", "PLACED", "PENDING", "OLDEST WAIT"]
+
+
+def usage_row(q: dict[str, Any]) -> list[Any]:
+    """A queue's usage (``GET /queues``) as a row of :data:`USAGE_COLUMNS`."""
+    return [amounts_text(q["devices"]), f"{q['cost_per_hour']:.2f}", f"{q['placed']}" + (f" ({q['stopping']} stopping)" if q["stopping"] else ""),
+            q["pending"], wait_text(q["oldest_wait_s"])]
 
 
 @click.group(name="queue")

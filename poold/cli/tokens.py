@@ -16,6 +16,7 @@ from typing import Any
 import click
 from pydantic import TypeAdapter, ValidationError
 
+from poold.cli.completion import node_names
 from poold.cli.connection import connect
 from poold.cli.output import emit_json, emit_table, when
 from poold.cli.server import config_option
@@ -131,7 +132,7 @@ def create(ctx: click.Context, role: str, user: str | None, expires: str | None,
 
 @token.command(name="list")
 @click.option("--all", "include_ended", is_flag=True, help="Also revoked, expired and used-up tokens.")
-@click.option("--node", help="Only this node's credentials.")
+@click.option("--node", shell_complete=node_names, help="Only this node's credentials.")
 @local_option
 @config_option
 @click.pass_context
@@ -153,7 +154,7 @@ def list_tokens(ctx: click.Context, include_ended: bool, node: str | None, local
 
 @token.command()
 @click.argument("token_ids", nargs=-1)
-@click.option("--node", help="Revoke this node's credential: its agent is refused from then on, and its name may join again.")
+@click.option("--node", shell_complete=node_names, help="Revoke this node's credential: its agent is refused from then on, and its name may join again.")
 @local_option
 @config_option
 @click.pass_context

@@ -6,13 +6,14 @@ from typing import Any
 
 import click
 
+from poold.cli.completion import job_id_argument
 from poold.cli.connection import connect
 from poold.cli.output import emit_choices, emit_json, emit_rejections, emit_scores, when
 from poold.cli.queues import amounts_text
 
 
 @click.command(name="why")
-@click.argument("job_id", type=int)
+@job_id_argument()
 @click.pass_context
 def why(ctx: click.Context, job_id: int) -> None:
     """Explain job JOB_ID: why it waits, where it was placed and why, or who preempted it.

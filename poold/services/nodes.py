@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -261,20 +262,35 @@ def return_device(session: Session, uuid: str, node: str | None = None) -> Devic
     return device
 
 
-def list_nodes(session: Session) -> list[tuple[NodeModel, int, int]]:
-    """Each node with its count of allocatable devices and how many of those are free."""
+@dataclass(frozen=True)
+class NodeCounts:
+    """What a node has, counted apart: whole devices (GPUs, NPUs, FPGAs; a GPU in MIG mode is
+    one) and MIG slices. A whole device is free when it is in service and nothing is held on it
+    or on its slices; a slice when it is in service and nothing is held on it."""
+
+    devices: int = 0
+    devices_free: int = 0
+    slices: int = 0
+    slices_free: int = 0
+
+
+def list_nodes(session: Session) -> list[tuple[NodeModel, NodeCounts]]:
+    """Each node with its counts of whole devices and MIG slices, and how many of each are free."""
     nodes = session.scalars(select(NodeModel).order_by(NodeModel.name)).all()
     devices = session.scalars(select(DeviceModel).where(DeviceModel.present.is_(True))).all()
     held = allocated_shares(session)
-    parents = {device.parent_id for device in devices if device.parent_id is not None}
-    totals: dict[int, list[int]] = {node.id: [0, 0] for node in nodes}
+    busy_parents = {device.parent_id for device in devices if device.parent_id is not None and held.get(device.id, 0.0) > 0}
+    totals: dict[int, list[int]] = {node.id: [0, 0, 0, 0] for node in nodes}
     for device in devices:
-        if device.id in parents:
-            continue  # a GPU split into MIG slices is counted through its slices
-        totals[device.node_id][0] += 1
-        if held.get(device.id, 0.0) == 0 and device.in_service:
-            totals[device.node_id][1] += 1
-    return [(node, *totals[node.id]) for node in nodes]
+        counts = totals[device.node_id]
+        free = device.in_service and held.get(device.id, 0.0) == 0
+        if device.parent_id is None:
+            counts[0] += 1
+            counts[1] += free and device.id not in busy_parents
+        else:
+            counts[2] += 1
+            counts[3] += free
+    return [(node, NodeCounts(*totals[node.id])) for node in nodes]
 
 
 def list_devices(session: Session, node: str | None = None) -> list[DeviceModel]:

@@ -72,3 +72,9 @@ def test_job_prints_its_workdir_failure_device_and_model_as_written(daemon, fail
 
 def test_jobs_prints_the_model_as_written(daemon, failed_job):
     assert f"1x {MODEL}" in printed(daemon, "jobs")
+
+
+def test_pool_usage_and_top_print_the_model_and_names_as_written(daemon, failed_job):
+    assert MODEL in printed(daemon, "pool")
+    assert "lit" in printed(daemon, "usage", "--by", "job")  # it ended at once: no device-hours, so no model here
+    assert MODEL in printed(daemon, "top", "--once")

@@ -23,7 +23,7 @@ router = APIRouter(tags=["nodes"], route_class=RetryingRoute)
 @router.get("/nodes", response_model=list[NodeOut], responses=responses())
 def list_nodes(_who: Person, ctx: AppContext = Depends(ctx_of)) -> list[NodeOut]:
     with reading(ctx.factory) as session:
-        return [convert.node_out(node, total, free) for node, total, free in nodes.list_nodes(session)]
+        return [convert.node_out(node, counts) for node, counts in nodes.list_nodes(session)]
 
 
 @router.get("/devices", response_model=list[DeviceOut], responses=responses(404, 422))
