@@ -14,6 +14,7 @@ from poold.cli.connection import connect
 from poold.client import PooldClient
 from poold.cli.output import console, devices_text, emit_choices, emit_json, emit_rejections, emit_table, gib, reason_text, when
 from poold.jobspec import parse_job_file
+from poold.scheduler.reasons import reason_kind  # the scheduler's own measure of a reason's kind
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 # Exit codes of `poold submit --wait` for outcomes without an exit code of their own.
@@ -65,8 +66,6 @@ def submit(ctx: click.Context, job_file: str, wait: bool, poll: float) -> None:
 def follow_job(client: PooldClient, job: dict, poll: float, stream: bool = True) -> dict:
     """Follow ``job`` to its end and say so on stderr (its output, with ``stream``, on stdout);
     the job as it ended (a retry's, when it was lost and submitted again)."""
-    from poold.scheduler.loop import reason_kind  # the scheduler's own measure, loaded only here
-
     said, offset = None, 0
     while True:
         if job["state"] == "pending":

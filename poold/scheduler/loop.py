@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,7 @@ from poold.scheduler.commit import DeviceClaim, GangProposal, Proposal, commit
 from poold.scheduler.engine import Engine, Placement
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
+from poold.scheduler.reasons import reason_kind
 from poold.scheduler.request import PlacementRequest
 from poold.scheduler.scorers.fragmentation import fragmentation_by_model
 from poold.scheduler.sharing import Holder, PassPlan, Planner, Preemption, QueueEntitlement, SharingOptions, Waiting
@@ -401,37 +401,6 @@ class Scheduler:
                         {"at": now, "kind": "job.waiting", "job_id": job_id, "node_id": None, "message": reasons[job_id], "data": {}}
                         for job_id in said
                     ])
-
-
-def reason_kind(reason: str) -> str:
-    """A waiting reason as its kind: numbers taken out (counts, prices, times, ids), the
-    examples of a list of rejections ("(e.g. 2 suitable L4 free on a, 4 asked)") dropped, and
-    of that list only its first code, the nearest miss, kept: which other codes appear, and
-    which node or device an example names, changes whenever a device frees up or is taken.
-    "no placement fits: too_few_devices x2 (e.g. ...); device_busy x4 (e.g. ...); no reservation: ..."
-    is "no placement fits: too_few_devices x#; no reservation: ..."."""
-    clauses = _without_examples(reason).split("; ")
-    kept = [clause for i, clause in enumerate(clauses) if i == 0 or not _REJECTION.fullmatch(clause)]
-    return _NUMBER.sub("#", "; ".join(kept))
-
-
-def _without_examples(reason: str) -> str:
-    """``reason`` with each " (e.g. ...)" cut out, parentheses inside an example included."""
-    out, at = [], 0
-    while (start := reason.find(" (e.g. ", at)) >= 0:
-        out.append(reason[at:start])
-        depth, end = 0, start + 1
-        for end in range(start + 1, len(reason)):
-            depth += {"(": 1, ")": -1}.get(reason[end], 0)
-            if depth == 0:
-                break
-        at = end + 1
-    out.append(reason[at:])
-    return "".join(out)
-
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_REJECTION = re.compile(r"[a-z][a-z0-9_]* x\d+|and \d+ more reasons")
 
 
 def chunks(ids: list[int], size: int = 1000) -> list[list[int]]:

@@ -4,13 +4,12 @@ when its kind changes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 
 from poold.jobspec import parse_job_text
-from poold.scheduler.loop import reason_kind
+from poold.scheduler.reasons import reason_kind
 from tests.cli.demo_pool import SLEEPER, poold, write
 from tests.live import wait_for
 

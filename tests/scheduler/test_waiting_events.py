@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from poold.db.models import EventModel, JobModel
 from poold.db.session import transaction
-from poold.scheduler.loop import Scheduler, reason_kind
+from poold.scheduler.loop import Scheduler
+from poold.scheduler.reasons import reason_kind
 from poold.services import jobs, nodes
 from poold_wire.messages import JobEvent
 from tests.builders import job, make_node
