@@ -216,9 +216,11 @@ def _keys(usage: JobUsage, by: str) -> list[tuple[str, float]]:
         return [(usage.owner or NO_OWNER, 1.0)]
     if by == "job":
         return [(str(usage.job_id), 1.0)]
-    total = sum(usage.device_hours.values())
-    if not total:
+    if not usage.device_hours:
         return [(CPU_ONLY, 1.0)]
+    total = sum(usage.device_hours.values())
+    if not total:  # held its devices for no time at all (ended as it was placed): split evenly
+        return [(model, 1.0 / len(usage.device_hours)) for model in usage.device_hours]
     return [(model, hours / total) for model, hours in usage.device_hours.items()]
 
 

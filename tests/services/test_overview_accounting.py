@@ -114,6 +114,13 @@ def test_utilisation_samples_accumulate_on_the_held_allocations(pool, settings):
     assert (usage.samples, usage.utilization_pct) == (2, pytest.approx(20.0))
 
 
+def test_a_job_that_held_a_device_for_no_time_counts_under_its_model():
+    instant = accounting.JobUsage(job_id=1, name="x", owner=None, queue="default", state="failed", submitted_at=utcnow(),
+                                  device_hours={"U250": 0.0})
+    cpu = accounting.JobUsage(job_id=2, name="y", owner=None, queue="default", state="succeeded", submitted_at=utcnow(), cost=0.5)
+    assert [(row.key, row.jobs) for row in accounting.summarise([instant, cpu], "model")] == [("(cpu only)", 1), ("U250", 1)]
+
+
 @pytest.mark.parametrize(("text", "hours"), [("7d", 168), ("24h", 24), ("30m", 0.5), ("90s", 0.025)])
 def test_since_reads_durations(text, hours):
     now = utcnow()
