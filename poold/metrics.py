@@ -130,7 +130,13 @@ class RouteTemplates:
     def _load(self) -> None:
         # The router's own paths (those of the OpenAPI document and the unlisted ones), not the
         # document itself: building it costs a third of a second, at every app's first request.
-        templates = {route.path for route in self.app.router.routes if isinstance(getattr(route, "path", None), str)}
+        try:  # FastAPI keeps included routers wrapped; this walks into them (older ones flatten them)
+            from fastapi.routing import iter_route_contexts
+        except ImportError:
+            routes = self.app.router.routes
+        else:
+            routes = iter_route_contexts(self.app.router.routes)
+        templates = {route.path for route in routes if isinstance(getattr(route, "path", None), str)}
         self._patterns = [(compile_path(t)[0], t) for t in sorted(templates) if "{" in t]
         self._literal = {t for t in templates if "{" not in t}
 
