@@ -44,8 +44,8 @@ def _packing(scale: float) -> dict[str, float]:
 # tolerance band, the same locality tier), because its whole range (weight × 100) is smaller
 # than one step of the scorer before it. Packing (above) works inside every objective this
 # way. Best fit comes last: it picks between devices of one node that packing rates alike,
-# and in pools of under ten nodes, where first fit's whole range is below one point, it
-# outweighs first fit (the fullest node first).
+# and in pools of a few nodes, where first fit's whole range shrinks to a fraction of a point
+# (0.25 at 5 nodes: ``scorers.first_fit``), it outweighs first fit (the fullest node first).
 OBJECTIVE_WEIGHTS: dict[str, dict[str, float]] = {
     "cost": {"cost_per_work": 1.0, "locality": 0.04, **_packing(0.005), "best_fit": 5e-5, "speed": 1e-6},
     "time": {"speed": 1.0, "locality": 0.04, "cost_per_work": 0.02, **_packing(0.0005), "best_fit": 5e-6},

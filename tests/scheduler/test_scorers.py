@@ -80,7 +80,8 @@ def test_place_in_order_is_fixed_per_node_and_seed():
         (1000, 0.85, 15.0),  # 100 − 0.85 × 1000 / 10
         (5000, 0.85, 15.0),  # any pool of 1,000 nodes or more: one point per hundredth of it
         (300, 0.50, 85.0),  # 100 − 0.50 × 300 / 10: 150 nodes ahead, one point per ten
-        (5, 0.85, 99.575),  # 100 − 0.85 × 5 / 10: in a small pool first fit is weak
+        (10, 0.50, 99.5),  # 100 − 0.50 × 10 / 10
+        (5, 0.85, 99.7875),  # under 10 nodes the span shrinks by nodes / 10: 100 − 0.85 × 0.5 × 0.5
     ],
 )
 def test_first_fit_score(nodes, place, score):
