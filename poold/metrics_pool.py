@@ -66,15 +66,19 @@ def read_devices(session: Session) -> list[DeviceRow]:
     held = allocated_shares(session)
     rows = session.execute(
         select(DeviceModel.id, DeviceModel.parent_id, NodeModel.name, DeviceModel.kind, DeviceModel.model,
-               DeviceModel.attributes, DeviceModel.health, DeviceModel.quarantined_at, DeviceModel.scrubbing_since)
+               DeviceModel.health, DeviceModel.quarantined_at, DeviceModel.scrubbing_since)
         .join(NodeModel, NodeModel.id == DeviceModel.node_id)
         .where(DeviceModel.present.is_(True))
     ).all()
+    # The attributes (a JSON document each, NVLink maps included) of MIG slices only: their profile.
+    slice_attributes = dict(session.execute(
+        select(DeviceModel.id, DeviceModel.attributes).where(DeviceModel.present.is_(True), DeviceModel.parent_id.is_not(None))
+    ).all())
     held_parents = {parent for (device_id, parent, *_rest) in rows if parent is not None and held.get(device_id, 0.0) > 0}
     devices = []
-    for device_id, parent, node, kind, model, attributes, health, quarantined, scrubbing in rows:
+    for device_id, parent, node, kind, model, health, quarantined, scrubbing in rows:
         taken = held.get(device_id, 0.0) > 0 or device_id in held_parents
-        profile = (attributes or {}).get("mig_profile") if parent is not None else None
+        profile = (slice_attributes.get(device_id) or {}).get("mig_profile") if parent is not None else None
         devices.append(DeviceRow(device_id, parent, node, kind, model, str(profile or "unknown") if parent is not None else None,
                                  device_state(health, quarantined, scrubbing, taken)))
     return devices
