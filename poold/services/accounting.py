@@ -88,6 +88,10 @@ def job_usage(
         query = query.where((AllocationModel.released_at.is_(None)) | (AllocationModel.released_at > since))
     if job_ids is not None:
         query = query.where(account.in_(list(job_ids)))
+    if states is not None:
+        # A first cut in SQL (a gang's parts are in its state, but for one that ended before the
+        # others: left out of its running gang's account); exact in _fill_jobs.
+        query = query.where(JobModel.state.in_(list(states)))
     intervals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
     accounts: dict[int, JobUsage] = {}
     for job_id, share, price, created, released, samples, utilization, model, attributes in session.execute(query):
