@@ -35,17 +35,10 @@ def value(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> f
 
 
 @pytest.fixture
-def ctx(pool, settings):
-    settings.metrics.cache_s = 0  # every scrape reads the store
-    context = AppContext.build(settings, pool.factory)
-    context.wake_scheduler = context.scheduler.run_pass
-    return context
-
-
-@pytest.fixture
-def api(ctx, pool):
-    with authorised(TestClient(create_app(ctx)), pool.factory) as client:
-        yield client
+def settings(settings):
+    """The API's (tests/api/conftest.py), with every scrape reading the store."""
+    settings.metrics.cache_s = 0
+    return settings
 
 
 def test_metrics_take_a_user_or_admin_token(api):
