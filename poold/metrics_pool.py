@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from poold.db.models import DeviceModel, JobModel, NodeModel, in_service, utcnow
 from poold.db.session import reading
 from poold.services.accounting import cost_by_queue
-from poold.services.nodes import allocated_shares
+from poold.services.nodes import allocated_shares, split_gpus_in_use
 from poold.services.overview import ModelOverview, pool_overview
 from poold.services.queue_usage import queue_usage
 
@@ -74,7 +74,7 @@ def read_devices(session: Session) -> list[DeviceRow]:
     slice_attributes = dict(session.execute(
         select(DeviceModel.id, DeviceModel.attributes).where(DeviceModel.present.is_(True), DeviceModel.parent_id.is_not(None))
     ).all())
-    held_parents = {parent for (device_id, parent, *_rest) in rows if parent is not None and held.get(device_id, 0.0) > 0}
+    held_parents = split_gpus_in_use(((row[0], row[1]) for row in rows), held)
     devices = []
     for device_id, parent, node, kind, model, health, quarantined, scrubbing in rows:
         taken = held.get(device_id, 0.0) > 0 or device_id in held_parents

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -279,7 +280,7 @@ def list_nodes(session: Session) -> list[tuple[NodeModel, NodeCounts]]:
     nodes = session.scalars(select(NodeModel).order_by(NodeModel.name)).all()
     devices = session.scalars(select(DeviceModel).where(DeviceModel.present.is_(True))).all()
     held = allocated_shares(session)
-    busy_parents = {device.parent_id for device in devices if device.parent_id is not None and held.get(device.id, 0.0) > 0}
+    busy_parents = split_gpus_in_use(((device.id, device.parent_id) for device in devices), held)
     totals: dict[int, list[int]] = {node.id: [0, 0, 0, 0] for node in nodes}
     for device in devices:
         counts = totals[device.node_id]
@@ -298,6 +299,12 @@ def list_devices(session: Session, node: str | None = None) -> list[DeviceModel]
     if node is not None:
         query = query.where(NodeModel.name == node)
     return list(session.scalars(query.order_by(NodeModel.name, DeviceModel.index, DeviceModel.uuid)))
+
+
+def split_gpus_in_use(devices: Iterable[tuple[int, int | None]], held: Mapping[int, float]) -> set[int]:
+    """Of ``devices`` (id, parent id), the GPUs one of whose MIG slices holds a share: not
+    free, though nothing is held on the GPU itself. ``held``: device id -> share held."""
+    return {parent for device_id, parent in devices if parent is not None and held.get(device_id, 0.0) > 0}
 
 
 def allocated_shares(session: Session) -> dict[int, float]:

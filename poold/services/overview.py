@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, in_service, utcnow
 from poold.scheduler.snapshot import device_price
+from poold.services.nodes import split_gpus_in_use
 from poold.services.queue_usage import whole_devices
 from poold.settings import Settings
 from poold.telemetry import NodeReports
@@ -78,7 +79,7 @@ def pool_overview(
     slice_attributes = dict(session.execute(
         select(DeviceModel.id, DeviceModel.attributes).where(DeviceModel.present.is_(True), DeviceModel.parent_id.is_not(None))
     ).all())
-    busy_parents = {parent for device_id, parent, *_ in rows if parent in present and held.get(device_id, (0.0, 0))[0] > 0.0}
+    busy_parents = split_gpus_in_use(((row[0], row[1]) for row in rows), {device_id: share for device_id, (share, _) in held.items()})
     fresh_after = utcnow() - timedelta(seconds=3 * settings.nodes.heartbeat_interval_s)
     models: dict[str, ModelOverview] = {}
     utilization: dict[str, list[float]] = {}
