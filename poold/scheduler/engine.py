@@ -85,7 +85,7 @@ class _Entry:
             tier=np.zeros(units, dtype=np.int8),
             links=np.zeros(units, dtype=np.int64),
         )
-        self.raw = np.zeros((len(engine.stack.scorers), units))
+        self.raw = np.zeros((units, len(engine.stack.scorers)))  # unit-major: a decision gathers the valid units' rows
 
 
 def _index_by(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,10 +166,11 @@ class Engine:
         raw values, and the weighted totals (higher is better)."""
         weights = self.stack.weights(request.objective)
         # take: several times faster than fancy indexing here; not needed when all are valid
-        raw = entry.raw if len(valid) == entry.raw.shape[1] else entry.raw.take(valid, axis=1)
+        rows = entry.raw if len(valid) == len(entry.raw) else entry.raw.take(valid, axis=0)
+        raw = rows.T
         total = np.zeros(len(valid))
         normalized = []
-        constant = raw.min(axis=1) == raw.max(axis=1)
+        constant = rows.min(axis=0) == rows.max(axis=0)
         for s, scorer in enumerate(self.stack.scorers):
             if constant[s]:
                 scores = None  # one value for every candidate: it cannot change the ranking
@@ -269,7 +270,7 @@ class Engine:
             rows = entry.rows.take(valid)
             for s, scorer in enumerate(self.stack.scorers):
                 if getattr(scorer, "reads_mix", False):
-                    entry.raw[s, valid] = scorer.raw(request, self.ctx, rows)
+                    entry.raw[valid, s] = scorer.raw(request, self.ctx, rows)
         gens = pool.node_gen[: pool.n_nodes]
         stale = np.flatnonzero((entry.seen_gen != gens) & pool.node_alive[: pool.n_nodes])
         if len(stale):
@@ -361,9 +362,7 @@ class Engine:
             owner, fresh = owner[keep], fresh.take(keep)
         raw = np.array([scorer.raw(request, self.ctx, fresh) for scorer in self.stack.scorers]).reshape(len(self.stack.scorers), len(owner))
         if request.count == 1 and len(owner):
-            weights = self.stack.weights(request.objective)
-            order = sorted(range(len(self.stack.scorers)), key=lambda s: weights[self.stack.scorers[s].name])
-            keys = [fresh.devices[:, 0]] + [-raw[s] for s in order] + [owner]
+            keys = [fresh.devices[:, 0]] + [-raw[s] for s in self.stack.ascending(request.objective)] + [owner]
             ranked = np.lexsort(keys)
             first = ranked[np.concatenate([[True], owner[ranked][1:] != owner[ranked][:-1]])]
             owner, fresh, raw = owner[first], fresh.take(first), raw[:, first]
@@ -371,7 +370,7 @@ class Engine:
         rows = entry.rows
         for name in ("node", "devices", "model", "price", "speed", "tier", "links"):
             getattr(rows, name)[owner] = getattr(fresh, name)
-        entry.raw[:, owner] = raw
+        entry.raw[owner] = raw.T
 
     def _first_failure(self, codes: np.ndarray, checks) -> None:
         """Write into ``codes`` the first failing check's code index, for each subject still OK."""

@@ -363,8 +363,8 @@ def node_runs(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The node of each run of equal values in ``nodes`` and the run lengths, so that
     ``np.repeat(per_run, lengths)`` lines up with ``nodes`` again. Candidates come grouped by
     node, so this is their distinct nodes without sorting (``np.unique`` costs more)."""
-    if len(nodes) <= 1:
-        return nodes, np.ones(len(nodes), dtype=np.int64)
+    if len(nodes) <= 1 or nodes[0] == nodes[-1]:  # grouped: first and last equal means one node
+        return nodes[:1], np.array([len(nodes)], dtype=np.int64) if len(nodes) else np.ones(0, dtype=np.int64)
     starts = np.flatnonzero(np.concatenate([[True], nodes[1:] != nodes[:-1]]))
     return nodes[starts], np.diff(np.append(starts, len(nodes)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from poold.scheduler.filters.accept_list import AcceptList
 from poold.scheduler.filters.compute_capability import ComputeCapability
@@ -62,6 +63,12 @@ class Stack:
 
     def weights(self, objective: str) -> dict[str, float]:
         return OBJECTIVE_WEIGHTS[objective]
+
+    @cache
+    def ascending(self, objective: str) -> tuple[int, ...]:
+        """The scorers' positions from the least weighed to the most in ``objective``."""
+        weights = OBJECTIVE_WEIGHTS[objective]
+        return tuple(sorted(range(len(self.scorers)), key=lambda s: weights[self.scorers[s].name]))
 
 
 def build_stack() -> Stack:

@@ -65,103 +65,120 @@ def _state(ctx: Context) -> "_MixState | None":
 
 
 class _MixState:
-    """Per-type device masks and per-node copies for one mix version and pool layout; node rows
-    are recomputed when the node's generation moves."""
+    """Per-type device columns and per-node copies for one mix version and pool layout; node
+    rows are recomputed when the node's generation moves. Arrays are device- or node-major
+    ([devices, types], [nodes, types]): a decision reads the rows of a few devices and nodes."""
 
     def __init__(self, ctx: Context):
         pool, types = ctx.pool, ctx.mix.types()
         self.version, self.layout = ctx.mix.version, pool.layout
         self.p = np.array([t.probability for t in types])
         requests = [t.request for t in types]
-        self.k = np.array([r.count for r in requests], dtype=np.float64)
-        self.share = np.array([r.share for r in requests])
-        self.cpu = np.array([r.cpu_cores for r in requests])
-        self.mem = np.array([r.host_memory_mib for r in requests], dtype=np.float64)
-        self.mem_per_device = np.array([-1 if r.memory_per_device_mib is None else r.memory_per_device_mib for r in requests], dtype=np.int64)
-        self.per_share = (1.0 / self.share)[:, None]
-        # Per type and device, fixed for the layout: [0] 1 where the type may use the device,
-        # [1] 1 / the memory one job of the type needs there (0 where memory does not bound
-        # it), [2] +inf where memory does not bound it, else 0 (see _device_slots).
+        k = np.array([r.count for r in requests], dtype=np.float64)
+        share = np.array([r.share for r in requests])
+        cpu = np.array([r.cpu_cores for r in requests])
+        mem = np.array([r.host_memory_mib for r in requests], dtype=np.float64)
+        mem_per_device = np.array([-1 if r.memory_per_device_mib is None else r.memory_per_device_mib for r in requests], dtype=np.int64)
+        self.per_share, self.per_k = 1.0 / share, 1.0 / k
+        # Per device and type, fixed for the layout: [:, 0] 1 where the type may use the device,
+        # [:, 1] 1 / the memory one job of the type needs there (0 where memory does not bound
+        # it), [:, 2] +inf where memory does not bound it, else 0 (see _device_slots).
         n = pool.n_devices
-        self.per_device = np.zeros((3, len(types), n))
+        self.per_device = np.zeros((n, 3, len(types)))
         for t, request in enumerate(requests):
-            self.per_device[0, t, ctx.static_devices(request)] = 1.0
+            self.per_device[ctx.static_devices(request), 0, t] = 1.0
         total = pool.dev_mem_total[:n].astype(np.float64)
-        need = np.where(self.mem_per_device[:, None] >= 0, self.mem_per_device[:, None], np.floor(total[None, :] * self.share[:, None]))
-        bounded = (total[None, :] >= 0) & (need > 0)
-        self.per_device[1] = np.where(bounded, 1.0 / np.where(bounded, need, 1.0), 0.0)
-        self.per_device[2] = np.where(bounded, 0.0, np.inf)
+        need = np.where(mem_per_device[None, :] >= 0, mem_per_device[None, :], np.floor(total[:, None] * share[None, :]))
+        bounded = (total[:, None] >= 0) & (need > 0)
+        self.per_device[:, 1] = np.where(bounded, 1.0 / np.where(bounded, need, 1.0), 0.0)
+        self.per_device[:, 2] = np.where(bounded, 0.0, np.inf)
+        # Per type: 1 / its cores (0 when it takes none, then +inf copies by cores), alike for memory.
+        self.per_cpu = np.where(cpu > 0, 1.0 / np.where(cpu > 0, cpu, 1.0), 0.0)
+        self.cpu_unbounded = np.where(cpu > 0, 0.0, np.inf)
+        self.per_mem = np.where(mem > 0, 1.0 / np.where(mem > 0, mem, 1.0), 0.0)
+        self.mem_unbounded = np.where(mem > 0, 0.0, np.inf)
         self.seen_gen = np.full(pool.n_nodes, -1, dtype=np.int64)
-        self.slots = np.zeros((pool.n_nodes, len(types)))
+        self.slots = np.zeros((pool.n_nodes, len(types)))  # per node and type: the jobs its devices hold
         self.phi = np.zeros(pool.n_nodes)
-        # Per device, the jobs of each type it holds now (kept with the node rows).
-        self.device_slots = np.zeros((len(types), pool.n_devices))
-        with np.errstate(divide="ignore"):
-            self.per_cpu = np.where(self.cpu > 0, 1.0 / np.where(self.cpu > 0, self.cpu, 1.0), 0.0)[:, None]
-            self.per_mem = np.where(self.mem > 0, 1.0 / np.where(self.mem > 0, self.mem, 1.0), 0.0)[:, None]
-        self.needs_cpu, self.needs_mem = (self.cpu > 0)[:, None], (self.mem > 0)[:, None]
-        self.per_k = (1.0 / self.k)[:, None]
+        self.device_slots = np.zeros((pool.n_devices, len(types)))  # per device and type, kept with the node rows
 
     def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
-        """[types, slots]: how many jobs of each type each device could take at ``free`` share
+        """[slots, types]: how many jobs of each type each device could take at ``free`` share
         and ``mem_free`` MiB (0 or 1 for whole devices)."""
-        usable, per_need, unbounded = self.per_device.take(slots, axis=2)
-        fits = np.floor((free + EPSILON) * self.per_share)
-        np.minimum(fits, np.floor(np.maximum(mem_free, 0) * per_need) + unbounded, out=fits)
+        columns = self.per_device[slots]
+        usable, per_need, unbounded = columns[:, 0], columns[:, 1], columns[:, 2]
+        fits = np.floor((free[:, None] + EPSILON) * self.per_share)
+        np.minimum(fits, np.floor(np.maximum(mem_free, 0)[:, None] * per_need) + unbounded, out=fits)
         fits *= usable
-        fits *= ctx.pool.dev_healthy[slots]
+        fits *= ctx.pool.dev_healthy[slots][:, None]
         return fits
 
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
+        """Bring the rows of ``nodes`` (distinct) up to date."""
+        stale = nodes[self.seen_gen[nodes] != ctx.pool.node_gen[nodes]]
+        if len(stale):
+            self._update(ctx, stale, self._rows(ctx, stale)[0])
+
+    def _rows(self, ctx: Context, stale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The device slots of the ``stale`` nodes, and the offsets of each node's in them."""
         pool = ctx.pool
-        gens = pool.node_gen[nodes]
-        stale = nodes[self.seen_gen[nodes] != gens]  # distinct: callers pass each node once
-        if not len(stale):
-            return
         starts, ends = pool.node_start[stale].astype(np.int64), pool.node_end[stale].astype(np.int64)
-        slots = concat_ranges(starts, ends)
-        per_device = self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
-        self.device_slots[:, slots] = per_device
-        if len(stale) == 1:
-            node_slots = per_device.sum(axis=1, keepdims=True)
-        else:
-            node_slots = _segment_sums(per_device, np.concatenate([[0], np.cumsum(ends - starts)]))
-        self.slots[stale] = node_slots.T
-        self.phi[stale] = self._phi(pool, stale, node_slots, 0.0, 0)
+        return concat_ranges(starts, ends), np.concatenate([[0], np.cumsum(ends - starts)])
+
+    def _update(self, ctx: Context, stale: np.ndarray, slots: np.ndarray, per_device: np.ndarray | None = None,
+                bounds: np.ndarray | None = None) -> None:
+        pool = ctx.pool
+        if per_device is None:
+            per_device = self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
+            bounds = self._rows(ctx, stale)[1] if len(stale) > 1 else None
+        self.device_slots[slots] = per_device
+        node_slots = per_device.sum(axis=0, keepdims=True) if len(stale) == 1 else _segment_sums(per_device, bounds)
+        self.slots[stale] = node_slots
+        self.phi[stale] = self._copies(pool, stale, node_slots, 0.0, 0) @ self.p
         self.seen_gen[stale] = pool.node_gen[stale]
 
-    def _phi(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
-        """Φ of ``nodes`` given [types, nodes] device slots, after taking ``cpu`` and ``mem`` more."""
-        return self.p @ self._copies(pool, nodes, slots, cpu, mem)
-
-    def _copies(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu: float, mem: int) -> np.ndarray:
-        """[types, nodes]: how many jobs of each type fit on each node, given its device slots,
-        after taking ``cpu`` and ``mem`` more."""
-        node_ok = pool.node_ready[nodes] & ~pool.node_drained[nodes]
+    def _copies(self, pool: ColumnarPool, nodes: np.ndarray, slots: np.ndarray, cpu, mem) -> np.ndarray:
+        """[nodes, types]: how many jobs of each type fit on each node, given its device slots,
+        after taking ``cpu`` cores and ``mem`` MiB more (numbers, or one per node)."""
         cpu_free = np.maximum(pool.node_cpu[nodes] - pool.node_cpu_held[nodes] - cpu, 0.0)
         mem_free = np.maximum(pool.node_mem[nodes] - pool.node_mem_held[nodes] - mem, 0.0)
         copies = np.floor((slots + EPSILON) * self.per_k)
-        np.minimum(copies, np.floor((cpu_free[None, :] + 1e-9) * self.per_cpu), out=copies, where=self.needs_cpu)
-        np.minimum(copies, np.floor(mem_free[None, :] * self.per_mem + 1e-9), out=copies, where=self.needs_mem)
-        copies[:, ~node_ok] = 0.0
+        np.minimum(copies, np.floor((cpu_free[:, None] + 1e-9) * self.per_cpu) + self.cpu_unbounded, out=copies)
+        np.minimum(copies, np.floor(mem_free[:, None] * self.per_mem + 1e-9) + self.mem_unbounded, out=copies)
+        node_ok = pool.node_ready[nodes] & ~pool.node_drained[nodes]
+        if not node_ok.all():
+            copies[~node_ok] = 0.0
         return copies
 
     def loss(self, request: PlacementRequest, ctx: Context, candidates: Candidates) -> np.ndarray:
+        """Φ after − Φ before on each candidate's node. The stale nodes' rows and the candidates'
+        devices after placing are worked out in one pass over the type columns."""
         pool = ctx.pool
         nodes = candidates.node
-        self._refresh(ctx, node_runs(nodes)[0])
-        slots = self.slots.take(nodes, axis=0).T
-        if request.count:
-            rows, width = candidates.devices.shape
-            flat = candidates.devices.ravel()
-            free, mem_free = pool.dev_free[flat], _mem_free(pool, ctx, flat)
+        distinct = node_runs(nodes)[0]
+        stale = distinct[self.seen_gen[distinct] != pool.node_gen[distinct]]
+        rows, width = candidates.devices.shape
+        flat = candidates.devices.ravel()
+        if len(stale):
+            slots, bounds = self._rows(ctx, stale)
+            everything = np.concatenate([slots, flat])
+            free, mem_free = pool.dev_free[everything], _mem_free(pool, ctx, everything)
+            if width:
+                free[len(slots):] -= request.share
+                mem_free[len(slots):] -= request.memory_to_hold(pool.dev_mem_total[flat])
+            per_device = self._device_slots(ctx, everything, free, mem_free)
+            self._update(ctx, stale, slots, per_device[: len(slots)], bounds)
+            after = per_device[len(slots):]
+        elif width:
             held = request.memory_to_hold(pool.dev_mem_total[flat])
-            before = self.device_slots.take(flat, axis=1)
-            after = self._device_slots(ctx, flat, free - request.share, mem_free - held)
-            change = after - before
-            slots += change if width == 1 else change.reshape(-1, rows, width).sum(axis=2)
-        after_phi = self._phi(pool, nodes, slots, request.cpu_cores, request.host_memory_mib)
-        return after_phi - self.phi[nodes]
+            after = self._device_slots(ctx, flat, pool.dev_free[flat] - request.share, _mem_free(pool, ctx, flat) - held)
+        node_slots = self.slots[nodes]
+        if width:
+            change = after - self.device_slots[flat]
+            node_slots += change if width == 1 else change.reshape(rows, width, -1).sum(axis=1)
+        after_phi = self._copies(pool, nodes, node_slots, request.cpu_cores, request.host_memory_mib) @ self.p
+        # Rounded: equal losses compare equal, whatever order the sums were taken in.
+        return np.round(after_phi - self.phi[nodes], 9)
 
 
 def _mem_free(pool: ColumnarPool, ctx: Context, slots: np.ndarray) -> np.ndarray:
@@ -172,9 +189,10 @@ def _mem_free(pool: ColumnarPool, ctx: Context, slots: np.ndarray) -> np.ndarray
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Sums of ``values[:, bounds[i]:bounds[i + 1]]`` for each i ([rows, segments])."""
-    cumulative = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
-    return cumulative[:, bounds[1:]] - cumulative[:, bounds[:-1]]
+    """Sums of ``values[bounds[i]:bounds[i + 1]]`` for each i ([segments, columns]; empty
+    segments sum to 0, which ``np.add.reduceat`` does not give)."""
+    cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+    return cumulative[bounds[1:]] - cumulative[bounds[:-1]]
 
 
 def fragmentation_by_model(ctx: Context) -> dict[str, float]:
@@ -207,10 +225,10 @@ def fragmentation_by_model(ctx: Context) -> dict[str, float]:
     counted = pool.dev_alive[:n] & pool.dev_allocatable[:n] & pool.dev_healthy[:n] & on_ok_node
     whole = np.where(pool.dev_slices[:n] > 0, pool.dev_slices[:n] / 7.0, 1.0)
     free = np.where(counted, pool.dev_free[:n] * whole, 0.0)
-    copies = state._copies(pool, np.arange(pool.n_nodes), state.slots.T, 0.0, 0)  # [types, nodes]
+    copies = state._copies(pool, np.arange(pool.n_nodes), state.slots, 0.0, 0).T  # [types, nodes]
     node_hosts = copies >= 1.0 - EPSILON
-    accepted = state.per_device[0][:, :n] > 0  # [types, devices]
-    usable = accepted & (state.device_slots[:, :n] >= 1.0 - EPSILON) & node_hosts[:, node_of]
+    accepted = state.per_device[:n, 0].T > 0  # [types, devices]
+    usable = accepted & (state.device_slots[:n].T >= 1.0 - EPSILON) & node_hosts[:, node_of]
     result: dict[str, float] = {}
     models = pool.dev_model[:n]
     for code in np.unique(models[pool.dev_alive[:n]]):
