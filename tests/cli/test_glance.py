@@ -136,16 +136,19 @@ def test_top_once_shows_the_pool_queues_pending_and_running(env, sleeper, tmp_pa
         poold(env, "cancel", waiting)
 
 
-def test_top_refreshes_until_ctrl_c_and_exits_0(env):
-    # FORCE_COLOR: rich draws as on a terminal, each refresh over the last (else only the last frame is printed)
-    process = subprocess.Popen([sys.executable, "-m", "poold", "top", "--interval", "0.2"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**env, "FORCE_COLOR": "1"})
-    try:
-        time.sleep(4)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
+def test_top_refreshes_until_ctrl_c_and_exits_0(env, tmp_path):
+    # FORCE_COLOR: rich draws as on a terminal, each refresh over the last (else only the last frame is printed).
+    # Its frames go to files, not pipes: 20 colour frames fill a pipe nobody reads yet, and top would block writing.
+    with open(tmp_path / "out", "w") as stdout, open(tmp_path / "err", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "poold", "top", "--interval", "0.2"], stdout=stdout, stderr=stderr,
+                                   text=True, env={**env, "FORCE_COLOR": "1"})
+        try:
+            time.sleep(4)
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     assert process.returncode == 0, err
     assert out.count("pool at") >= 3 and "Traceback" not in err  # refreshed: the first frame and some more
