@@ -165,12 +165,13 @@ class Engine:
         """The ``valid`` units' scores: per scorer 0..100 (None where it rated all alike), the
         raw values, and the weighted totals (higher is better)."""
         weights = self.stack.weights(request.objective)
-        # take: several times faster than fancy indexing here; not needed when all are valid
+        # The valid units' rows (take: several times faster than fancy indexing), then one row
+        # per scorer, contiguous: reductions along rows of a [units, scorers] array are slow.
         rows = entry.raw if len(valid) == len(entry.raw) else entry.raw.take(valid, axis=0)
-        raw = rows.T
+        raw = np.ascontiguousarray(rows.T)
         total = np.zeros(len(valid))
         normalized = []
-        constant = rows.min(axis=0) == rows.max(axis=0)
+        constant = raw.min(axis=1) == raw.max(axis=1)
         for s, scorer in enumerate(self.stack.scorers):
             if constant[s]:
                 scores = None  # one value for every candidate: it cannot change the ranking
@@ -304,19 +305,27 @@ class Engine:
         return static
 
     def _recompute(self, request: PlacementRequest, entry: _Entry, nodes: np.ndarray) -> None:
+        """Judge, generate and score ``nodes`` afresh for ``request``. Most stale nodes of a
+        signature end without a candidate (full, or short of CPU): those stop at the stage
+        that turned them all down, before candidates are built or scored."""
         ctx = self.ctx
         node_code = np.full(len(nodes), _OK, dtype=np.int16)
         self._first_failure(node_code, (p.check_nodes(request, ctx, nodes) for p in self.stack.node_filters))
         entry.node_code[nodes] = node_code
-        node_ok = np.zeros(len(entry.seen_gen), dtype=bool)
-        node_ok[nodes[node_code == _OK]] = True
         units = _positions(entry.units_by_node, nodes)
         entry.unit_code[units] = _NODE_REJECTED
+        ok_nodes = nodes[node_code == _OK]
+        positions = _positions(entry.devices_by_node, nodes) if request.count else None
+        if not len(ok_nodes):
+            if request.count:
+                entry.dev_code[positions] = _NODE_REJECTED
+            return
+        node_ok = np.zeros(len(entry.seen_gen), dtype=bool)
+        node_ok[ok_nodes] = True
         if request.count == 0:
             ok_units = units[node_ok[entry.unit_node[units]]]
             self._finish(request, entry, ok_units, generate.cpu_only(request, ctx, entry.unit_node[ok_units]))
             return
-        positions = _positions(entry.devices_by_node, nodes)
         devices = entry.static.devices[positions]
         on_ok_node = node_ok[entry.dev_node[positions]]
         dev_code = np.full(len(positions), _NODE_REJECTED, dtype=np.int16)
@@ -328,9 +337,10 @@ class Engine:
         feasible = positions[dev_code == _OK]
         if request.count == 1:
             # Every feasible device is a candidate; each group then keeps its best (_finish).
-            owner = entry.unit_of_position[feasible]
-            devices = entry.static.devices[feasible]
-            self._finish(request, entry, owner, generate.single_devices(request, ctx, devices, entry.speeds))
+            if len(feasible):
+                owner = entry.unit_of_position[feasible]
+                devices = entry.static.devices[feasible]
+                self._finish(request, entry, owner, generate.single_devices(request, ctx, devices, entry.speeds))
             return
         owner = entry.unit_of_position[feasible]
         order = np.argsort(owner, kind="stable")
@@ -347,7 +357,8 @@ class Engine:
                 continue
             groups.append(entry.static.devices[feasible[start:end]])
             ok_units.append(unit)
-        self._finish(request, entry, np.array(ok_units, dtype=np.int64), generate.gangs(request, ctx, groups, entry.speeds))
+        if ok_units:
+            self._finish(request, entry, np.array(ok_units, dtype=np.int64), generate.gangs(request, ctx, groups, entry.speeds))
 
     def _finish(self, request: PlacementRequest, entry: _Entry, owner: np.ndarray, fresh: Candidates) -> None:
         """Candidate filters and raw scores for fresh candidates of units ``owner``; each unit
