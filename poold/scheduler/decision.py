@@ -27,10 +27,16 @@ class Choice:
     speed: float
     tier: int
     total: float
-    # Per scorer in the stack's order: its score (0..100), or, for a scorer that rated every
-    # candidate alike, its normalize and raw value here, scored only when asked for (``poold
-    # plan`` shows the scores; a pass never reads them).
-    parts: dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]] = field(repr=False)
+    # Builds ``parts`` when first read (a simulation never reads them).
+    make_parts: Callable[[], dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]]] = field(repr=False)
+
+    @cached_property
+    def parts(self) -> dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]]:
+        """Per scorer in the stack's order: its score (0..100), or, for a scorer that rated
+        every candidate alike, its normalize and raw value here, scored only when asked for
+        (``poold plan`` shows the scores; a pass reads those of the scorers that told the
+        candidates apart)."""
+        return self.make_parts()
 
     @cached_property
     def scores(self) -> dict[str, float]:

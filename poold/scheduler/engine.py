@@ -168,7 +168,7 @@ class Engine:
         # The valid units' rows (take: several times faster than fancy indexing), then one row
         # per scorer, contiguous: reductions along rows of a [units, scorers] array are slow.
         rows = entry.raw if len(valid) == len(entry.raw) else entry.raw.take(valid, axis=0)
-        raw = np.ascontiguousarray(rows.T)
+        raw = np.array(rows.T, order="C")  # a copy, always: choices read it after later decisions
         total = np.zeros(len(valid))
         normalized = []
         constant = raw.min(axis=1) == raw.max(axis=1)
@@ -236,10 +236,14 @@ class Engine:
         row = int(valid[i])
         rows, pool = entry.rows, self.pool
         model = int(rows.model[row])
-        parts = {
-            scorer.name: float(normalized[s][i]) if normalized[s] is not None else (partial(scorer.normalize, request, self.ctx), float(raw[s, i]))
-            for s, scorer in enumerate(self.stack.scorers)
-        }
+        scorers, ctx = self.stack.scorers, self.ctx
+
+        def parts() -> dict:  # normalized and raw are this decision's own arrays: nothing writes them later
+            return {
+                scorer.name: float(normalized[s][i]) if normalized[s] is not None else (partial(scorer.normalize, request, ctx), float(raw[s, i]))
+                for s, scorer in enumerate(scorers)
+            }
+
         return Choice(
             node=int(rows.node[row]),
             devices=tuple(rows.devices[row].tolist()),
@@ -248,7 +252,7 @@ class Engine:
             speed=float(rows.speed[row]),
             tier=int(rows.tier[row]),
             total=float(total[i]),
-            parts=parts,
+            make_parts=parts,
         )
 
     # ---- per-signature state ---------------------------------------------------------------
