@@ -168,7 +168,7 @@ class Engine:
         # The valid units' rows (take: several times faster than fancy indexing), then one row
         # per scorer, contiguous: reductions along rows of a [units, scorers] array are slow.
         rows = entry.raw if len(valid) == len(entry.raw) else entry.raw.take(valid, axis=0)
-        raw = np.array(rows.T, order="C")  # a copy, always: choices read it after later decisions
+        raw = np.ascontiguousarray(rows.T)
         total = np.zeros(len(valid))
         normalized = []
         constant = raw.min(axis=1) == raw.max(axis=1)
@@ -237,10 +237,12 @@ class Engine:
         rows, pool = entry.rows, self.pool
         model = int(rows.model[row])
         scorers, ctx = self.stack.scorers, self.ctx
+        # This candidate's values only: a pass keeps its placements, not every decision's arrays.
+        scores, column = [None if n is None else n[i] for n in normalized], raw[:, i].copy()
 
-        def parts() -> dict:  # normalized and raw are this decision's own arrays: nothing writes them later
+        def parts() -> dict:
             return {
-                scorer.name: float(normalized[s][i]) if normalized[s] is not None else (partial(scorer.normalize, request, ctx), float(raw[s, i]))
+                scorer.name: float(scores[s]) if scores[s] is not None else (partial(scorer.normalize, request, ctx), float(column[s]))
                 for s, scorer in enumerate(scorers)
             }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from poold.scheduler.engine import Engine, Placement, Unplaceable
@@ -168,3 +169,20 @@ def test_stack_holds_every_plugin_once():
             "cost_per_work", "speed", "best_fit", "locality", "fragmentation", "first_fit", "sum_of_squares"} == set(names)
     for objective in ("cost", "time", "pack"):
         assert set(STACK.weights(objective)) == {s.name for s in STACK.scorers}
+
+
+def test_a_choice_keeps_its_own_scores_not_the_decisions_arrays(settings):
+    # A pass keeps every placement it makes until it commits them: a choice that held on to its
+    # decision's arrays (a row per candidate and scorer) made a pass over 5,000 nodes hold
+    # gigabytes. What a choice keeps for its scores is one value per scorer.
+    pool = make_pool(settings, *(make_node(f"n{i}").gpus(8, "H100") for i in range(30)))
+    decision = place(job(count=1, accept=[{"model": "H100"}]), pool)
+    assert isinstance(decision, Placement)
+    for choice in (decision.chosen, decision.runner_up):
+        if choice is None:
+            continue
+        kept = [cell.cell_contents for cell in choice.make_parts.__closure__ or ()]
+        arrays = [value for value in kept if isinstance(value, np.ndarray)]
+        arrays += [v for value in kept if isinstance(value, list) for v in value if isinstance(v, np.ndarray)]
+        assert all(array.size <= len(STACK.scorers) for array in arrays), [array.shape for array in arrays]
+        assert set(choice.parts) == {scorer.name for scorer in STACK.scorers}

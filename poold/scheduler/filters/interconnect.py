@@ -1,6 +1,5 @@
 """``interconnect = "nvlink"``: every pair of the job's devices must be joined by NVLink."""
 
-import numpy as np
 
 from poold.scheduler.candidates import TIER_NVLINK
 from poold.scheduler.framework import Candidates, Context

@@ -1,6 +1,5 @@
 """A job's maximum price per hour excludes candidates whose devices cost more in total."""
 
-import numpy as np
 
 from poold.scheduler.framework import Candidates, Context
 from poold.scheduler.request import PlacementRequest

@@ -118,7 +118,6 @@ class _Pass:
         self.decisions = 0
         # (signature, queue, priority) for which no victims were found: fewer are left to take as the pass goes on.
         self.no_victims: set[tuple] = set()
-        pool = self.engine.pool
         self.usage: dict[str, Amounts] = defaultdict(dict)
         self.parts: dict[int, Amounts] = {}
         self.nominated: dict[int, list[int]] = defaultdict(list)
