@@ -19,11 +19,12 @@ def test_submit_wait_follows_a_job_lost_with_its_node_to_its_retry(tmp_path):
     node = make_node("n").gpus(1, "L4")
     register = {"node": "n", "host": node.host.model_dump(mode="json"), "devices": [d.model_dump(mode="json") for d in node.devices],
                 "machine_id": "m-n"}
-    stop = threading.Event()
+    stop, beating = threading.Event(), threading.Event()
 
     def heartbeats() -> None:
         while not stop.wait(0.2):
-            daemon.http.post("/api/v1/agents/n/heartbeat", json={"host": register["host"], "devices": register["devices"], "machine_id": "m-n"})
+            if beating.is_set():
+                daemon.http.post("/api/v1/agents/n/heartbeat", json={"host": register["host"], "devices": register["devices"], "machine_id": "m-n"})
 
     beat = threading.Thread(target=heartbeats, daemon=True)
 
@@ -33,17 +34,21 @@ def test_submit_wait_follows_a_job_lost_with_its_node_to_its_retry(tmp_path):
     process = None
     try:
         daemon.http.post("/api/v1/agents/register", json=register).raise_for_status()
+        beating.set()  # the agent is alive until the job is placed on its node (a slow start of the CLI outlives a 1 s timeout)
+        beat.start()
         process = subprocess.Popen([sys.executable, "-m", "poold", "--url", daemon.url, "submit", "--wait", "--poll", "0.1", str(job_file)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=daemon.cli_env)
         first = int(process.stdout.readline())
-        # No heartbeat comes: the node is lost, and the job with it.
+        wait_for(lambda: client.job(first)["state"] != "pending", timeout_s=15)
+        beating.clear()
+        # No heartbeat comes now: the node is lost, and the job with it.
         retry = wait_for(lambda: client.job(first).get("requeued_as"), timeout_s=15)
         assert client.job(first)["state"] == "lost"
         assert client.job(retry)["retry_of"] == first and client.job(retry)["attempt"] == 2
         assert {n["name"]: n["state"] for n in client.nodes()} == {"n": "lost"}
 
         daemon.http.post("/api/v1/agents/register", json=register).raise_for_status()  # the agent is back
-        beat.start()
+        beating.set()
         wait_for(lambda: [a["job_id"] for a in daemon.http.get("/api/v1/agents/n/assignments").json()["start"]] == [retry])
         events = [{"job_id": retry, "kind": "started", "at": AT}, {"job_id": retry, "kind": "ended", "at": AT, "exit_code": 0, "outcome": "succeeded"}]
         daemon.http.post("/api/v1/agents/n/events", json={"events": events}).raise_for_status()
