@@ -34,8 +34,7 @@ class Choice:
     def parts(self) -> dict[str, float | tuple[Callable[[np.ndarray], np.ndarray], float]]:
         """Per scorer in the stack's order: its score (0..100), or, for a scorer that rated
         every candidate alike, its normalize and raw value here, scored only when asked for
-        (``poold plan`` shows the scores; a pass reads those of the scorers that told the
-        candidates apart)."""
+        (``poold plan`` and a pass's breakdown read them; a simulation never does)."""
         return self.make_parts()
 
     @cached_property

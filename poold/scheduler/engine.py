@@ -311,9 +311,9 @@ class Engine:
         return static
 
     def _recompute(self, request: PlacementRequest, entry: _Entry, nodes: np.ndarray) -> None:
-        """Judge, generate and score ``nodes`` afresh for ``request``. Most stale nodes of a
-        signature end without a candidate (full, or short of CPU): those stop at the stage
-        that turned them all down, before candidates are built or scored."""
+        """Judge, generate and score ``nodes`` afresh for ``request``. When every one of them
+        is turned down (full, or short of CPU for this request), the recompute stops at the
+        stage that turned them down, before candidates are built or scored."""
         ctx = self.ctx
         node_code = np.full(len(nodes), _OK, dtype=np.int16)
         self._first_failure(node_code, (p.check_nodes(request, ctx, nodes) for p in self.stack.node_filters))

@@ -115,9 +115,11 @@ class _MixState:
 
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
         """Bring the rows of ``nodes`` (distinct) up to date."""
-        stale = nodes[self.seen_gen[nodes] != ctx.pool.node_gen[nodes]]
+        pool = ctx.pool
+        stale = nodes[self.seen_gen[nodes] != pool.node_gen[nodes]]
         if len(stale):
-            self._update(ctx, stale, self._rows(ctx, stale)[0])
+            slots, bounds = self._rows(ctx, stale)
+            self._update(ctx, stale, slots, self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots)), bounds)
 
     def _rows(self, ctx: Context, stale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The device slots of the ``stale`` nodes, and the offsets of each node's in them."""
@@ -125,12 +127,9 @@ class _MixState:
         starts, ends = pool.node_start[stale].astype(np.int64), pool.node_end[stale].astype(np.int64)
         return concat_ranges(starts, ends), np.concatenate([[0], np.cumsum(ends - starts)])
 
-    def _update(self, ctx: Context, stale: np.ndarray, slots: np.ndarray, per_device: np.ndarray | None = None,
-                bounds: np.ndarray | None = None) -> None:
+    def _update(self, ctx: Context, stale: np.ndarray, slots: np.ndarray, per_device: np.ndarray, bounds: np.ndarray) -> None:
+        """Keep the ``stale`` nodes' rows from their devices' slots ``per_device`` (``_rows``)."""
         pool = ctx.pool
-        if per_device is None:
-            per_device = self._device_slots(ctx, slots, pool.dev_free[slots], _mem_free(pool, ctx, slots))
-            bounds = self._rows(ctx, stale)[1] if len(stale) > 1 else None
         self.device_slots[slots] = per_device
         node_slots = per_device.sum(axis=0, keepdims=True) if len(stale) == 1 else _segment_sums(per_device, bounds)
         self.slots[stale] = node_slots
