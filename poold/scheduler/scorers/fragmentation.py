@@ -80,18 +80,21 @@ class _MixState:
         mem = np.array([r.host_memory_mib for r in requests], dtype=np.float64)
         mem_per_device = np.array([-1 if r.memory_per_device_mib is None else r.memory_per_device_mib for r in requests], dtype=np.int64)
         self.per_share, self.per_k = 1.0 / share, 1.0 / k
-        # Per device and type, fixed for the layout: [:, 0] 1 where the type may use the device,
-        # [:, 1] 1 / the memory one job of the type needs there (0 where memory does not bound
-        # it), [:, 2] +inf where memory does not bound it, else 0 (see _device_slots).
+        # Per device and type, fixed for the layout: ``usable`` 1 where the type may use the
+        # device; ``per_need`` 1 / the memory one job of the type needs there (0 where memory
+        # does not bound it) and ``unbounded`` +inf where memory does not bound it, else 0
+        # (see _device_slots). Where memory bounds no device for any type (a pool that reports
+        # none), the memory step is skipped.
         n = pool.n_devices
-        self.per_device = np.zeros((n, 3, len(types)))
+        self.usable = np.zeros((n, len(types)))
         for t, request in enumerate(requests):
-            self.per_device[ctx.static_devices(request), 0, t] = 1.0
+            self.usable[ctx.static_devices(request), t] = 1.0
         total = pool.dev_mem_total[:n].astype(np.float64)
         need = np.where(mem_per_device[None, :] >= 0, mem_per_device[None, :], np.floor(total[:, None] * share[None, :]))
         bounded = (total[:, None] >= 0) & (need > 0)
-        self.per_device[:, 1] = np.where(bounded, 1.0 / np.where(bounded, need, 1.0), 0.0)
-        self.per_device[:, 2] = np.where(bounded, 0.0, np.inf)
+        self.memory_bounds = bool(bounded.any())
+        self.per_need = np.where(bounded, 1.0 / np.where(bounded, need, 1.0), 0.0)
+        self.unbounded = np.where(bounded, 0.0, np.inf)
         # Per type: 1 / its cores (0 when it takes none, then +inf copies by cores), alike for memory.
         self.per_cpu = np.where(cpu > 0, 1.0 / np.where(cpu > 0, cpu, 1.0), 0.0)
         self.cpu_unbounded = np.where(cpu > 0, 0.0, np.inf)
@@ -105,12 +108,11 @@ class _MixState:
     def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
         """[slots, types]: how many jobs of each type each device could take at ``free`` share
         and ``mem_free`` MiB (0 or 1 for whole devices)."""
-        columns = self.per_device[slots]
-        usable, per_need, unbounded = columns[:, 0], columns[:, 1], columns[:, 2]
-        fits = np.floor((free[:, None] + EPSILON) * self.per_share)
-        np.minimum(fits, np.floor(np.maximum(mem_free, 0)[:, None] * per_need) + unbounded, out=fits)
-        fits *= usable
-        fits *= ctx.pool.dev_healthy[slots][:, None]
+        usable = np.where(ctx.pool.dev_healthy[slots], free, 0.0)  # an unhealthy device takes no job
+        fits = np.floor((usable[:, None] + EPSILON) * self.per_share)
+        if self.memory_bounds:
+            np.minimum(fits, np.floor(np.maximum(mem_free, 0)[:, None] * self.per_need[slots]) + self.unbounded[slots], out=fits)
+        fits *= self.usable[slots]
         return fits
 
     def _refresh(self, ctx: Context, nodes: np.ndarray) -> None:
@@ -154,8 +156,9 @@ class _MixState:
         devices after placing are worked out in one pass over the type columns."""
         pool = ctx.pool
         nodes = candidates.node
-        distinct = node_runs(nodes)[0]
-        stale = distinct[self.seen_gen[distinct] != pool.node_gen[distinct]]
+        stale = nodes[self.seen_gen[nodes] != pool.node_gen[nodes]]
+        if len(stale) > 1:
+            stale = node_runs(stale)[0]  # candidates come grouped by node: one row per node
         rows, width = candidates.devices.shape
         flat = candidates.devices.ravel()
         if len(stale):
@@ -226,7 +229,7 @@ def fragmentation_by_model(ctx: Context) -> dict[str, float]:
     free = np.where(counted, pool.dev_free[:n] * whole, 0.0)
     copies = state._copies(pool, np.arange(pool.n_nodes), state.slots, 0.0, 0).T  # [types, nodes]
     node_hosts = copies >= 1.0 - EPSILON
-    accepted = state.per_device[:n, 0].T > 0  # [types, devices]
+    accepted = state.usable[:n].T > 0  # [types, devices]
     usable = accepted & (state.device_slots[:n].T >= 1.0 - EPSILON) & node_hosts[:, node_of]
     result: dict[str, float] = {}
     models = pool.dev_model[:n]
