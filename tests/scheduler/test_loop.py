@@ -3,9 +3,11 @@ reasons are stored, and concurrent passes never double-book a device."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from poold.db.models import AllocationModel, EventModel, JobModel
@@ -237,3 +239,29 @@ def test_a_gang_is_one_holder_holding_on_each_of_its_nodes_and_is_never_a_victim
     with pool.factory() as session:
         assert session.scalar(select(func.count()).where(JobModel.preempt_requested_at.is_not(None))) == 0
         assert jobs.get_job(session, taker).state == "pending"
+
+
+def test_a_pass_runs_with_the_cyclic_collector_paused_and_gives_it_back_even_when_it_fails(pool, settings, monkeypatch):
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    _submit(pool, count=1)
+    scheduler = Scheduler(pool.factory, settings)
+    seen = []
+    plan = scheduler.planner.plan
+    monkeypatch.setattr(scheduler.planner, "plan", lambda *args: seen.append(gc.isenabled()) or plan(*args))
+    assert scheduler.run_pass().placed
+    assert seen == [False] and gc.isenabled()
+
+    def fail(*args):
+        raise RuntimeError("planner broke")
+
+    monkeypatch.setattr(scheduler.planner, "plan", fail)
+    with pytest.raises(RuntimeError, match="planner broke"):
+        scheduler.run_pass()
+    assert gc.isenabled()
+    gc.disable()  # paused by whoever runs the pass: it stays paused
+    try:
+        monkeypatch.setattr(scheduler.planner, "plan", lambda *args: seen.append(gc.isenabled()) or plan(*args))
+        scheduler.run_pass()
+        assert seen[-1] is False and not gc.isenabled()
+    finally:
+        gc.enable()
