@@ -89,6 +89,7 @@ class ColumnarPool:
         self.holdings: dict[int, tuple[Holding, ...]] = {}
         self._jobs_on: dict[int, set[int]] = {}  # node slot -> ids of the jobs with a holding there
         self._dead_slots = 0
+        self._labels: tuple[int, list[tuple[str, str | None, int]]] = (-1, [])
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -111,6 +112,20 @@ class ColumnarPool:
 
     def model_name(self, slot: int) -> str:
         return self.models.names[int(self.dev_model[slot])]
+
+    def device_labels(self) -> list[tuple[str, str | None, int]]:
+        """Per device slot, as plain values: its model's name in lower case, its kind's name
+        (None when unknown) and its MIG slices (0 for a whole device); worked out once per
+        layout (what a slot holds changes only with it), for code that reads them per holding."""
+        if self._labels[0] != self.layout:
+            n = self.n_devices
+            kinds, slices = self.dev_kind[:n].tolist(), self.dev_slices[:n].tolist()
+            labels = [
+                (self.model_name(slot).lower(), KINDS[kind] if 0 <= kind < len(KINDS) else None, count)
+                for slot, (kind, count) in enumerate(zip(kinds, slices))
+            ]
+            self._labels = (self.layout, labels)
+        return self._labels[1]
 
     def profile_name(self, slot: int) -> str | None:
         code = int(self.dev_profile[slot])

@@ -25,15 +25,14 @@ def held_amounts(pool: ColumnarPool, holdings: Iterable[Holding], price_per_hour
     Two H100 whole: {"h100": 2, "gpu": 2, "cost": price}; half of one L4: {"l4": 0.5, "gpu": 0.5, ...};
     a 3g.40gb slice of an A100: {"a100": 3/7, "gpu": 3/7, ...}."""
     amounts: Amounts = {COST: float(price_per_hour)}
+    labels = pool.device_labels()
     for holding in holdings:
         for device in holding.devices:
-            slices = int(pool.dev_slices[device])
+            model, kind, slices = labels[device]
             amount = holding.share * (slices / MIG_SLICES_PER_GPU if slices else 1.0)
-            model = pool.model_name(device).lower()
             amounts[model] = amounts.get(model, 0.0) + amount
-            kind = int(pool.dev_kind[device])
-            if 0 <= kind < len(KINDS):
-                amounts[KINDS[kind]] = amounts.get(KINDS[kind], 0.0) + amount
+            if kind is not None:
+                amounts[kind] = amounts.get(kind, 0.0) + amount
     return amounts
 
 
