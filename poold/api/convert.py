@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -91,8 +93,24 @@ def event_out(event: EventModel, node_names: dict[int, str]) -> EventOut:
                     node=node_names.get(event.node_id) if event.node_id else None, data=event.data or {})
 
 
-def node_names(session: Session) -> dict[int, str]:
-    return dict(session.execute(select(NodeModel.id, NodeModel.name)).all())
+def node_names(session: Session, node_ids: Iterable[int | None]) -> dict[int, str]:
+    """The names of the nodes ``node_ids`` names (None skipped): only those rows are read, so
+    listing one job of a pool of thousands of nodes does not read every node's name."""
+    wanted = sorted({node_id for node_id in node_ids if node_id is not None})
+    names: dict[int, str] = {}
+    for start in range(0, len(wanted), 1000):  # small enough for one IN (...) on every store
+        query = select(NodeModel.id, NodeModel.name).where(NodeModel.id.in_(wanted[start : start + 1000]))
+        names.update(session.execute(query).all())
+    return names
+
+
+def job_node_ids(jobs: Iterable[JobModel]) -> Iterator[int | None]:
+    """The nodes a job's summary names: its own and its devices'."""
+    for job in jobs:
+        yield job.node_id
+        for alloc in job.allocations:
+            if alloc.device is not None:
+                yield alloc.device.node_id
 
 
 def node_out(node: NodeModel, counts: NodeCounts) -> NodeOut:

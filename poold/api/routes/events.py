@@ -32,5 +32,6 @@ def list_events(
     """The recent event log, newest first. Like a job's summary, nothing here is one user's
     alone: events carry no job's environment."""
     with reading(ctx.factory) as session:
-        names = convert.node_names(session)
-        return [convert.event_out(event, names) for event in events.recent(session, limit, job_id=job, node=node, kind=kind)]
+        logged = events.recent(session, limit, job_id=job, node=node, kind=kind)
+        names = convert.node_names(session, (event.node_id for event in logged))
+        return [convert.event_out(event, names) for event in logged]

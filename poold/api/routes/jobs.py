@@ -48,8 +48,8 @@ def list_jobs(
 ) -> list[JobOut]:
     """Every job's summary, whoever's (its environment is in ``GET /jobs/{id}``, for its owner)."""
     with reading(ctx.factory) as session:
-        names = convert.node_names(session)
         listed = jobs.list_jobs(session, list(state or []), limit)
+        names = convert.node_names(session, convert.job_node_ids(listed))
         retries = jobs.requeued_as(session, [job.id for job in listed if job.state == "lost"])
         return [convert.job_out(job, names, requeued_as=retries) for job in listed]
 
@@ -58,9 +58,9 @@ def list_jobs(
 def show(job_id: JobIdPath, who: Person, ctx: AppContext = Depends(ctx_of)) -> JobDetail:
     """The job with its file, allocations and events; its environment only for its owner and admins."""
     with reading(ctx.factory) as session:
-        job = jobs.get_job(session, job_id)
-        return convert.job_detail(job, convert.node_names(session), events.for_job(session, job_id), jobs.requeued_as(session, [job_id]),
-                                  show_env=access.owns(who, job), parts=gangs.parts_of(session, job_id))
+        job, parts, logged = jobs.get_job(session, job_id), gangs.parts_of(session, job_id), events.for_job(session, job_id)
+        names = convert.node_names(session, [*convert.job_node_ids([job, *parts]), *(event.node_id for event in logged)])
+        return convert.job_detail(job, names, logged, jobs.requeued_as(session, [job_id]), show_env=access.owns(who, job), parts=parts)
 
 
 @router.get("/{job_id}/why", response_model=WhyOut, responses=responses(404, 422))
@@ -83,7 +83,7 @@ def cancel(
     with transaction(ctx.factory) as session:
         access.check_cancel(who, jobs.get_job(session, job_id), force)
         job = jobs.cancel(session, job_id, force=force)
-        out = convert.job_out(job, convert.node_names(session))
+        out = convert.job_out(job, convert.node_names(session, convert.job_node_ids([job])))
     ctx.wake_scheduler()
     return out
 

@@ -54,7 +54,7 @@ def return_device(
 
 
 def _devices_out(session: Session, ctx: AppContext, devices: list[DeviceModel]) -> list[DeviceOut]:
-    names = convert.node_names(session)
+    names = convert.node_names(session, (device.node_id for device in devices))
     held = nodes.allocated_shares(session)
     uuids = {device.id: device.uuid for device in devices}
     uuids.update({device.parent.id: device.parent.uuid for device in devices if device.parent_id not in uuids and device.parent})
