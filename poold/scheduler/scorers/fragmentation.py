@@ -108,8 +108,8 @@ class _MixState:
     def _device_slots(self, ctx: Context, slots: np.ndarray, free: np.ndarray, mem_free: np.ndarray) -> np.ndarray:
         """[slots, types]: how many jobs of each type each device could take at ``free`` share
         and ``mem_free`` MiB (0 or 1 for whole devices)."""
-        usable = np.where(ctx.pool.dev_healthy[slots], free, 0.0)  # an unhealthy device takes no job
-        fits = np.floor((usable[:, None] + EPSILON) * self.per_share)
+        offered = np.where(ctx.pool.dev_healthy[slots], free, 0.0)  # an unhealthy device takes no job
+        fits = np.floor((offered[:, None] + EPSILON) * self.per_share)
         if self.memory_bounds:
             np.minimum(fits, np.floor(np.maximum(mem_free, 0)[:, None] * self.per_need[slots]) + self.unbounded[slots], out=fits)
         fits *= self.usable[slots]
