@@ -61,6 +61,13 @@ class Authenticator:
             self._known[token_id] = (row, read_at)  # type: ignore[assignment] - check() refused None
         return principal
 
+    def remember(self, row: TokenModel) -> None:
+        """Keep ``row``, a token this daemon has just written (a node's credential, at its
+        join), as if read from the store now: its agent's first heartbeat is checked from
+        memory. (Thousands of nodes joining at once would otherwise each cost a read.)"""
+        with self._lock:
+            self._known[row.id] = (row, self.clock())
+
     def revalidate(self) -> None:
         """Read every token in memory again from the store (revoked, expired or gone since)."""
         with self._lock:

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -159,14 +160,22 @@ def node_credential(session: Session, node: str) -> TokenModel | None:
     return session.scalars(query.order_by(TokenModel.created_at.desc()).limit(1)).one_or_none()
 
 
-def check_register(session: Session, who: Principal, node: str, machine_id: str | None, credential: str | None) -> str | None:
+class Joined(NamedTuple):
+    """A new node's join: the join token it uses one use of, and the credential row made for it."""
+
+    join_id: str
+    credential: TokenModel
+
+
+def check_register(session: Session, who: Principal, node: str, machine_id: str | None, credential: str | None) -> Joined | None:
     """May ``who`` register ``node`` from machine ``machine_id``? Its own agent may, from its
     machine; a join token may bring a node whose name no credential holds, and takes the
     credential its agent made (``credential``) as the node's. Sending the same join again (its
     answer was lost) is answered as before, using nothing.
 
-    Returns the id of the join token a new join uses up one use of: the caller counts it with
-    :func:`use_join` as the last statement of its transaction. Joins of different names run
+    Returns, for a new join, the join token's id, which the caller counts one use of with
+    :func:`use_join` as the last statement of its transaction, and the node's credential row
+    (the daemon keeps it in memory: the agent's first heartbeat is checked without a read). Joins of different names run
     side by side (a pool of thousands joins at once); two joins of one name are taken one at a
     time (a lock on the name), so the second sees the first's credential."""
     if who.role == "agent":
@@ -205,9 +214,10 @@ def check_register(session: Session, who: Principal, node: str, machine_id: str 
         raise Unauthorized(f"join token {join.id} is used up", field="Authorization")
     if get(session, parts[0]) is not None:
         raise Conflict(f"a token with id {parts[0]} exists: make the credential again", field="credential")
-    session.add(TokenModel(id=parts[0], secret_sha256=digest(parts[1]), role="agent", node=node, machine_id=machine_id,
-                           note="", created_by=f"join token {join.id}", created_at=utcnow(), expires_at=None))
-    return join.id
+    row = TokenModel(id=parts[0], secret_sha256=digest(parts[1]), role="agent", user_name=None, node=node, machine_id=machine_id,
+                     uses_left=None, note="", created_by=f"join token {join.id}", created_at=utcnow(), expires_at=None, revoked_at=None)
+    session.add(row)
+    return Joined(join.id, row)
 
 
 def use_join(session: Session, token_id: str, now: datetime | None = None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from poold.db.models import EventModel, NodeModel
 from poold.db.session import transaction
@@ -76,3 +76,26 @@ def test_a_revoked_credential_frees_the_name_for_another_machine_once_the_node_i
     with pool.factory() as session:
         kinds = [(e.kind, e.message) for e in session.scalars(select(EventModel).where(EventModel.node_id == 1).order_by(EventModel.id))]
     assert ("node.machine_changed", "node gpu-01 is now machine bbbb2222 (was aaaa1111, lost)") in kinds
+
+
+def test_the_first_heartbeat_after_a_join_checks_its_credential_from_memory(api, pool):
+    """The daemon wrote the credential at the join: thousands of nodes joining at once must not
+    each cost a read of its token on their first heartbeat."""
+    builder = make_node("gpu-01").gpus(1, "L4")
+    credential = make_token()
+    assert join(api, builder, "aaaa1111", credential).status_code == 200
+    reads: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if "FROM tokens" in statement:
+            reads.append(statement)
+
+    event.listen(pool.engine, "before_cursor_execute", seen)
+    try:
+        assert heartbeat(api, builder, machine_id="aaaa1111", headers=bearer(credential)).status_code == 200
+    finally:
+        event.remove(pool.engine, "before_cursor_execute", seen)
+    assert reads == []
+    # A credential that does not match is still refused, from memory or not.
+    wrong = credential[:-1] + ("A" if credential[-1] != "A" else "B")
+    assert heartbeat(api, builder, machine_id="aaaa1111", headers=bearer(wrong)).status_code == 401

@@ -41,13 +41,15 @@ def register(body: RegisterRequest, who: Caller, ctx: AppContext = Depends(ctx_o
     # Remembered as the heartbeat that says the same, running no job: the next is answered from memory.
     same = HeartbeatRequest(host=body.host, devices=body.devices, running_jobs=[], machine_id=body.machine_id).model_dump(mode="json")
     with transaction(ctx.factory) as session:
-        join = tokens.check_register(session, who, body.node, body.machine_id, body.credential)
+        joined = tokens.check_register(session, who, body.node, body.machine_id, body.credential)
         node = nodes.register(session, body.node, body.host, body.devices, body.agent_version or __version__, body.machine_id,
                               ctx.settings.nodes)
         node.report_fingerprint = fingerprint = fingerprint_of(same)
         name, drained = node.name, node.drained
-        if join is not None:
-            tokens.use_join(session, join)
+        if joined is not None:
+            tokens.use_join(session, joined.join_id)
+    if joined is not None:
+        ctx.auth.remember(joined.credential)
     ctx.reports.written(name, same, fingerprint, drained)
     ctx.wake_scheduler()
     return RegisterResponse(node=name, heartbeat_interval_s=ctx.settings.nodes.heartbeat_interval_s)
