@@ -175,9 +175,10 @@ def check_register(session: Session, who: Principal, node: str, machine_id: str 
 
     Returns, for a new join, the join token's id, which the caller counts one use of with
     :func:`use_join` as the last statement of its transaction, and the node's credential row
-    (the daemon keeps it in memory: the agent's first heartbeat is checked without a read). Joins of different names run
-    side by side (a pool of thousands joins at once); two joins of one name are taken one at a
-    time (a lock on the name), so the second sees the first's credential."""
+    (the daemon keeps it in memory: the agent's first heartbeat is checked without a read).
+    Joins of different names run side by side (a pool of thousands joins at once); two joins
+    of one name are taken one at a time (a lock on the name), so the second sees the first's
+    credential."""
     if who.role == "agent":
         if who.node != node:
             raise Forbidden(f"{who} may not register node {node}", field="node")
