@@ -8,7 +8,7 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
@@ -265,3 +265,38 @@ def test_a_pass_runs_with_the_cyclic_collector_paused_and_gives_it_back_even_whe
         assert seen[-1] is False and not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_holders_are_read_whole_once_and_their_stop_flags_every_pass(pool, settings):
+    """Two L4 jobs placed by one scheduler. A later pass reads no holder's whole row again
+    (queue, priority, price never change once a job is placed), yet sees at once that one was
+    asked to stop for another job, that the other is being cancelled, and when one ended."""
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    first, second = _submit(pool, count=1), _submit(pool, count=1)
+    scheduler = Scheduler(pool.factory, settings)
+    assert sorted(scheduler.run_pass().placed) == [first, second]
+    scheduler.run_pass()  # reads them as holders for the first time
+    statements: list[str] = []
+    listen = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(pool.engine, "before_cursor_execute", listen)
+    try:
+        with pool.factory() as session:
+            holders = {h.job_id: h for h in scheduler._holders(session)}
+    finally:
+        event.remove(pool.engine, "before_cursor_execute", listen)
+    assert sorted(holders) == [first, second] and not any(h.stopping for h in holders.values())
+    assert holders[first].price_per_hour == 0.8  # the L4's price, read when the job was first seen
+    assert not [s for s in statements if "price_per_hour" in s]  # the whole rows were not read again
+    with transaction(pool.factory) as session:
+        session.get(JobModel, first).preempt_requested_at = datetime.now(timezone.utc)
+        session.get(JobModel, first).preempted_by = 99
+        session.get(JobModel, second).cancel_requested = True
+    with pool.factory() as session:
+        holders = {h.job_id: h for h in scheduler._holders(session)}
+    assert (holders[first].stopping, holders[first].preempted_for) == (True, 99)
+    assert (holders[second].stopping, holders[second].preempted_for) == (True, None)
+    assert holders[first].price_per_hour == 0.8
+    with transaction(pool.factory) as session:
+        session.get(JobModel, first).state = "preempted"
+    with pool.factory() as session:
+        assert [h.job_id for h in scheduler._holders(session)] == [second]

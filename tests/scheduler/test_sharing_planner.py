@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings as hyp_settings
+from hypothesis import strategies as st
 
-from poold.scheduler.sharing import QueueEntitlement
+from poold.scheduler.sharing import Holder, QueueEntitlement
 from tests.builders import make_node
 from tests.scheduler.sharing_cases import Site, wants
 
@@ -218,3 +220,29 @@ def test_devices_freed_by_preemption_go_to_the_job_they_were_taken_for(settings)
     site.holders = [h for h in site.holders if h.job_id != 20]
     second = site.plan(1040.0, wants(3, queue="c", count=2, submitted=1030.0), wants(1, queue="a", count=2))
     assert placed_ids(second) == [1]
+
+
+# A pass's holders, as (job id, queue, price per hour, stopping): ids 1-12, two queues.
+_holder_sets = st.lists(
+    st.dictionaries(st.integers(1, 12), st.tuples(st.sampled_from("ab"), st.sampled_from([0.8, 2.2, 4.0]), st.booleans())),
+    min_size=1, max_size=12,
+)
+
+
+@hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(passes=_holder_sets)
+def test_what_each_queue_holds_kept_from_pass_to_pass_equals_adding_it_up_afresh(settings, passes):
+    """``held_by_queue`` adds and takes away only the holders that came, went, stopped or were
+    repriced since the last pass; after every pass its sums per queue equal a fresh sum over
+    the holders not stopping."""
+    planner = Site(settings, make_node("l4").gpus(1, "L4")).planner
+    for holders in passes:
+        listed = [Holder(job_id, queue, 0, 0.0, None, True, price, stopping) for job_id, (queue, price, stopping) in holders.items()]
+        parts, held = planner.held_by_queue(listed)
+        fresh: dict[str, float] = {}
+        for h in listed:
+            assert parts[h.job_id] == {"cost": h.price_per_hour}
+            if not h.stopping:
+                fresh[h.queue] = fresh.get(h.queue, 0.0) + h.price_per_hour
+        assert {name: total["cost"] for name, total in held.items() if name in fresh} == pytest.approx(fresh)
+        assert all(abs(total["cost"]) < 1e-9 for name, total in held.items() if name not in fresh)

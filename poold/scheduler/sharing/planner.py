@@ -40,6 +40,8 @@ from poold.scheduler.sharing.preempt import Candidate, cheapest_victims
 from poold.scheduler.sharing.reserve import Phantoms, earliest_start, place_without
 
 PLACED, SKIPPED, WAITS = "placed", "skipped", "waits"
+# Passes after which the planner adds up what each queue holds from scratch (``held_by_queue``).
+RECOUNT_PASSES = 500
 
 
 class Planner:
@@ -59,6 +61,11 @@ class Planner:
         self._failures: tuple[int, dict[tuple, Unplaceable]] = (-1, {})
         self._amounts: dict[int, tuple[tuple, float, Amounts]] = {}
         self._prices: tuple[int, dict[str, float]] | None = None
+        # What the holders not stopping hold, per queue, and what each was counted with
+        # (``held_by_queue``); ``_tallies`` counts how often they were brought up to date.
+        self._held: dict[str, Amounts] = {}
+        self._counted: dict[int, tuple[str, Amounts]] = {}
+        self._tallies = 0
 
     def guaranteed_cost(self, name: str) -> float:
         """A queue's guarantee in money per hour (devices priced at the pool's mean per model or kind)."""
@@ -77,6 +84,35 @@ class Planner:
         amounts = held_amounts(self.engine.pool, holdings, holder.price_per_hour)
         self._amounts[holder.job_id] = (holdings, holder.price_per_hour, amounts)
         return amounts
+
+    def held_by_queue(self, holders: Sequence[Holder]) -> tuple[dict[int, Amounts], dict[str, Amounts]]:
+        """What each holder counts for (``amounts_of``), and what the holders not stopping hold
+        per queue (new dicts, the caller's to change).
+
+        The sums per queue are kept from pass to pass and brought up to date with the holders
+        that came, went, stopped or changed since: a pass over a pool running tens of thousands
+        of jobs does not add them all up again. They are added up from scratch every
+        ``RECOUNT_PASSES`` passes, so rounding cannot drift."""
+        self._tallies += 1
+        if self._tallies % RECOUNT_PASSES == 0:
+            self._held, self._counted = {}, {}
+        held, before = self._held, self._counted
+        parts: dict[int, Amounts] = {}
+        counted: dict[int, tuple[str, Amounts]] = {}
+        for h in holders:
+            amounts = parts[h.job_id] = self.amounts_of(h)
+            if h.stopping:
+                continue
+            counted[h.job_id] = (h.queue, amounts)
+            known = before.pop(h.job_id, None)
+            if known is None or known[1] is not amounts or known[0] != h.queue:
+                if known is not None:
+                    add(held[known[0]], known[1], -1.0)
+                add(held.setdefault(h.queue, {}), amounts)
+        for queue, amounts in before.values():  # gone, or stopping now
+            add(held[queue], amounts, -1.0)
+        self._counted = counted
+        return parts, {name: dict(total) for name, total in held.items()}
 
     def entitlement(self, name: str) -> QueueEntitlement:
         found = self.queues.get(name)
@@ -105,9 +141,6 @@ class _Pass:
         self.now = now_s
         self.waiting = list(waiting)
         self.holders = {h.job_id: h for h in holders}
-        self.by_queue: dict[str, list[Holder]] = defaultdict(list)
-        for h in holders:
-            self.by_queue[h.queue].append(h)
         self.plan = PassPlan()
         self.phantoms = Phantoms(self.engine)
         self.placed: list[Placement] = []
@@ -118,21 +151,24 @@ class _Pass:
         self.decisions = 0
         # (signature, queue, priority) for which no victims were found: fewer are left to take as the pass goes on.
         self.no_victims: set[tuple] = set()
-        self.usage: dict[str, Amounts] = defaultdict(dict)
-        self.parts: dict[int, Amounts] = {}
+        self.by_queue: dict[str, list[Holder]] = defaultdict(list)
         self.nominated: dict[int, list[int]] = defaultdict(list)
         self.taken: set[int] = set()
+        holding: set[str] = set()
         for h in holders:
-            self.parts[h.job_id] = planner.amounts_of(h)
+            self.by_queue[h.queue].append(h)
             if h.stopping:
                 self.taken.add(h.job_id)
                 if h.preempted_for is not None:
                     self.nominated[h.preempted_for].append(h.job_id)
             else:
-                add(self.usage[h.queue], self.parts[h.job_id])
+                holding.add(h.queue)
+        self.lowest = {name: min(h.priority for h in queued) for name, queued in self.by_queue.items()}
+        self.parts, usage = planner.held_by_queue(holders)
+        self.usage: dict[str, Amounts] = defaultdict(dict, usage)
         # What each queue that wants or holds anything deserves of the cost held now (guarantees,
         # then weights): a queue under it may take back what a queue over it was lent.
-        wanting = sorted({w.queue for w in waiting} | {h.queue for h in holders if not h.stopping})
+        wanting = sorted({w.queue for w in waiting} | holding)
         held = sum(self.usage[name].get(COST, 0.0) for name in wanting)
         self.deserved = entitled_costs(held, [planner.entitlement(name) for name in wanting],
                                        {name: planner.guaranteed_cost(name) for name in wanting})
@@ -314,13 +350,17 @@ class _Pass:
         under = under_guarantee_keys(self.usage[job.queue], queue) if fair else set()
         slack = self.options.share_tolerance
         short = fair and self._cost(job.queue) < self.deserved.get(job.queue, 0.0) * (1 - slack) - EPSILON
+        if not (under or short) and self.lowest.get(job.queue, job.priority) >= job.priority:
+            return False  # only lower-priority jobs of its own queue could be taken, and it has none
         candidates = []
         for h in self.holders.values() if under or short else self.by_queue.get(job.queue, ()):
+            if h.queue == job.queue and h.priority >= job.priority:
+                continue
             if h.job_id in self.taken or not h.movable or h.job_id not in self.engine.pool.holdings:
                 continue
             protected = within_guarantee(self.usage[h.queue], self.parts[h.job_id], self.planner.entitlement(h.queue))
             if h.queue == job.queue:
-                eligible = h.priority < job.priority and (h.preemptible or not protected)
+                eligible = h.preemptible or not protected
             else:
                 lent = short and self._cost(h.queue) > self.deserved.get(h.queue, 0.0) * (1 + slack) + EPSILON
                 eligible = (bool(under) or lent) and not protected
