@@ -276,15 +276,18 @@ async def _run(port: int, nodes: Nodes, args: argparse.Namespace, daemon: psutil
         storm_cpu = daemon.cpu_percent()
 
         burst, burst_ids = Phase("submit burst"), []
+        burst_cpu = sum(daemon.cpu_times()[:2])
         started_wall = time.time()
         started = time.perf_counter()
         await _bounded([_submit(client, 10**6 + i, burst, burst_ids) for i in range(args.burst_max)], 64)
         burst.seconds = time.perf_counter() - started
         await _wait_placed(client, timeout_s=60)
+        burst_cpu = sum(daemon.cpu_times()[:2]) - burst_cpu
     finally:
         await client.close()
     return {"register": register, "steady": steady, "steady_submits": steady_submits, "storm": storm, "burst": burst,
-            "submitted": submitted, "burst_ids": burst_ids, "burst_started": started_wall, "cpu": cpu, "storm_cpu": storm_cpu}
+            "submitted": submitted, "burst_ids": burst_ids, "burst_started": started_wall, "cpu": cpu, "storm_cpu": storm_cpu,
+            "burst_cpu_s": burst_cpu}
 
 
 async def _wait_placed(client: Http, timeout_s: float) -> None:
@@ -396,6 +399,9 @@ def _print_table(args: argparse.Namespace, result: dict, latencies: list[float],
         print(f"  submit to placed, {phase} submits: p50 {_quantile(values, 0.5):.0f} ms, p99 {_quantile(values, 0.99):.0f} ms")
     print(f"final burst placed at {figures['submits_per_s']} jobs/s; daemon CPU in the steady phase {figures['daemon_cpu_pct']} % (of one core)")
     print(f"daemon CPU in the storm {result['storm_cpu']:.0f} % (of one core)")
+    if result["burst_ids"]:
+        print(f"daemon CPU time in the final burst, submit to placed: {result['burst_cpu_s']:.2f} s, "
+              f"{1000 * result['burst_cpu_s'] / len(result['burst_ids']):.2f} ms a job")
     print(f"mean steady heartbeat latency {statistics.fmean(result['steady'].latencies_ms) if result['steady'].latencies_ms else 0:.1f} ms")
 
 

@@ -36,6 +36,7 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
 
     def schedule() -> None:
         if not ctx.leader.held():
+            woken.clear()
             return
         while True:
             woken.clear()
@@ -50,7 +51,10 @@ def register_jobs(scheduler: BackgroundScheduler, ctx: AppContext) -> Callable[[
             time.sleep(max(0.0, MIN_PASS_GAP_S - (time.monotonic() - started)))
 
     def wake() -> None:
-        """Run the scheduling pass now instead of at the next tick (or again once the running one ends)."""
+        """Run the scheduling pass now instead of at the next tick (or again once the running one
+        ends). A wake already pending is enough: a burst of submits moves the scheduler's timer once."""
+        if woken.is_set():
+            return
         woken.set()
         try:
             scheduler.modify_job(SCHEDULE_JOB, next_run_time=datetime.now(timezone.utc))

@@ -34,12 +34,13 @@ class AppContext:
     def build(cls, settings: Settings, factory: sessionmaker[Session]) -> "AppContext":
         """The daemon's context: one scheduler and one capacity view over ``factory``'s store
         (the scheduler is woken by ``wake_scheduler``, set by whoever runs the passes)."""
+        capacity = Capacity(factory, settings)
         return cls(
             settings=settings,
             factory=factory,
             scheduler=Scheduler(factory, settings),
-            capacity=Capacity(factory, settings),
+            capacity=capacity,
             leader=Leadership(factory.kw["bind"]),
-            submits=SubmitQueue(factory, settings.scheduler.never_fits),
+            submits=SubmitQueue(factory, settings.scheduler.never_fits, capacity),
             auth=Authenticator(factory, settings.auth.cache_s),
         )

@@ -23,13 +23,14 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=RetryingRoute)
 
 
 @router.post("", response_model=JobOut, status_code=201, responses=responses(400, 422))
-def submit(body: SubmitRequest, request: Request, who: Person) -> Response:
+async def submit(body: SubmitRequest, request: Request, who: Person) -> Response:
     """Submit a job owned by the caller. Answered as a ``JobOut`` (written here rather than
-    through the response model: bursts of submits come thousands at a time)."""
+    through the response model: bursts of submits come thousands at a time). The job is judged
+    and stored by the intake's writer thread with the others arriving now (``poold.api.intake``);
+    the request awaits it on the event loop."""
     ctx: AppContext = request.app.state.ctx
     access.check_run_as(who, body.spec.user, ctx.settings.auth)
-    verdict = ctx.capacity.never_fits(PlacementRequest.from_spec(0, body.spec))
-    out = ctx.submits.submit(body.spec, verdict.rejections if verdict else None, who.user)  # stored with the others arriving now
+    out = await ctx.submits.submit(body.spec, who.user)
     ctx.wake_scheduler()
     return Response(content=out.model_dump_json(), status_code=201, media_type="application/json")
 
