@@ -69,22 +69,27 @@ class Authenticator:
             self._known[row.id] = (row, self.clock())
 
     def revalidate(self) -> None:
-        """Read every token in memory again from the store (revoked, expired or gone since)."""
+        """Ask the store which tokens in memory are still unrevoked, and keep those for another
+        ``cache_s``; the others (revoked elsewhere, or gone) are dropped, so their next use
+        reads the store and fails. Of a token's row only ``revoked_at`` ever changes (expiry
+        is checked at each use from the row kept), so only ids are read: at 5,000 nodes this
+        runs every few seconds."""
         with self._lock:
             known = list(self._known)
         for start in range(0, len(known), REVALIDATE_CHUNK):
             chunk = known[start : start + REVALIDATE_CHUNK]
             read_at = self.clock()
             with reading(self.factory) as session:
-                rows = {row.id: row for row in session.scalars(select(TokenModel).where(TokenModel.id.in_(chunk)))}
+                valid = set(session.scalars(select(TokenModel.id).where(TokenModel.id.in_(chunk), TokenModel.revoked_at.is_(None))))
             with self._lock:
                 for token_id in chunk:
-                    if token_id not in self._known:
-                        continue  # forgotten meanwhile (revoked here): a row read before that must not bring it back
-                    if token_id in rows:
-                        self._known[token_id] = (rows[token_id], read_at)
+                    kept = self._known.get(token_id)
+                    if kept is None:
+                        continue  # forgotten meanwhile (revoked here): it must not come back
+                    if token_id in valid:
+                        self._known[token_id] = (kept[0], read_at)
                     else:
-                        del self._known[token_id]  # deleted: its next use reads the store and fails
+                        del self._known[token_id]
 
     def forget(self, token_id: str) -> None:
         """Drop a token (revoked here): its next use is checked in the store."""

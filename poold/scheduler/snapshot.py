@@ -1,10 +1,15 @@
 """The store's pool as the engine sees it: the columnar pool, kept up to date by node generation.
 
-Each pass asks the store for every node's ``generation`` (one small query) and reloads only
-the nodes whose generation moved since it last read them: their row, their present devices,
-and the sums of their active allocations. A heartbeat that changes nothing placement reads
-leaves the generation alone and costs the snapshot nothing. Generations are read before the
-rows they cover, so a change racing with the reload is seen again on the next pass.
+Each pass first asks the store for a digest of the nodes' generations (how many nodes, the
+sum of their generations, the highest id: one row). Generations only grow and nodes are never
+deleted through poold, so a digest equal to that of the generations this snapshot holds
+means nothing changed, and the pass reads nothing more: this is the usual case on a busy
+pool, where the pass's own commits move generations it already holds (``committed``).
+Otherwise it reads every node's ``generation`` and reloads only the nodes whose generation
+moved since it last read them: their row, their present devices, and the sums of their
+active allocations. A heartbeat that changes nothing placement reads leaves the generation
+alone and costs the snapshot nothing. Generations are read before the rows they cover, so a
+change racing with the reload is seen again on the next pass.
 """
 
 from __future__ import annotations
@@ -122,9 +127,13 @@ class StoreSnapshot:
         """Reload the nodes that changed in the store; returns how many were reloaded. A node
         whose rows cannot be read is taken out of the pool (``set_aside``) until it changes."""
         # The pool at its best ignores what nodes hold: it follows the layout generation.
-        # Every pass reads every node's generation: as plain tuples, half the time of an ORM select.
         column = "layout_generation" if self.capacity_only else "generation"
-        current = dict(session.connection().exec_driver_sql(f"SELECT id, {column} FROM nodes").fetchall())
+        connection = session.connection()
+        digest = tuple(connection.exec_driver_sql(f"SELECT count(*), coalesce(sum({column}), 0), coalesce(max(id), 0) FROM nodes").one())
+        if digest == self._digest():
+            return 0
+        # Plain tuples: half the time of an ORM select.
+        current = dict(connection.exec_driver_sql(f"SELECT id, {column} FROM nodes").fetchall())
         for node_id in set(self.generations) - set(current):
             self.pool.remove_node(node_id)
             del self.generations[node_id]
@@ -136,6 +145,10 @@ class StoreSnapshot:
             for node_id in chunk:
                 self.generations[node_id] = current[node_id]
         return len(stale)
+
+    def _digest(self) -> tuple[int, int, int]:
+        """The store's digest (``refresh``) if it holds exactly the generations this snapshot holds."""
+        return len(self.generations), sum(self.generations.values()), max(self.generations, default=0)
 
     def committed(self, generations: dict[int, tuple[int, int]]) -> None:
         """The pass committed placements it already holds in the pool, moving these nodes'

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from sqlalchemy import event
+
 from poold.db.session import transaction
 from poold.scheduler.loop import Scheduler
 from poold.scheduler.snapshot import StoreSnapshot
@@ -124,3 +126,33 @@ def test_a_reloaded_node_knows_what_each_job_holds_there(pool, settings):
     assert p.node_cpu_held[slot] == 0.0 and p.node_mem_held[slot] == 0
     assert p.dev_free[list(p.devices_of(slot))].tolist() == [1.0, 1.0]
     assert p.holdings == {}
+
+
+def test_when_the_digest_of_generations_is_unchanged_a_refresh_reads_no_node(pool, settings):
+    """A refresh reads one row (how many nodes, their generations' sum, the highest id) and
+    stops there while the store holds the generations the snapshot holds, also after the
+    pass's own commits; a change elsewhere, or a new node, is read and reloaded."""
+    with transaction(pool.factory) as session:
+        make_node("a").gpus(2, "A100", nvlink=12).register(session)
+        make_node("b").gpus(2, "A100", nvlink=12).register(session)
+        jobs.submit(session, job(count=1))
+    scheduler = Scheduler(pool.factory, settings)
+    assert len(scheduler.run_pass().placed) == 1
+    statements: list[str] = []
+    listen = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(pool.engine, "before_cursor_execute", listen)
+    try:
+        assert _refresh(pool, scheduler.snapshot) == 0
+        assert [s for s in statements if "FROM nodes" in s] == [
+            "SELECT count(*), coalesce(sum(generation), 0), coalesce(max(id), 0) FROM nodes"]
+        with transaction(pool.factory) as session:
+            nodes.set_drained(session, "b", True)
+        statements.clear()
+        assert _refresh(pool, scheduler.snapshot) == 1
+        assert "SELECT id, generation FROM nodes" in statements
+    finally:
+        event.remove(pool.engine, "before_cursor_execute", listen)
+    with transaction(pool.factory) as session:
+        make_node("c").gpus(1, "L4").register(session)
+    assert _refresh(pool, scheduler.snapshot) == 1
+    assert sorted(scheduler.snapshot.pool.node_name[:3]) == ["a", "b", "c"]
