@@ -90,7 +90,7 @@ def scale_command(args: argparse.Namespace) -> int:
     figures = result.as_json()
     print(f"one scheduling pass on {result.db}: {result.nodes} nodes, {result.gpus} GPUs about half held, {result.pending} pending")
     rows = [
-        ("snapshot load (once per daemon start)", f"{result.load_seconds:.2f} s"),
+        ("daemon start: pool loaded, one pass with nothing pending", f"{result.load_seconds:.2f} s"),
         ("pass: decide and commit", f"{result.pass_seconds:.2f} s"),
         ("placed", f"{result.placed}"),
         ("placements per second", f"{result.placements_per_s:,.0f}"),

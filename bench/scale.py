@@ -2,11 +2,13 @@
 
 The store gets ``nodes`` nodes of ``gpus_per_node`` H100-like GPUs (NVLink between all GPUs of
 a node, two NUMA halves, 128 cores, 1 TiB), about half of the GPUs held by running jobs of
-mixed shapes, and ``pending`` pending jobs of mixed shapes (whole GPUs, shares, gangs of 2, 4
-and 8, CPU-only). Rows are written in bulk; that set-up is not timed. Then the daemon's own
-:class:`~poold.scheduler.loop.Scheduler` loads the pool (timed apart: a running daemon keeps
-it loaded) and runs one pass: decide every pending job and commit the placements in batches.
-The pass is timed, and afterwards the store is checked: no device and no node over capacity.
+mixed shapes. Rows are written in bulk; that set-up is not timed. Then the daemon's own
+:class:`~poold.scheduler.loop.Scheduler` loads the pool and runs a pass with nothing pending,
+as a daemon that was running before the burst (timed apart: ``snapshot_load_seconds``).
+``pending`` pending jobs of mixed shapes (whole GPUs, shares, gangs of 2, 4 and 8, CPU-only)
+are then written to the store, as if just submitted, and the next pass is timed: read and
+parse them, decide every one and commit the placements in batches. Afterwards the store is
+checked: no device and no node over capacity.
 """
 
 from __future__ import annotations
@@ -77,6 +79,12 @@ def _spec(resources: dict, index: int) -> dict:
 def _populate(engine, nodes: int, gpus_per_node: int, pending: int, seed: int) -> None:
     """Nodes, devices, running jobs holding about half the GPUs, and the pending jobs, in bulk."""
     rng = random.Random(seed)
+    last_job = _populate_running(engine, nodes, gpus_per_node, rng)
+    _populate_pending(engine, pending, rng, first_id=last_job + 1)
+
+
+def _populate_running(engine, nodes: int, gpus_per_node: int, rng: random.Random) -> int:
+    """Nodes, devices and running jobs holding about half the GPUs, in bulk; the last job id."""
     now = utcnow()
     weights = [w for w, _ in SHAPES]
     specs = [_spec(resources, i) for i, (_, resources) in enumerate(SHAPES)]
@@ -131,17 +139,26 @@ def _populate(engine, nodes: int, gpus_per_node: int, pending: int, seed: int) -
                     allocations.append({"job_id": job_id, "node_id": n + 1, "device_id": n * gpus_per_node + g + 1, "share": share,
                                         "memory_mib": int(GPU_MEMORY_MIB * share), "cpu_cores": 0.0, "host_memory_mib": 0,
                                         "price_per_hour": 0.0, "created_at": now})
-        waiting = []
-        for index in range(pending):
-            job_id += 1
-            spec = specs[rng.choices(range(len(SHAPES)), weights)[0]]
-            waiting.append({"id": job_id, "name": f"pending-{job_id}", "queue_name": "default", "priority": 0, "state": "pending",
-                         "spec": spec, "cancel_requested": False, "submitted_at": now, "reason": "waiting for the scheduler"})
-        for rows in (jobs, waiting):
-            for start in range(0, len(rows), 5000):
-                connection.execute(JobModel.__table__.insert(), rows[start : start + 5000])
+        for start in range(0, len(jobs), 5000):
+            connection.execute(JobModel.__table__.insert(), jobs[start : start + 5000])
         for start in range(0, len(allocations), 5000):
             connection.execute(AllocationModel.__table__.insert(), allocations[start : start + 5000])
+    return job_id
+
+
+def _populate_pending(engine, pending: int, rng: random.Random, first_id: int) -> None:
+    """``pending`` pending jobs of the mixed shapes, ids from ``first_id``, in bulk."""
+    now = utcnow()
+    weights = [w for w, _ in SHAPES]
+    specs = [_spec(resources, i) for i, (_, resources) in enumerate(SHAPES)]
+    waiting = []
+    for job_id in range(first_id, first_id + pending):
+        spec = specs[rng.choices(range(len(SHAPES)), weights)[0]]
+        waiting.append({"id": job_id, "name": f"pending-{job_id}", "queue_name": "default", "priority": 0, "state": "pending",
+                        "spec": spec, "cancel_requested": False, "submitted_at": now, "reason": "waiting for the scheduler"})
+    with engine.begin() as connection:
+        for start in range(0, len(waiting), 5000):
+            connection.execute(JobModel.__table__.insert(), waiting[start : start + 5000])
 
 
 def _violations(factory) -> list[str]:
@@ -151,15 +168,16 @@ def _violations(factory) -> list[str]:
 
 def run_scale(nodes: int, gpus_per_node: int, pending: int, db: str | None, seed: int = 1) -> ScaleResult:
     with throwaway_store(db, "scale") as (engine, backend):
-        _populate(engine, nodes, gpus_per_node, pending, seed)
+        rng = random.Random(seed)
+        last_job = _populate_running(engine, nodes, gpus_per_node, rng)
         factory = make_sessionmaker(engine)
         settings = Settings(state_dir=Path("/nonexistent"), database_url=str(engine.url))
         settings.scheduler.max_jobs_per_pass = max(settings.scheduler.max_jobs_per_pass, pending)
         scheduler = Scheduler(factory, settings, seed=seed)
         started = time.perf_counter()
-        with factory() as session:
-            scheduler.refresh(session)
+        scheduler.run_pass()  # the daemon running before the burst: the pool and the jobs holding it loaded
         loaded = time.perf_counter() - started
+        _populate_pending(engine, pending, rng, first_id=last_job + 1)
         started = time.perf_counter()
         result = scheduler.run_pass()
         elapsed = time.perf_counter() - started

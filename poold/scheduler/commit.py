@@ -7,11 +7,15 @@ A batch
 1. claims its jobs with ``SELECT … FOR UPDATE SKIP LOCKED`` (still pending, not being
    cancelled): a job another daemon is committing right now is skipped, not waited for;
 2. locks the nodes, then the devices, it places on;
-3. sums what active allocations hold on them (device share and memory, node CPU cores and
+3. knows what active allocations hold on them (device share and memory, node CPU cores and
    host memory) and walks the placements in order, keeping each one only if the whole
    resource vector still fits: device share ≤ 1, device memory booked ≤ total and the memory
    the job needs free after what is booked and what runs outside poold (when counted), node
-   CPU and host memory ≤ the node's; every device present, healthy, not quarantined, not being scrubbed;
+   CPU and host memory ≤ the node's; every device present, healthy, not quarantined, not
+   being scrubbed. What is held is summed from the allocation rows, except on a node whose
+   generation under lock is the one the pass read it at (``NodeHeld``): every change to what
+   a node holds moves its generation in the same transaction, so the pass's own account of
+   it is the store's, and two queries a batch are saved;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events (their ``data`` the placement's score
    breakdown, ``Placement.breakdown``, which ``poold why`` shows), and moves the nodes' generation.
@@ -80,6 +84,18 @@ class GangProposal:
     breakdown: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class NodeHeld:
+    """What the store holds on one node as the pass knows it, valid while the node's store
+    generation is ``generation``: its CPU cores and host memory, and (share, memory MiB) on
+    the devices a batch claims, by device id."""
+
+    generation: int
+    cpu_cores: float
+    host_memory_mib: int
+    devices: dict[int, tuple[float, int]]
+
+
 @dataclass
 class Committed:
     """What a batch wrote: the jobs placed, the ones that lost their race, and the generation
@@ -91,8 +107,10 @@ class Committed:
     generations: dict[int, tuple[int, int]]  # node id -> (generation under lock, after)
 
 
-def commit(factory: sessionmaker[Session], proposals: list[Proposal | GangProposal], count_outside_memory: bool = True) -> Committed:
-    """Write ``proposals`` in one transaction; a gang whole or not at all."""
+def commit(factory: sessionmaker[Session], proposals: list[Proposal | GangProposal], count_outside_memory: bool = True,
+           known: dict[int, NodeHeld] | None = None) -> Committed:
+    """Write ``proposals`` in one transaction; a gang whole or not at all. ``known``: what
+    the caller knows the store holds on some of the nodes, by node id (see the module docstring)."""
     if not proposals:
         return Committed([], [], {})
     with transaction(factory) as session:
@@ -100,7 +118,7 @@ def commit(factory: sessionmaker[Session], proposals: list[Proposal | GangPropos
         wanted = [p for p in proposals if p.job_id in claimed]
         nodes = _lock(session, _NODE_COLUMNS, {part.node_id for p in wanted for part in parts_of(p)})
         devices = _lock(session, _DEVICE_COLUMNS, {d.device_id for p in wanted for part in parts_of(p) for d in part.devices})
-        ledger = _Ledger(session, nodes, devices, count_outside_memory)
+        ledger = _Ledger(session, nodes, devices, count_outside_memory, known or {})
         accepted = [p for p in wanted if ledger.take_all(parts_of(p))]
         generations = _write(session, [p for p in accepted if isinstance(p, Proposal)], nodes)
         for gang in (p for p in accepted if isinstance(p, GangProposal)):
@@ -147,24 +165,36 @@ def _lock(session: Session, columns: tuple, ids: set[int]) -> dict:
 class _Ledger:
     """What is held on the locked nodes and devices, updated as placements are accepted."""
 
-    def __init__(self, session: Session, nodes: dict[int, Row], devices: dict[int, Row], count_outside: bool):
+    def __init__(self, session: Session, nodes: dict[int, Row], devices: dict[int, Row], count_outside: bool,
+                 known: dict[int, NodeHeld]):
         self.nodes, self.devices, self.count_outside = nodes, devices, count_outside
-        active = AllocationModel.released_at.is_(None)
         self.share: dict[int, float] = {}
         self.memory: dict[int, int] = {}
-        if devices:
+        self.cpu: dict[int, float] = {}
+        self.host_memory: dict[int, int] = {}
+        current = {node_id: known[node_id] for node_id, row in nodes.items() if node_id in known and known[node_id].generation == row.generation}
+        for node_id, held in current.items():
+            self.cpu[node_id], self.host_memory[node_id] = held.cpu_cores, held.host_memory_mib
+        unknown = []
+        for device_id, row in devices.items():
+            held = current.get(row.node_id)
+            if held is not None and device_id in held.devices:
+                self.share[device_id], self.memory[device_id] = held.devices[device_id]
+            else:
+                unknown.append(device_id)
+        active = AllocationModel.released_at.is_(None)
+        if unknown:
             for device_id, share, memory in session.execute(
                 select(AllocationModel.device_id, func.sum(AllocationModel.share), func.sum(AllocationModel.memory_mib))
-                .where(AllocationModel.device_id.in_(sorted(devices)), active)
+                .where(AllocationModel.device_id.in_(sorted(unknown)), active)
                 .group_by(AllocationModel.device_id)
             ):
                 self.share[device_id], self.memory[device_id] = float(share or 0.0), int(memory or 0)
-        self.cpu: dict[int, float] = {}
-        self.host_memory: dict[int, int] = {}
-        if nodes:
+        unknown = sorted(set(nodes) - set(current))
+        if unknown:
             for node_id, cpu, memory in session.execute(
                 select(AllocationModel.node_id, func.sum(AllocationModel.cpu_cores), func.sum(AllocationModel.host_memory_mib))
-                .where(AllocationModel.node_id.in_(sorted(nodes)), AllocationModel.device_id.is_(None), active)
+                .where(AllocationModel.node_id.in_(unknown), AllocationModel.device_id.is_(None), active)
                 .group_by(AllocationModel.node_id)
             ):
                 self.cpu[node_id], self.host_memory[node_id] = float(cpu or 0.0), int(memory or 0)

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from poold.db.models import EventModel, JobModel, QueueModel, utcnow
 from poold.db.session import is_retryable, transaction
-from poold.scheduler.commit import DeviceClaim, GangProposal, Proposal, commit
+from poold.scheduler.commit import DeviceClaim, GangProposal, NodeHeld, Proposal, commit, parts_of
 from poold.scheduler.engine import Engine, Placement
 from poold.scheduler.framework import EngineOptions
 from poold.scheduler.mix import JobMix
@@ -120,7 +120,7 @@ class Scheduler:
         self.mix = JobMix(half_life_jobs=settings.scheduler.mix_half_life_jobs)
         self.engine = Engine(self.snapshot.pool, stack or build_stack(), engine_options(settings, seed), self.mix)
         self.planner = Planner(self.engine, {}, sharing_options(settings))
-        self.last_plan = PassPlan()
+        self.last_plan = PassPlan()  # the last pass's, less its placements (committed by then)
         # The pool's layout when ``last_plan`` was made: its reservations name device slots of it.
         self.last_plan_layout = self.engine.pool.layout
         self.lock = threading.RLock()
@@ -195,7 +195,9 @@ class Scheduler:
         waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
         self._forget({job.job_id for job in waiting}, {holder.job_id for holder in holders})
         plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
-        self.last_plan, self.last_plan_layout = plan, self.engine.pool.layout
+        # Kept without its placements: they are committed below, and kept they would hold every
+        # decision's objects (candidates, score breakdowns) until the next pass.
+        self.last_plan, self.last_plan_layout = replace(plan, placements=[]), self.engine.pool.layout
         reasons = dict(plan.waiting)
         for job_id, exc in plan.failed.items():
             reasons[job_id] = self._engine_failed(job_id, exc)
@@ -320,9 +322,9 @@ class Scheduler:
                                                movable=node is not None)
 
     def _terms_of(self, session: Session, job_ids: list[int]) -> dict[int, tuple[float | None, bool]]:
-        """Each job's ``max_runtime`` and ``preemptible`` from its job file, read from the
-        store once per job (a job file never changes): a pool with tens of thousands of jobs
-        running does not read them all again every pass."""
+        """Each job's ``max_runtime`` and ``preemptible`` from its job file, read once per job
+        (a job file never changes; a new job's are taken from its file when the job mix reads
+        it): a pool with tens of thousands of jobs running does not read them all again every pass."""
         missing = [job_id for job_id in job_ids if job_id not in self._terms]
         for chunk in chunks(missing):
             query = select(JobModel.id, JobModel.spec["max_runtime"], JobModel.spec["preemptible"]).where(JobModel.id.in_(chunk))
@@ -345,6 +347,8 @@ class Scheduler:
         else:
             rows = list(session.execute(query.where(JobModel.id > self._mix_watermark).order_by(JobModel.id).limit(50000)))
         for job_id, spec in rows:
+            if isinstance(spec, dict):  # its terms as ``_terms_of`` reads them, while the file is here
+                self._terms[job_id] = (_number(spec.get("max_runtime")), spec.get("preemptible") is not False)
             try:
                 self.mix.observe(self.request_of(job_id, spec))
             except UnreadableJob:
@@ -383,10 +387,11 @@ class Scheduler:
         if not batch:
             return
         proposals = [proposal for _, proposal in batch]
+        known = self._held_before(proposals)
         try:
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    written = commit(self.factory, proposals, self.settings.scheduler.count_outside_memory)
+                    written = commit(self.factory, proposals, self.settings.scheduler.count_outside_memory, known)
                     break
                 except Exception as exc:
                     if not is_retryable(exc) or attempt + 1 == COMMIT_ATTEMPTS:
@@ -401,6 +406,38 @@ class Scheduler:
         for job_id in written.lost:
             self.engine.pool.release(job_id)
         self.snapshot.committed(written.generations)
+
+    def _held_before(self, proposals: list[Proposal | GangProposal]) -> dict[int, NodeHeld]:
+        """What the store holds on the batch's nodes as this pass knows it (``commit.NodeHeld``):
+        the pool, which holds the batch already, less the batch; each node at the store
+        generation the snapshot holds it at (the commit uses it only if the node is still there)."""
+        pool, generations = self.engine.pool, self.snapshot.generations
+        by_node: dict[int, list[Proposal]] = {}
+        for proposal in proposals:
+            for part in parts_of(proposal):
+                by_node.setdefault(part.node_id, []).append(part)
+        known: dict[int, NodeHeld] = {}
+        for node_id, parts in by_node.items():
+            slot = pool.node_by_id.get(node_id)
+            if slot is None or node_id not in generations:
+                continue
+            claimed: dict[int, tuple[float, int]] = {}
+            for part in parts:
+                for claim in part.devices:
+                    share, booked = claimed.get(claim.device_id, (0.0, 0))
+                    claimed[claim.device_id] = (share + claim.share, booked + claim.memory_mib)
+            devices = {}
+            for device_id, (share, booked) in claimed.items():
+                device = pool.device_by_id.get(device_id)
+                if device is not None:  # else read from the store
+                    devices[device_id] = (1.0 - float(pool.dev_free[device]) - share, int(pool.dev_mem_held[device]) - booked)
+            known[node_id] = NodeHeld(
+                generation=generations[node_id],
+                cpu_cores=float(pool.node_cpu_held[slot]) - sum(part.cpu_cores for part in parts),
+                host_memory_mib=int(pool.node_mem_held[slot]) - sum(part.host_memory_mib for part in parts),
+                devices=devices,
+            )
+        return known
 
     def _record_waiting(self, reasons: dict[int, str]) -> None:
         """Store why each job waits, and write a ``job.waiting`` event only when the kind of
