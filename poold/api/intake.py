@@ -66,7 +66,12 @@ class SubmitQueue:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            _answer(batch, self._write(batch))
+            try:
+                outcomes = self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - every request waiting gets an answer, and the writer goes on
+                log.exception("a batch of %d submits could not be written", len(batch))
+                outcomes = [exc] * len(batch)
+            _answer(batch, outcomes)
 
     def _write(self, batch: list[Waiting]) -> list[JobOut | BaseException]:
         """Each submit's answer: its stored job, its refusal, or the error that failed them all."""

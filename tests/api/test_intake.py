@@ -76,3 +76,20 @@ def test_a_request_that_went_away_does_not_stop_the_others(pool, settings):
         assert sorted(session.scalars(select(JobModel.name))) == ["gone", "kept"]
     with pytest.raises(Invalid):
         asyncio.run(submits.submit(_spec("bad", "nowhere")))
+
+
+def test_an_unexpected_error_in_the_writer_answers_its_batch_and_the_writer_goes_on(pool, settings, monkeypatch):
+    submits = SubmitQueue(pool.factory, "refuse", Capacity(pool.factory, settings))
+    write = submits._write
+    failures = iter([RuntimeError("writer broke")])
+
+    def once(batch):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return write(batch)
+
+    monkeypatch.setattr(submits, "_write", once)
+    with pytest.raises(RuntimeError, match="writer broke"):
+        asyncio.run(submits.submit(_spec("first")))
+    assert asyncio.run(submits.submit(_spec("second"))).name == "second"
