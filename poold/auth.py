@@ -24,6 +24,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.db.ids import among
 from poold.db.models import TokenModel
 from poold.db.session import reading
 from poold.services import Unauthorized, tokens
@@ -80,7 +81,7 @@ class Authenticator:
             chunk = known[start : start + REVALIDATE_CHUNK]
             read_at = self.clock()
             with reading(self.factory) as session:
-                valid = set(session.scalars(select(TokenModel.id).where(TokenModel.id.in_(chunk), TokenModel.revoked_at.is_(None))))
+                valid = set(session.scalars(select(TokenModel.id).where(among(TokenModel.id, chunk), TokenModel.revoked_at.is_(None))))
             with self._lock:
                 for token_id in chunk:
                     kept = self._known.get(token_id)

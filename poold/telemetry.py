@@ -40,6 +40,7 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from poold.db.ids import among
 from poold.db.models import NodeModel, utcnow
 from poold.services.nodes import DEVICE_USAGE, HOST_USAGE, OUTSIDE_MEMORY_STEP_MIB
 from poold_wire.bounds import INT64_MAX
@@ -116,9 +117,9 @@ class NodeReports:
         for start in range(0, len(names), 1000):
             chunk = names[start : start + 1000]
             session.execute(
-                update(NodeModel).where(NodeModel.name.in_(chunk), NodeModel.state == "ready").values(last_heartbeat_at=now)
+                update(NodeModel).where(among(NodeModel.name, chunk), NodeModel.state == "ready").values(last_heartbeat_at=now)
             )
-            query = select(NodeModel.name, NodeModel.state, NodeModel.drained, NodeModel.report_fingerprint).where(NodeModel.name.in_(chunk))
+            query = select(NodeModel.name, NodeModel.state, NodeModel.drained, NodeModel.report_fingerprint).where(among(NodeModel.name, chunk))
             current.update({name: rest for name, *rest in session.execute(query)})
         with self._lock:
             for name in names:

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.db.ids import among
 from poold.db.models import AllocationModel, DeviceModel, EventModel, JobModel, NodeModel, in_service, utcnow
 from poold.db.session import transaction
 from poold.scheduler.pool import EPSILON
@@ -138,7 +139,7 @@ def parts_of(proposal: Proposal | GangProposal) -> tuple[Proposal, ...]:
 def _claim(session: Session, job_ids: list[int]) -> set[int]:
     query = (
         select(JobModel.id)
-        .where(JobModel.id.in_(job_ids), JobModel.state == "pending", JobModel.cancel_requested.is_(False))
+        .where(among(JobModel.id, job_ids), JobModel.state == "pending", JobModel.cancel_requested.is_(False))
         .order_by(JobModel.id)
         .with_for_update(skip_locked=True)
     )
@@ -158,7 +159,7 @@ def _lock(session: Session, columns: tuple, ids: set[int]) -> dict:
     if not ids:
         return {}
     key = columns[0]
-    rows = session.execute(select(*columns).where(key.in_(sorted(ids))).order_by(key).with_for_update())
+    rows = session.execute(select(*columns).where(among(key, sorted(ids))).order_by(key).with_for_update())
     return {row.id: row for row in rows}
 
 
@@ -186,7 +187,7 @@ class _Ledger:
         if unknown:
             for device_id, share, memory in session.execute(
                 select(AllocationModel.device_id, func.sum(AllocationModel.share), func.sum(AllocationModel.memory_mib))
-                .where(AllocationModel.device_id.in_(sorted(unknown)), active)
+                .where(among(AllocationModel.device_id, sorted(unknown)), active)
                 .group_by(AllocationModel.device_id)
             ):
                 self.share[device_id], self.memory[device_id] = float(share or 0.0), int(memory or 0)
@@ -194,7 +195,7 @@ class _Ledger:
         if unknown:
             for node_id, cpu, memory in session.execute(
                 select(AllocationModel.node_id, func.sum(AllocationModel.cpu_cores), func.sum(AllocationModel.host_memory_mib))
-                .where(AllocationModel.node_id.in_(unknown), AllocationModel.device_id.is_(None), active)
+                .where(among(AllocationModel.node_id, unknown), AllocationModel.device_id.is_(None), active)
                 .group_by(AllocationModel.node_id)
             ):
                 self.cpu[node_id], self.host_memory[node_id] = float(cpu or 0.0), int(memory or 0)
@@ -259,7 +260,7 @@ def allocation_rows(job_id: int, p: Proposal, now) -> list[dict]:
 def move_generations(session: Session, node_ids: set[int], nodes: dict[int, Row]) -> dict[int, tuple[int, int]]:
     """Move the nodes' generation; node id -> (generation under lock, after)."""
     moved = session.execute(
-        update(NodeModel).where(NodeModel.id.in_(sorted(node_ids)))
+        update(NodeModel).where(among(NodeModel.id, sorted(node_ids)))
         .values(generation=NodeModel.generation + 1).returning(NodeModel.id, NodeModel.generation)
     )
     return {node_id: (nodes[node_id].generation, generation) for node_id, generation in moved}

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from poold.db.ids import among
 from poold.db.models import EventModel, JobModel, QueueModel, utcnow
 from poold.db.session import is_retryable, transaction
 from poold.scheduler.commit import DeviceClaim, GangProposal, NodeHeld, Proposal, commit, parts_of
@@ -186,7 +187,7 @@ class Scheduler:
             self._sync_queues(session)
             pending, holders = self._pending(session), self._holders(session)
             for chunk in chunks([job.job_id for job in pending if job.job_id not in self._requests]):
-                for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(JobModel.id.in_(chunk))):
+                for job_id, spec in session.execute(select(JobModel.id, JobModel.spec).where(among(JobModel.id, chunk))):
                     try:
                         self.request_of(job_id, spec)
                     except UnreadableJob as exc:
@@ -311,7 +312,7 @@ class Scheduler:
         for chunk in chunks(job_ids):
             rows = session.execute(
                 select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.price_per_hour, JobModel.node_id)
-                .where(JobModel.id.in_(chunk), JobModel.placed_at.is_not(None))
+                .where(among(JobModel.id, chunk), JobModel.placed_at.is_not(None))
             ).all()
             terms = self._terms_of(session, [row[0] for row in rows])
             # A gang is one holder, the job as submitted (no node of its own): its parts'
@@ -327,7 +328,7 @@ class Scheduler:
         it): a pool with tens of thousands of jobs running does not read them all again every pass."""
         missing = [job_id for job_id in job_ids if job_id not in self._terms]
         for chunk in chunks(missing):
-            query = select(JobModel.id, JobModel.spec["max_runtime"], JobModel.spec["preemptible"]).where(JobModel.id.in_(chunk))
+            query = select(JobModel.id, JobModel.spec["max_runtime"], JobModel.spec["preemptible"]).where(among(JobModel.id, chunk))
             for job_id, max_runtime, preemptible in session.execute(query):
                 self._terms[job_id] = (_number(max_runtime), preemptible is not False)
         return {job_id: self._terms.get(job_id, (None, True)) for job_id in job_ids}
@@ -448,7 +449,7 @@ class Scheduler:
             return
         with transaction(self.factory) as session:
             for chunk in chunks(list(reasons)):
-                query = select(JobModel.id, JobModel.reason).where(JobModel.id.in_(chunk), JobModel.state == "pending")
+                query = select(JobModel.id, JobModel.reason).where(among(JobModel.id, chunk), JobModel.state == "pending")
                 stored = {job_id: reason for job_id, reason in session.execute(query)}
                 changed = [job_id for job_id, reason in stored.items() if reason != reasons[job_id]]
                 if not changed:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from poold.db.ids import among
 from poold.db.models import AllocationModel, DeviceModel, JobModel, NodeModel
 from poold.scheduler.pool import ColumnarPool, DeviceSpec, DeviceState, Holding, NodeSpec
 from poold.services import quarantine, scrub
@@ -160,9 +161,9 @@ class StoreSnapshot:
 
     def _reload(self, session: Session, node_ids: Iterable[int]) -> None:
         node_ids = list(node_ids)
-        nodes = session.scalars(select(NodeModel).where(NodeModel.id.in_(node_ids))).all()
+        nodes = session.scalars(select(NodeModel).where(among(NodeModel.id, node_ids))).all()
         devices: dict[int, list[DeviceModel]] = {node_id: [] for node_id in node_ids}
-        for device in session.scalars(select(DeviceModel).where(DeviceModel.node_id.in_(node_ids), DeviceModel.present.is_(True))):
+        for device in session.scalars(select(DeviceModel).where(among(DeviceModel.node_id, node_ids), DeviceModel.present.is_(True))):
             devices[device.node_id].append(device)
         held = _Held()
         if not self.capacity_only:
@@ -171,7 +172,7 @@ class StoreSnapshot:
             columns = (holder, AllocationModel.node_id, AllocationModel.device_id, AllocationModel.share,
                        AllocationModel.memory_mib, AllocationModel.cpu_cores, AllocationModel.host_memory_mib)
             query = (select(*columns).join(JobModel, JobModel.id == AllocationModel.job_id)
-                     .where(AllocationModel.node_id.in_(node_ids), AllocationModel.released_at.is_(None)))
+                     .where(among(AllocationModel.node_id, node_ids), AllocationModel.released_at.is_(None)))
             for row in session.execute(query):
                 held.add(*row)
         for node in nodes:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from poold.db.ids import among
 from poold.db.models import AllocationModel, DeviceModel, NodeModel, utcnow
 from poold.services import Conflict, NotFound, ServiceError, events, quarantine
 from poold.settings import NodeSettings
@@ -50,7 +51,7 @@ def check_protocol(version: int) -> None:
 def touch(session: Session, node_ids: list[int] | set[int]) -> None:
     """Move the generation of these nodes: something placement reads about them changed."""
     if node_ids:
-        session.execute(update(NodeModel).where(NodeModel.id.in_(sorted(node_ids))).values(generation=NodeModel.generation + 1))
+        session.execute(update(NodeModel).where(among(NodeModel.id, sorted(node_ids))).values(generation=NodeModel.generation + 1))
 
 
 def get_node(session: Session, name: str, *, lock: bool = False) -> NodeModel:
