@@ -88,7 +88,7 @@ def scale_command(args: argparse.Namespace) -> int:
 
     result = run_scale(args.nodes, args.gpus_per_node, args.pending, args.db)
     figures = result.as_json()
-    print(f"one scheduling pass on {result.db}: {result.nodes} nodes, {result.gpus} GPUs about half held, {result.pending} pending")
+    print(f"one scheduling pass on {result.db}: {result.nodes} nodes, {result.gpus} GPUs about half held, {result.pending} jobs just submitted")
     rows = [
         ("daemon start: pool loaded, one pass with nothing pending", f"{result.load_seconds:.2f} s"),
         ("pass: decide and commit", f"{result.pass_seconds:.2f} s"),
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     replay.set_defaults(handler=replay_command)
 
-    scale = commands.add_parser("scale", help="one scheduling pass of the daemon over a large half-full pool")
+    scale = commands.add_parser("scale", help="the pass a running daemon makes when a burst of jobs arrives, over a large half-full pool")
     scale.add_argument("--nodes", type=int, default=5000)
     scale.add_argument("--gpus-per-node", type=int, default=8)
     scale.add_argument("--pending", type=int, default=10000)

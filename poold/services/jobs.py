@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, insert, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, selectinload
 
 from poold.api.schemas import TERMINAL_STATES
@@ -54,11 +54,14 @@ def submit_many(
     stored = [job for job in results if isinstance(job, JobModel)]
     if not stored:
         return results
-    # Core inserts, one statement each for the jobs and their events: a burst of submits is
-    # one round trip, not one unit of work per job.
-    columns = ("name", "queue_name", "priority", "state", "spec", "reason", "cancel_requested", "attempt", "owner", "submitted_at")
+    # Core inserts (not the ORM's bulk path, which works each row through the mapper), one
+    # statement each for the jobs and their events: a burst of submits is one round trip, not
+    # one unit of work per job.
+    columns = ("name", "queue_name", "priority", "state", "spec", "reason", "cancel_requested", "attempt", "owner", "submitted_at",
+               "preemptions")
+    table = JobModel.__table__
     ids = session.execute(
-        insert(JobModel).returning(JobModel.id, sort_by_parameter_order=True),
+        table.insert().returning(table.c.id, sort_by_parameter_order=True),
         [{column: getattr(job, column) for column in columns} for job in stored],
     ).scalars().all()
     notes = []
@@ -68,7 +71,7 @@ def submit_many(
                       "message": f"job {job_id} ({job.name}) submitted to queue {job.queue_name}"})
         if job.reason.startswith(NEVER_FITS):
             notes.append({"at": job.submitted_at, "kind": "job.never_fits", "job_id": job_id, "node_id": None, "data": {}, "message": job.reason})
-    session.execute(insert(EventModel), notes)
+    session.execute(EventModel.__table__.insert(), notes)
     return results
 
 
