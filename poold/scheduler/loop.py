@@ -127,7 +127,8 @@ class Scheduler:
         self.lock = threading.RLock()
         self._requests: dict[int, PlacementRequest] = {}
         self._terms: dict[int, tuple[float | None, bool]] = {}
-        self._holding: dict[int, Holder] = {}  # the last pass's holders (``_holders``)
+        # The last pass's holders, with the job's ``preemptions`` count when read (``_holders``).
+        self._holding: dict[int, tuple[int, Holder]] = {}
         self._passes = 0
         self._mix_watermark: int | None = None
         # What was said about culprits set aside (nodes that cannot be read, jobs the engine
@@ -289,38 +290,43 @@ class Scheduler:
         Who holds devices is read every pass, and with it only what can change while a job
         holds them: whether it was asked to stop, and for whom. The rest of a holder (queue,
         priority, when it was placed, its price, its job file's terms) is fixed once a job is
-        placed, so it is read once per job: a pass over a pool running tens of thousands of
-        jobs does not read and convert all their rows again."""
+        placed (until it is preempted and placed again: its ``preemptions`` count tells), so
+        it is read once per placement: a pass over a pool running tens of thousands of jobs
+        does not read and convert all their rows again."""
         rows = session.execute(
-            select(JobModel.id, JobModel.preempt_requested_at.is_not(None), JobModel.cancel_requested, JobModel.preempted_by)
+            select(JobModel.id, JobModel.preemptions, JobModel.preempt_requested_at.is_not(None), JobModel.cancel_requested,
+                   JobModel.preempted_by)
             .where(JobModel.state.in_(ACTIVE_STATES), JobModel.placed_at.is_not(None), JobModel.gang_of.is_(None))
         ).all()
         known = self._holding
-        self._read_holders(session, [row[0] for row in rows if row[0] not in known])
-        holders: dict[int, Holder] = {}
-        for job_id, asked, cancelling, by in rows:
-            holder = known[job_id]
+        self._read_holders(session, [job_id for job_id, preemptions, *_ in rows if known.get(job_id, (-1,))[0] != preemptions])
+        holders: dict[int, tuple[int, Holder]] = {}
+        for job_id, preemptions, asked, cancelling, by in rows:
+            if job_id not in known:  # put back to pending between the two reads: not a holder now
+                continue
+            holder = known[job_id][1]
             stopping, preempted_for = bool(asked or cancelling), by if asked else None
             if holder.stopping != stopping or holder.preempted_for != preempted_for:
                 holder = replace(holder, stopping=stopping, preempted_for=preempted_for)
-            holders[job_id] = holder
+            holders[job_id] = (preemptions, holder)
         self._holding = holders
-        return list(holders.values())
+        return [holder for _, holder in holders.values()]
 
     def _read_holders(self, session: Session, job_ids: list[int]) -> None:
         """Read into ``_holding`` the holders ``job_ids`` as placed (not stopping)."""
         for chunk in chunks(job_ids):
             rows = session.execute(
-                select(JobModel.id, JobModel.queue_name, JobModel.priority, JobModel.placed_at, JobModel.price_per_hour, JobModel.node_id)
+                select(JobModel.id, JobModel.preemptions, JobModel.queue_name, JobModel.priority, JobModel.placed_at,
+                       JobModel.price_per_hour, JobModel.node_id)
                 .where(among(JobModel.id, chunk), JobModel.placed_at.is_not(None))
             ).all()
             terms = self._terms_of(session, [row[0] for row in rows])
             # A gang is one holder, the job as submitted (no node of its own): its parts'
             # holdings are its own in the pool (``snapshot``), and its price their sum. It is
             # not a victim.
-            for job_id, queue, priority, placed, price, node in rows:
-                self._holding[job_id] = Holder(job_id, queue, priority, placed.timestamp(), *terms[job_id], price or 0.0,
-                                               movable=node is not None)
+            for job_id, preemptions, queue, priority, placed, price, node in rows:
+                holder = Holder(job_id, queue, priority, placed.timestamp(), *terms[job_id], price or 0.0, movable=node is not None)
+                self._holding[job_id] = (preemptions, holder)
 
     def _terms_of(self, session: Session, job_ids: list[int]) -> dict[int, tuple[float | None, bool]]:
         """Each job's ``max_runtime`` and ``preemptible`` from its job file, read once per job

@@ -300,3 +300,32 @@ def test_holders_are_read_whole_once_and_their_stop_flags_every_pass(pool, setti
         session.get(JobModel, first).state = "preempted"
     with pool.factory() as session:
         assert [h.job_id for h in scheduler._holders(session)] == [second]
+    # Preempted, put back to pending and placed again (the same job): read again, at its new price.
+    with transaction(pool.factory) as session:
+        again = session.get(JobModel, second)
+        again.preemptions, again.price_per_hour, again.cancel_requested = 1, 0.4, False
+    with pool.factory() as session:
+        [holder] = scheduler._holders(session)
+    assert (holder.job_id, holder.price_per_hour, holder.stopping) == (second, 0.4, False)
+
+
+def test_a_holder_put_back_to_pending_between_the_two_reads_is_left_out(pool, settings, monkeypatch):
+    """PostgreSQL reads each statement at its own snapshot (read committed): the job an agent's
+    report put back to pending after the holders were listed is left out, not a failed pass.
+    (SQLite's read transaction sees one snapshot: there both reads agree.)"""
+    _register(pool, make_node("l4").gpus(2, "L4"))
+    first, second = _submit(pool, count=1), _submit(pool, count=1)
+    scheduler = Scheduler(pool.factory, settings)
+    assert sorted(scheduler.run_pass().placed) == [first, second]
+    read = scheduler._read_holders
+
+    def requeued_meanwhile(session, job_ids):
+        with transaction(pool.factory) as other:  # an agent's report, committed between the two reads
+            job = other.get(JobModel, first)
+            job.state, job.placed_at, job.node_id, job.preemptions = "pending", None, None, 1
+        read(session, job_ids)
+
+    monkeypatch.setattr(scheduler, "_read_holders", requeued_meanwhile)
+    with pool.factory() as session:
+        listed = [h.job_id for h in scheduler._holders(session)]
+    assert listed == ([second] if pool.backend == "postgresql" else [first, second])
