@@ -196,21 +196,25 @@ class Scheduler:
         self._set_aside(unreadable)
         waiting = [replace(job, request=self._requests[job.job_id]) for job in pending if job.job_id not in unreadable]
         self._forget({job.job_id for job in waiting}, {holder.job_id for holder in holders})
-        plan = self.planner.plan(utcnow().timestamp(), waiting, holders)
+        # The placements stay held in the pool as the planner decided them; any not committed
+        # below is released.
+        plan = self.planner.plan(utcnow().timestamp(), waiting, holders, keep=True)
         # Kept without its placements: they are committed below, and kept they would hold every
         # decision's objects (candidates, score breakdowns) until the next pass.
         self.last_plan, self.last_plan_layout = replace(plan, placements=[]), self.engine.pool.layout
-        reasons = dict(plan.waiting)
-        for job_id, exc in plan.failed.items():
-            reasons[job_id] = self._engine_failed(job_id, exc)
-        batch: list[tuple[Placement, Proposal | GangProposal]] = []
-        for placement in plan.placements:
-            self.engine.apply(placement)
-            batch.append((placement, self._proposal(placement)))
-            if len(batch) >= self.settings.scheduler.batch_size:
+        placements, size, done = plan.placements, self.settings.scheduler.batch_size, 0
+        try:
+            reasons = dict(plan.waiting)
+            for job_id, exc in plan.failed.items():
+                reasons[job_id] = self._engine_failed(job_id, exc)
+            for start in range(0, len(placements), size):
+                batch = [(placement, self._proposal(placement)) for placement in placements[start : start + size]]
                 self._commit(batch, result)
-                batch = []
-        self._commit(batch, result)
+                done = start + len(batch)
+        except BaseException:
+            for placement in placements[done:]:  # decided and held in the pool, not committed
+                self.engine.pool.release(placement.request.job_id)
+            raise
         if self.observer is not None and result.placed:
             self._observe_placed(result.placed, waiting)
         self._preempt(plan.preemptions)

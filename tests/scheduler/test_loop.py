@@ -12,6 +12,7 @@ from sqlalchemy import event, func, select
 
 from poold.db.models import AllocationModel, EventModel, JobModel
 from poold.db.session import transaction
+from poold.scheduler.commit import commit
 from poold.scheduler.loop import Scheduler
 from poold.services import jobs, nodes
 from poold_wire.messages import JobEvent
@@ -247,11 +248,11 @@ def test_a_pass_runs_with_the_cyclic_collector_paused_and_gives_it_back_even_whe
     scheduler = Scheduler(pool.factory, settings)
     seen = []
     plan = scheduler.planner.plan
-    monkeypatch.setattr(scheduler.planner, "plan", lambda *args: seen.append(gc.isenabled()) or plan(*args))
+    monkeypatch.setattr(scheduler.planner, "plan", lambda *args, **kwargs: seen.append(gc.isenabled()) or plan(*args, **kwargs))
     assert scheduler.run_pass().placed
     assert seen == [False] and gc.isenabled()
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise RuntimeError("planner broke")
 
     monkeypatch.setattr(scheduler.planner, "plan", fail)
@@ -260,7 +261,7 @@ def test_a_pass_runs_with_the_cyclic_collector_paused_and_gives_it_back_even_whe
     assert gc.isenabled()
     gc.disable()  # paused by whoever runs the pass: it stays paused
     try:
-        monkeypatch.setattr(scheduler.planner, "plan", lambda *args: seen.append(gc.isenabled()) or plan(*args))
+        monkeypatch.setattr(scheduler.planner, "plan", lambda *args, **kwargs: seen.append(gc.isenabled()) or plan(*args, **kwargs))
         scheduler.run_pass()
         assert seen[-1] is False and not gc.isenabled()
     finally:
@@ -329,3 +330,28 @@ def test_a_holder_put_back_to_pending_between_the_two_reads_is_left_out(pool, se
     with pool.factory() as session:
         listed = [h.job_id for h in scheduler._holders(session)]
     assert listed == ([second] if pool.backend == "postgresql" else [first, second])
+
+
+def test_placements_a_pass_could_not_commit_are_not_left_held_in_its_pool(pool, settings, monkeypatch):
+    """Three jobs, one a batch; the second batch's commit fails outright. The first stays
+    placed, in the store and the pool; the pool holds nothing of the other two."""
+    from poold.scheduler import loop
+
+    _register(pool, make_node("l4").gpus(4, "L4"))
+    job_ids = [_submit(pool, count=1) for _ in range(3)]
+    settings.scheduler.batch_size = 1
+    scheduler = Scheduler(pool.factory, settings)
+    calls = []
+
+    def failing_second(factory, proposals, *args):
+        calls.append(proposals[0].job_id)
+        if len(calls) == 2:
+            raise RuntimeError("the store went away")
+        return commit(factory, proposals, *args)
+
+    monkeypatch.setattr(loop, "commit", failing_second)
+    with pytest.raises(RuntimeError, match="went away"):
+        scheduler.run_pass()
+    held = set(scheduler.engine.pool.holdings)
+    assert held == {calls[0]} and set(job_ids) - held == set(job_ids) - {calls[0]}
+    assert scheduler.engine.pool.dev_free[: scheduler.engine.pool.n_devices].sum() == 3.0

@@ -118,14 +118,16 @@ class Planner:
         found = self.queues.get(name)
         return found if found is not None else QueueEntitlement(name)
 
-    def plan(self, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder]) -> PassPlan:
+    def plan(self, now_s: float, waiting: Sequence[Waiting], holders: Sequence[Holder], keep: bool = False) -> PassPlan:
         """Decide one pass at ``now_s``; see the module docstring. The pool is left unchanged:
-        apply ``plan.placements`` in order, ask ``plan.preemptions`` victims to stop."""
+        apply ``plan.placements`` in order, ask ``plan.preemptions`` victims to stop. With
+        ``keep``, the placements stay held in the pool instead (the caller commits them, and
+        releases the ones it does not); when planning fails, nothing is held either way."""
         if self._layout != self.engine.pool.layout:
             self._carried = {}  # device slots were renumbered
         known = self._failures[1] if self._failures[0] == self.engine.pool.gains else {}
         work = _Pass(self, now_s, waiting, holders, known)
-        plan = work.run()
+        plan = work.run(keep)
         self._carried, self._layout = dict(plan.reservations), self.engine.pool.layout
         self._failures = (self.engine.pool.gains, work.failed)
         if len(self._amounts) > 2 * max(len(holders), 1000):
@@ -175,18 +177,21 @@ class _Pass:
 
     # ---- the pass ------------------------------------------------------------------------------
 
-    def run(self) -> PassPlan:
+    def run(self, keep: bool = False) -> PassPlan:
         ids = {w.job_id for w in self.waiting}
+        kept = False
         try:
             for job_id, reservation in self.planner._carried.items():
                 if job_id in ids:
                     self.phantoms.hold(job_id, reservation.holdings)
                     self.plan.reservations[job_id] = reservation
             self._serve()
+            kept = keep
         finally:
             self.phantoms.drop_all()
-            for placement in reversed(self.placed):
-                self.engine.pool.release(placement.request.job_id)
+            if not kept:
+                for placement in reversed(self.placed):
+                    self.engine.pool.release(placement.request.job_id)
         return self.plan
 
     def _serve(self) -> None:
