@@ -91,7 +91,7 @@ class SubmitQueue:
                     outcomes[n] = job if isinstance(job, ServiceError) else convert.job_out(job, {})
         except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
             log.info("a batch of %d submits failed: %s", len(batch), exc)
-            return [exc if outcome is None or not isinstance(outcome, BaseException) else outcome for outcome in outcomes]
+            return [outcome if isinstance(outcome, BaseException) else exc for outcome in outcomes]
         return outcomes  # type: ignore[return-value]
 
 

@@ -15,7 +15,9 @@ A batch
    being scrubbed. What is held is summed from the allocation rows, except on a node whose
    generation under lock is the one the pass read it at (``NodeHeld``): every change to what
    a node holds moves its generation in the same transaction, so the pass's own account of
-   it is the store's, and two queries a batch are saved;
+   it is what the store holds, plus at most the pass's placements not committed yet (which
+   fit with the batch by construction: the pass placed them together), and two queries a
+   batch are saved;
 4. writes allocation rows (one per device, one for the node's CPU and memory), the jobs'
    state and reason, the ``job.placed`` events (their ``data`` the placement's score
    breakdown, ``Placement.breakdown``, which ``poold why`` shows), and moves the nodes' generation.

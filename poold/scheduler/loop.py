@@ -420,8 +420,10 @@ class Scheduler:
 
     def _held_before(self, proposals: list[Proposal | GangProposal]) -> dict[int, NodeHeld]:
         """What the store holds on the batch's nodes as this pass knows it (``commit.NodeHeld``):
-        the pool, which holds the batch already, less the batch; each node at the store
-        generation the snapshot holds it at (the commit uses it only if the node is still there)."""
+        the pool less the batch, each node at the store generation the snapshot holds it at
+        (the commit uses it only if the node is still there). The pool also holds the pass's
+        later batches, so the account can only be larger than the store's: a batch is checked
+        as if they were held, and they fit with it, as the pass placed them all together."""
         pool, generations = self.engine.pool, self.snapshot.generations
         by_node: dict[int, list[Proposal]] = {}
         for proposal in proposals:
